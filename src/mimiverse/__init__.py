@@ -1,0 +1,3 @@
+"""Mimiverse: a self-hosted AI backend for code editors."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""The small base class every inference backend implements.
+
+A backend answers the tasks listed in `tasks`:
+- completion: `stream_generate(GenerateRequest)`, a raw, already rendered prompt;
+- chat: `stream_chat(ChatRequest)`;
+- embedding: `embed_batch(model, texts)`.
+
+Streams yield `Delta`s; the last one carries `finish_reason` (and token counts when the
+backend reports them). Backends translate their foreign errors into `BackendError`
+subclasses; the router enforces first-token / between-token / total timeouts uniformly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from mimiverse.config import BackendSettings, Task
+from mimiverse.errors import Unsupported
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    model: str
+    prompt: str
+    max_tokens: int = 128
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_p: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 512
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_p: float | None = None
+
+
+@dataclass(slots=True)
+class Delta:
+    text: str = ""
+    finish_reason: str | None = None  # "stop" | "length" on the final delta
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    token_ids: tuple[int, ...] = field(default=())  # when the backend exposes them
+
+
+class Backend:
+    """Base of all backends. Subclasses set `kind` and `tasks` and override what they do."""
+
+    kind: ClassVar[str] = ""
+    tasks: ClassVar[frozenset[Task]] = frozenset()
+
+    def __init__(self, config: BackendSettings) -> None:
+        self.config = config
+        self.name = config.name
+
+    def supports(self, task: Task) -> bool:
+        return task in self.tasks
+
+    def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        raise Unsupported(f"{self.kind} backends do not generate", backend=self.name)
+
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        raise Unsupported(f"{self.kind} backends do not chat", backend=self.name)
+
+    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        raise Unsupported(f"{self.kind} backends do not embed", backend=self.name)
+
+    async def list_models(self) -> list[str]:
+        """Model names this backend can serve now (may be empty if it cannot tell)."""
+        return []
+
+    async def check_health(self) -> None:
+        """Return if the backend is reachable; raise a BackendError saying why not."""
+        await self.list_models()
+
+    async def aclose(self) -> None:
+        """Release connections, threads or loaded models."""

@@ -1,0 +1,196 @@
+"""Settings: one object, built from an optional TOML file, then MIMIVERSE_* env vars.
+
+Precedence (highest first): keyword arguments, environment (`MIMIVERSE_SERVER__PORT=...`,
+nested with `__`), the TOML file named by `--config` / `MIMIVERSE_CONFIG`, defaults.
+Nothing is read at import time: `load_settings()` is called by the CLI and by tests.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mimiverse.errors import ConfigError
+
+Task = Literal["completion", "chat", "embedding"]
+TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
+BackendKind = Literal["ollama", "openai", "llamacpp"]
+Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
+
+_config_file: ContextVar[Path | None] = ContextVar("mimiverse_config_file", default=None)
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: refuse them with the field name.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(2.0, gt=0, le=60)
+    first_token_s: float = Field(30.0, gt=0, le=600)
+    between_tokens_s: float = Field(15.0, gt=0, le=600)
+    total_s: float = Field(120.0, gt=0, le=3600)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class BackendSettings(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: BackendKind
+    url: str | None = Field(None, description="base URL for HTTP backends")
+    api_key: str | None = Field(None, description="sent as a Bearer token to the backend")
+    model_path: str | None = Field(None, description="GGUF file for the llamacpp kind")
+    n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
+    n_threads: int | None = Field(None, ge=1, le=256)
+    max_connections: int = Field(64, ge=1, le=4096)
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _needs_location(self) -> BackendSettings:
+        if self.kind == "llamacpp":
+            if not self.model_path:
+                raise ValueError(f"backend {self.name!r} (llamacpp) needs model_path = a GGUF file")
+        elif not self.url:
+            raise ValueError(f"backend {self.name!r} ({self.kind}) needs url = http(s)://host:port")
+        elif not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"backend {self.name!r}: url must start with http:// or https://")
+        return self
+
+
+class ModelRoute(_Strict):
+    model: str = Field(min_length=1, max_length=256)
+    family: Family | None = Field(None, description="FIM prompt family; inferred when absent")
+    backends: list[str] = Field(min_length=1, max_length=16)
+    # Upper bound on prompt tokens sent to the model (FIM prefix+suffix are trimmed to fit).
+    max_prompt_tokens: int = Field(2048, ge=64, le=131072)
+    max_tokens: int = Field(256, ge=1, le=8192, description="default and ceiling for replies")
+
+
+def _default_backends() -> list[BackendSettings]:
+    return [BackendSettings(name="local-ollama", kind="ollama", url="http://127.0.0.1:11434")]
+
+
+class ModelsSettings(_Strict):
+    completion: ModelRoute = ModelRoute(
+        model="qwen2.5-coder:1.5b", family="qwen2.5-coder", backends=["local-ollama"]
+    )
+    chat: ModelRoute = ModelRoute(
+        model="qwen3-coder:30b", backends=["local-ollama"], max_prompt_tokens=16384,
+        max_tokens=2048,
+    )
+    embedding: ModelRoute = ModelRoute(model="nomic-embed-text", backends=["local-ollama"])
+
+    def route(self, task: Task) -> ModelRoute:
+        route: ModelRoute = getattr(self, task)
+        return route
+
+
+class BreakerSettings(_Strict):
+    failures: int = Field(3, ge=1, le=100, description="consecutive failures that open it")
+    cooldown_s: float = Field(30.0, ge=0, le=3600, description="before a half-open probe")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MIMIVERSE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    backends: list[BackendSettings] = Field(default_factory=_default_backends, max_length=64)
+    models: ModelsSettings = ModelsSettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_names(cls, backends: list[BackendSettings]) -> list[BackendSettings]:
+        seen: set[str] = set()
+        for b in backends:
+            if b.name in seen:
+                raise ValueError(f"backend name {b.name!r} is used twice; names must be unique")
+            seen.add(b.name)
+        return backends
+
+    @model_validator(mode="after")
+    def _routes_name_known_backends(self) -> Settings:
+        known = {b.name for b in self.backends}
+        for task in TASKS:
+            for name in self.models.route(task).backends:
+                if name not in known:
+                    raise ValueError(
+                        f"models.{task}.backends names {name!r}, which is not a configured "
+                        f"backend; configured: {sorted(known) or 'none'}"
+                    )
+        return self
+
+    def backend(self, name: str) -> BackendSettings:
+        return next(b for b in self.backends if b.name == name)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from `config` (or $MIMIVERSE_CONFIG), the environment and overrides.
+
+    Raises ConfigError with one line per invalid field, naming it and what is allowed.
+    """
+    raw = config if config is not None else os.environ.get("MIMIVERSE_CONFIG")
+    path = Path(raw) if raw else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist or is not a file")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source=path)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def describe_validation_error(exc: ValidationError, *, source: Path | None = None) -> str:
+    where = f" in {source}" if source else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)

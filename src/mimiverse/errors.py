@@ -1,0 +1,90 @@
+"""The one exception tree. Foreign errors are translated into these once per boundary.
+
+    MimiverseError
+    ├── ConfigError                 invalid settings; the process refuses to start
+    ├── RequestError                the client asked for something we cannot do (4xx)
+    │   ├── InvalidRequest          422: a field is outside what is allowed
+    │   └── ModelNotFound           404: no task alias, configured model or listed model
+    └── BackendError                an inference backend failed (carries the backend name)
+        ├── BackendUnavailable      connection refused/reset, 5xx, process gone
+        ├── BackendTimeout          connect, first token, between tokens or total
+        ├── BackendProtocolError    the answer was not what the protocol promises
+        ├── BackendRejected         the backend answered 4xx (e.g. model not pulled there)
+        ├── Unsupported             this backend kind cannot do the task
+        ├── StreamInterrupted       failed after the first token was sent: never retried
+        └── AllBackendsFailed       every candidate failed before its first token (503)
+
+The router falls back on BackendError subclasses (never on message text), except
+StreamInterrupted which ends the response. HTTP handlers map classes to status codes in
+one place (api/errors.py).
+"""
+
+from __future__ import annotations
+
+
+class MimiverseError(Exception):
+    """Base class of every error Mimiverse raises on purpose."""
+
+
+class ConfigError(MimiverseError):
+    """Settings are invalid; the message names the field and what is allowed."""
+
+
+class RequestError(MimiverseError):
+    status_code = 400
+
+
+class InvalidRequest(RequestError):
+    status_code = 422
+
+
+class ModelNotFound(RequestError):
+    status_code = 404
+
+
+class BackendError(MimiverseError):
+    """An inference backend failed. `backend` names it as configured."""
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class BackendUnavailable(BackendError):
+    pass
+
+
+class BackendTimeout(BackendError):
+    pass
+
+
+class BackendProtocolError(BackendError):
+    pass
+
+
+class BackendRejected(BackendError):
+    def __init__(self, message: str, *, backend: str = "", status_code: int = 400) -> None:
+        super().__init__(message, backend=backend)
+        self.status_code = status_code
+
+
+class Unsupported(BackendError):
+    pass
+
+
+class StreamInterrupted(BackendError):
+    """The upstream failed after text was already sent; the stream ends with an error."""
+
+
+class AllBackendsFailed(BackendError):
+    """Every candidate backend failed; `failures` lists (backend, reason) in order tried."""
+
+    def __init__(self, task: str, failures: list[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{name}: {why}" for name, why in failures) or "none configured"
+        super().__init__(f"all backends for {task} failed: {detail}")
+        self.task = task
+        self.failures = failures

@@ -1,0 +1,1 @@
+"""Shared fixtures. Test doubles are real loopback servers speaking the real protocols."""
