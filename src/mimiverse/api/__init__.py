@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers over the gateway services, one router file per resource."""

@@ -1,0 +1,78 @@
+"""Exceptions -> HTTP responses, in one place. Body: {"error": {"type", "message", ...}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from mimiverse.api.deps import ClientDisconnected
+from mimiverse.errors import (
+    AllBackendsFailed,
+    BackendError,
+    BackendTimeout,
+    MimiverseError,
+    RequestError,
+)
+
+log = logging.getLogger("mimiverse.api")
+
+
+def status_for(exc: MimiverseError) -> int:
+    if isinstance(exc, RequestError):
+        return exc.status_code
+    if isinstance(exc, AllBackendsFailed):
+        return 503
+    if isinstance(exc, BackendTimeout):
+        return 504
+    if isinstance(exc, BackendError):
+        return 502
+    return 500
+
+
+def error_type(exc: BaseException) -> str:
+    """snake_case of the class name: AllBackendsFailed -> all_backends_failed."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def error_body(exc: MimiverseError) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": error_type(exc), "message": str(exc)}
+    if isinstance(exc, AllBackendsFailed):
+        body["backends"] = [{"name": n, "reason": why} for n, why in exc.failures]
+    elif isinstance(exc, BackendError) and exc.backend:
+        body["backend"] = exc.backend
+    return {"error": body}
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_mimiverse_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MimiverseError)
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body(exc), status_code=status)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        body = {"error": {"type": "invalid_request", "message": describe_validation(exc)}}
+        return JSONResponse(body, status_code=422)
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # Nobody is listening; 499 (nginx's "client closed request") for the access log.
+        return Response(status_code=499)
+
+    app.add_exception_handler(MimiverseError, on_mimiverse_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnected, on_disconnect)

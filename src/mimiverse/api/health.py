@@ -1,0 +1,59 @@
+"""Liveness (the process answers) and readiness (per dependency: ok / degraded / down)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from mimiverse.api.deps import GatewayDep
+from mimiverse.config import TASKS
+from mimiverse.errors import BackendError
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+Level = Literal["ok", "degraded", "down"]
+
+
+class Check(BaseModel):
+    status: Level
+    detail: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Level
+    checks: dict[str, Check]
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=Readiness)
+async def ready(gateway: GatewayDep) -> JSONResponse:
+    names = list(gateway.router.backends)
+    results = await asyncio.gather(
+        *(gateway.router.check(name) for name in names), return_exceptions=True
+    )
+    checks: dict[str, Check] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BackendError):
+            checks[f"backend:{name}"] = Check(status="down", detail=result.reason)
+        elif isinstance(result, BaseException):
+            checks[f"backend:{name}"] = Check(status="down", detail=repr(result))
+        else:
+            checks[f"backend:{name}"] = Check(status="ok")
+    # A task is down when none of its backends answer; degraded when some do not.
+    overall: Level = "ok"
+    for task in TASKS:
+        states = [checks[f"backend:{n}"].status for n in gateway.router.route(task).backends]
+        if all(s == "down" for s in states):
+            overall = "down"
+        elif overall == "ok" and "down" in states:
+            overall = "degraded"
+    body = Readiness(status=overall, checks=checks)
+    return JSONResponse(body.model_dump(), status_code=503 if overall == "down" else 200)

@@ -1,0 +1,58 @@
+"""GET /api/models/available: what each task uses, and its backends' current health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from mimiverse.api.deps import GatewayDep
+from mimiverse.config import TASKS
+
+router = APIRouter(tags=["models"])
+
+USES = {
+    "completion": "code completion (fill-in-the-middle)",
+    "chat": "chat about code",
+    "embedding": "embeddings for code search",
+}
+
+
+class BackendHealth(BaseModel):
+    name: str
+    kind: str
+    state: str
+    healthy: bool
+    last_error: str | None
+    cooldown_left_s: float
+
+
+class TaskModel(BaseModel):
+    model: str
+    use: str
+    family: str | None
+    backends: list[BackendHealth]
+
+
+class AvailableModels(BaseModel):
+    models: dict[str, TaskModel]
+
+
+@router.get("/api/models/available")
+async def available(gateway: GatewayDep) -> AvailableModels:
+    status = gateway.router.status()
+    models = {}
+    for task in TASKS:
+        route = gateway.router.route(task)
+        family = gateway.fim_template.family if task == "completion" else route.family
+        models[task] = TaskModel(
+            model=route.model, use=USES[task], family=family,
+            backends=[
+                BackendHealth(
+                    name=name, kind=status[name].kind, state=status[name].state,
+                    healthy=status[name].healthy, last_error=status[name].last_error,
+                    cooldown_left_s=status[name].cooldown_left_s,
+                )
+                for name in route.backends
+            ],
+        )
+    return AvailableModels(models=models)

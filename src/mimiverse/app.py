@@ -1,0 +1,83 @@
+"""create_app(settings) -> FastAPI. Services are built here, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mimiverse import __version__
+from mimiverse.api import ai, health, models
+from mimiverse.api.errors import install_error_handlers
+from mimiverse.config import Settings
+from mimiverse.gateway import Gateway
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class BodySizeLimit:
+    """413 for bodies over the limit: refused by Content-Length before reading, else counted."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = (
+            b'{"error":{"type":"payload_too_large","message":"request body is larger than '
+            + str(self.max_bytes).encode() + b' bytes"}}'
+        )
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+    gateway = gateway or Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = FastAPI(title="Mimiverse", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    for module in (ai, models, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit)
+    return app

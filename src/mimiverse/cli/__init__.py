@@ -1,0 +1,1 @@
+"""The `mimiverse` command line: one module per command group."""

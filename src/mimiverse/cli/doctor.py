@@ -1,0 +1,126 @@
+"""`mimiverse models` and `mimiverse doctor`: what is configured, what answers, how to fix."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from mimiverse.backends.base import Backend
+from mimiverse.backends.registry import build_backend
+from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
+from mimiverse.config import TASKS, BackendSettings, Settings
+from mimiverse.errors import MimiverseError
+
+
+@dataclass
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    models: tuple[str, ...] = ()
+
+
+def _fix_for(config: BackendSettings, error: str) -> str:
+    if config.kind == "ollama":
+        return (f"start Ollama (`ollama serve`) so it listens on {config.url}, "
+                "or point this backend's url at a running one")
+    if config.kind == "openai":
+        return (f"start the OpenAI-compatible server (vLLM, llama.cpp server, LM Studio) at "
+                f"{config.url}, or fix this backend's url/api_key")
+    if config.kind == "llamacpp":
+        if importlib.util.find_spec("llama_cpp") is None:
+            return "pip install 'mimiverse[llamacpp]'"
+        return f"check that {config.model_path} is a readable GGUF file"
+    return "check this backend's configuration"
+
+
+async def _probe(config: BackendSettings) -> Probe:
+    if config.kind == "llamacpp":
+        if importlib.util.find_spec("llama_cpp") is None:
+            return Probe(config.name, False, "llama-cpp-python is not installed",
+                         _fix_for(config, ""))
+        if not Path(config.model_path or "").is_file():
+            return Probe(config.name, False, f"model file {config.model_path} not found",
+                         "set model_path to an existing GGUF file")
+    backend: Backend | None = None
+    try:
+        backend = build_backend(config)
+        async with asyncio.timeout(config.timeouts.connect_s + 3):
+            await backend.check_health()
+            models = tuple(await backend.list_models())
+        return Probe(config.name, True, f"reachable, {len(models)} models listed", models=models)
+    except TimeoutError:
+        return Probe(config.name, False, "timed out", _fix_for(config, "timeout"))
+    except MimiverseError as exc:
+        return Probe(config.name, False, str(exc), _fix_for(config, str(exc)))
+    finally:
+        if backend is not None:
+            await backend.aclose()
+
+
+async def _probe_all(settings: Settings) -> dict[str, Probe]:
+    probes = await asyncio.gather(*(_probe(b) for b in settings.backends))
+    return {p.name: p for p in probes}
+
+
+def _model_listed(model: str, listed: tuple[str, ...]) -> bool:
+    # Ollama lists "name:tag"; a bare name means ":latest".
+    wanted = {model, f"{model}:latest"} if ":" not in model else {model}
+    return not listed or bool(wanted & set(listed))
+
+
+def doctor(config: ConfigOption = None) -> None:
+    """Check every configured backend and dependency; say what answers and how to fix the rest."""
+    settings = settings_from(config)
+    probes = run(_probe_all(settings))
+
+    table = Table(title="backends")
+    for col in ("backend", "kind", "where", "status", "how to fix"):
+        table.add_column(col)
+    for b in settings.backends:
+        p = probes[b.name]
+        status = f"[green]ok[/] {p.detail}" if p.ok else f"[red]down[/] {p.detail}"
+        table.add_row(b.name, b.kind, b.url or b.model_path or "", status, p.fix)
+    console.print(table)
+
+    problems = 0
+    for task in TASKS:
+        route = settings.models.route(task)
+        up = [n for n in route.backends if probes[n].ok]
+        if not up:
+            problems += 1
+            console.print(f"[red]✗ {task}[/]: {route.model} has no reachable backend "
+                          f"(tried {', '.join(route.backends)})")
+            continue
+        missing = [n for n in up if not _model_listed(route.model, probes[n].models)]
+        note = ""
+        if missing:
+            note = (f" — {route.model} is not listed by {', '.join(missing)}; "
+                    f"e.g. `ollama pull {route.model}`")
+        console.print(f"[green]✓ {task}[/]: {route.model} via {', '.join(up)}{note}")
+    if importlib.util.find_spec("llama_cpp") is None:
+        console.print("[dim]· llama-cpp-python not installed (optional: mimiverse[llamacpp])[/]")
+    if problems:
+        raise fail(f"{problems} task(s) cannot be served; see the fixes above")
+
+
+def models(config: ConfigOption = None) -> None:
+    """List the model each task uses and the models each backend offers."""
+    settings = settings_from(config)
+    for task in TASKS:
+        route = settings.models.route(task)
+        console.print(f"[bold]{task}[/]: {route.model} → {', '.join(route.backends)}")
+    probes = run(_probe_all(settings))
+    for name, probe in probes.items():
+        if probe.ok:
+            listed = ", ".join(probe.models) or "(lists none)"
+            console.print(f"  {name}: {listed}", highlight=False)
+        else:
+            console.print(f"  {name}: [red]unreachable[/] ({probe.detail})", highlight=False)
+
+

@@ -1,0 +1,22 @@
+"""The `mimiverse` command."""
+
+from __future__ import annotations
+
+import typer
+
+from mimiverse.cli.complete import chat, complete
+from mimiverse.cli.doctor import doctor, models
+from mimiverse.cli.serve import serve
+
+app = typer.Typer(
+    name="mimiverse",
+    help="Self-hosted AI backend for code editors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for command in (serve, complete, chat, models, doctor):
+    app.command()(command)
+
+if __name__ == "__main__":
+    app()

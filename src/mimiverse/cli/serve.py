@@ -1,0 +1,40 @@
+"""`mimiverse serve`: the HTTP server."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from mimiverse.app import create_app
+from mimiverse.cli.common import ConfigOption, fail, settings_from
+from mimiverse.errors import MimiverseError
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [default: 5000]", min=0, max=65535)] = None,
+) -> None:
+    """Serve completions, chat and embeddings over HTTP."""
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    settings = settings_from(config)
+    if server:
+        settings = settings_from(config, server=settings.server.model_copy(update=server))
+    try:
+        app = create_app(settings)
+    except MimiverseError as exc:
+        raise fail(str(exc)) from None
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,  # request lines can carry code in query strings; off by default
+        server_header=False,
+    )

@@ -1,0 +1,1 @@
+"""Task -> model -> ordered backends, with circuit breaking and fallback."""

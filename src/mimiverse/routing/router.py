@@ -1,0 +1,244 @@
+"""The router: picks a backend for a task and keeps streams honest.
+
+- Candidates are tried in configured order; a backend is skipped while its breaker is open.
+- Falling back happens only before the first token: once text has reached the client, a
+  failure ends the stream with StreamInterrupted (never text from a second backend).
+- First-token, between-token and total timeouts are enforced here, the same for every kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mimiverse.backends.base import Backend, Delta
+from mimiverse.config import ModelRoute, Settings, Task, Timeouts
+from mimiverse.errors import (
+    AllBackendsFailed,
+    BackendError,
+    BackendTimeout,
+    StreamInterrupted,
+    Unsupported,
+)
+from mimiverse.routing.breaker import CircuitBreaker
+
+StreamFactory = Callable[[Backend, str], AsyncIterator[Delta]]
+
+
+class RoutedStream:
+    """A stream that already produced its first delta on `backend`.
+
+    Iterate it for the rest; close it (`aclose`) to cancel the upstream request.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        backend: Backend,
+        model: str,
+        first: Delta | None,
+        upstream: AsyncIterator[Delta],
+        timeouts: Timeouts,
+        deadline: float,
+    ) -> None:
+        self.router = router
+        self.backend = backend
+        self.model = model
+        self._first = first
+        self._upstream = upstream
+        self._timeouts = timeouts
+        self._deadline = deadline
+        self._closed = first is None
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delta]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        while not self._closed:
+            loop = asyncio.get_running_loop()
+            budget = min(self._timeouts.between_tokens_s, self._deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(budget, 0.0)):
+                    delta = await anext(self._upstream)
+            except StopAsyncIteration:
+                self._closed = True
+                return
+            except TimeoutError:
+                total = loop.time() >= self._deadline
+                why = "total time limit reached" if total else (
+                    f"no token for {self._timeouts.between_tokens_s:g}s"
+                )
+                self._fail(why)
+                raise StreamInterrupted(why, backend=self.backend.name) from None
+            except BackendError as exc:
+                self._fail(exc.reason)
+                raise StreamInterrupted(exc.reason, backend=self.backend.name) from exc
+            yield delta
+
+    def _fail(self, reason: str) -> None:
+        self._closed = True
+        self.router.breakers[self.backend.name].record_failure(reason)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        closer = getattr(self._upstream, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    name: str
+    kind: str
+    state: str  # closed | open | half-open
+    healthy: bool
+    consecutive_failures: int
+    last_error: str | None
+    cooldown_left_s: float
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: dict[str, Backend],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.breakers = {
+            name: CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s, clock)
+            for name in backends
+        }
+
+    def route(self, task: Task) -> ModelRoute:
+        return self.settings.models.route(task)
+
+    def candidates(self, task: Task) -> Sequence[Backend]:
+        return [self.backends[name] for name in self.route(task).backends]
+
+    async def open_stream(self, task: Task, start: StreamFactory) -> RoutedStream:
+        """Start `start(backend, model)` on the first backend that yields a first delta."""
+        route = self.route(task)
+        failures: list[tuple[str, str]] = []
+        loop = asyncio.get_running_loop()
+        for backend in self.candidates(task):
+            if not backend.supports(task):
+                failures.append((backend.name, f"{backend.kind} cannot serve {task}"))
+                continue
+            breaker = self.breakers[backend.name]
+            if not breaker.allow():
+                failures.append((backend.name, _cooling(breaker)))
+                continue
+            timeouts = backend.config.timeouts
+            deadline = loop.time() + timeouts.total_s
+            upstream: AsyncIterator[Delta] | None = None
+            try:
+                upstream = start(backend, route.model)
+                async with asyncio.timeout(min(timeouts.first_token_s, timeouts.total_s)):
+                    first: Delta | None = await anext(upstream)
+            except StopAsyncIteration:
+                first = None  # an empty answer is still an answer
+            except TimeoutError:
+                await _close(upstream)
+                why = f"no first token within {timeouts.first_token_s:g}s"
+                breaker.record_failure(why)
+                failures.append((backend.name, why))
+                continue
+            except Unsupported as exc:
+                breaker.release_probe()
+                failures.append((backend.name, exc.reason))
+                continue
+            except BackendError as exc:
+                await _close(upstream)
+                breaker.record_failure(exc.reason)
+                failures.append((backend.name, exc.reason))
+                continue
+            except BaseException:
+                # Cancelled (client went away) or a bug: no verdict on the backend.
+                breaker.release_probe()
+                await _close(upstream)
+                raise
+            breaker.record_success()
+            return RoutedStream(self, backend, route.model, first, upstream, timeouts, deadline)
+        raise AllBackendsFailed(task, failures)
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
+        """Embed with the first embedding backend that answers; returns vectors, backend, model."""
+        route = self.route("embedding")
+        failures: list[tuple[str, str]] = []
+        for backend in self.candidates("embedding"):
+            breaker = self.breakers[backend.name]
+            if not backend.supports("embedding"):
+                failures.append((backend.name, f"{backend.kind} cannot serve embedding"))
+                continue
+            if not breaker.allow():
+                failures.append((backend.name, _cooling(breaker)))
+                continue
+            timeouts = backend.config.timeouts
+            try:
+                async with asyncio.timeout(timeouts.total_s):
+                    vectors = await backend.embed_batch(route.model, texts)
+            except TimeoutError:
+                why = f"no answer within {timeouts.total_s:g}s"
+                breaker.record_failure(why)
+                failures.append((backend.name, why))
+                continue
+            except BackendError as exc:
+                breaker.record_failure(exc.reason)
+                failures.append((backend.name, exc.reason))
+                continue
+            except BaseException:
+                breaker.release_probe()
+                raise
+            breaker.record_success()
+            return vectors, backend, route.model
+        raise AllBackendsFailed("embedding", failures)
+
+    def status(self) -> dict[str, BackendStatus]:
+        return {
+            name: BackendStatus(
+                name=name,
+                kind=backend.kind,
+                state=self.breakers[name].state,
+                healthy=self.breakers[name].state == "closed",
+                consecutive_failures=self.breakers[name].consecutive_failures,
+                last_error=self.breakers[name].last_error,
+                cooldown_left_s=round(self.breakers[name].cooldown_left(), 3),
+            )
+            for name, backend in self.backends.items()
+        }
+
+    async def check(self, name: str) -> None:
+        """Actively probe one backend (doctor, readiness); updates its breaker."""
+        backend = self.backends[name]
+        try:
+            async with asyncio.timeout(backend.config.timeouts.connect_s + 1.0):
+                await backend.check_health()
+        except TimeoutError:
+            raise BackendTimeout("health check timed out", backend=name) from None
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(b.aclose() for b in self.backends.values()))
+
+
+def _cooling(breaker: CircuitBreaker) -> str:
+    return (
+        f"cooling down ({breaker.cooldown_left():.1f}s left) after {breaker.consecutive_failures} "
+        f"failures; last: {breaker.last_error}"
+    )
+
+
+async def _close(upstream: Any) -> None:
+    closer = getattr(upstream, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001 - the backend already failed; closing is best effort
+            pass
