@@ -112,6 +112,24 @@ class BreakerSettings(_Strict):
     cooldown_s: float = Field(30.0, ge=0, le=3600, description="before a half-open probe")
 
 
+class CacheSettings(_Strict):
+    kind: Literal["memory", "redis"] = "memory"
+    url: str = Field("redis://127.0.0.1:6379/0", description="for kind = redis")
+    ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="memory")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="memory")
+    key_prefix: str = Field("mimiverse:", max_length=64, description="redis; scopes clear()")
+    # Completions and chat are cached only when deterministic: temperature 0 or a fixed seed.
+    cache_seeded: bool = Field(True, description="treat a request with a seed as deterministic")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIMIVERSE_", env_nested_delimiter="__", extra="forbid"
@@ -121,6 +139,7 @@ class Settings(BaseSettings):
     backends: list[BackendSettings] = Field(default_factory=_default_backends, max_length=64)
     models: ModelsSettings = ModelsSettings()
     breaker: BreakerSettings = BreakerSettings()
+    cache: CacheSettings = CacheSettings()
 
     @field_validator("backends")
     @classmethod

@@ -23,7 +23,9 @@ from mimiverse.errors import (
 class HttpBackend(Backend):
     """A backend reached over HTTP through one pooled `httpx.AsyncClient`."""
 
-    def __init__(self, config: BackendSettings, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, config: BackendSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         super().__init__(config)
         t = config.timeouts
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
@@ -57,9 +59,14 @@ class HttpBackend(Backend):
             raise BackendTimeout(f"timed out ({type(exc).__name__})", backend=self.name) from exc
         except httpx.HTTPStatusError as exc:
             raise self._status_error(exc.response) from exc
-        except (httpx.TransportError, OSError) as exc:
+        except httpx.DecodingError as exc:
+            # A body that cannot be decoded (bad gzip, ...) is a broken answer, not a lost peer.
+            raise BackendProtocolError(f"undecodable response: {exc}", backend=self.name) from exc
+        except (httpx.HTTPError, OSError) as exc:
             why = str(exc) or type(exc).__name__
-            raise BackendUnavailable(f"cannot reach {self.config.url}: {why}", backend=self.name) from exc
+            raise BackendUnavailable(
+                f"cannot reach {self.config.url}: {why}", backend=self.name
+            ) from exc
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BackendProtocolError(f"unexpected response: {exc}", backend=self.name) from exc
 
@@ -86,7 +93,9 @@ class HttpBackend(Backend):
             return orjson.loads(response.content)
 
     @asynccontextmanager
-    async def stream_lines(self, path: str, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
+    async def stream_lines(
+        self, path: str, payload: dict[str, Any]
+    ) -> AsyncIterator[AsyncIterator[str]]:
         """POST and yield the response body line by line (NDJSON or SSE)."""
         with self.mapped_errors():
             async with self.client.stream(
