@@ -1,0 +1,396 @@
+"""An embedded llama.cpp backend: a GGUF file loaded in-process through llama-cpp-python.
+
+llama.cpp is blocking C code and one model context is not safe to share between threads,
+so every call into it runs on one dedicated worker thread per backend (load, tokenize,
+generate, embed, free), never on the event loop. A generation streams tokens back to the
+event loop through an asyncio queue; closing or cancelling the stream sets an event the
+worker checks before each new token, so it stops within one token.
+
+The prompt arrives already rendered (FIM templates live in mimiverse.fim): it is
+tokenized with special tokens parsed, so `<|fim_prefix|>` becomes its single id.
+llama-cpp-python's own `suffix=` infill is deliberately unused: it does not use the
+model's FIM tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import functools
+import math
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+# Imported at module level on purpose: the registry imports this module only when a
+# configuration names the llamacpp kind, and turns a missing extra into a ConfigError.
+import llama_cpp
+from llama_cpp import Llama
+
+from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
+from mimiverse.config import BackendSettings, Task
+from mimiverse.errors import BackendError, BackendRejected, BackendUnavailable, Unsupported
+
+T = TypeVar("T")
+Emit = Callable[[Delta], None]
+
+# llama.cpp's own sampling defaults (llama-server uses the same); applied when a request
+# leaves them open. No repeat penalty: it would bend code completions.
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStats:
+    """What the last generation did; finish_reason is "cancelled" when the stream was closed."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str
+    seconds: float
+
+
+class LlamaCppBackend(Backend):
+    """One GGUF model, loaded lazily on first use; generations run one at a time."""
+
+    kind: ClassVar[str] = "llamacpp"
+    tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
+
+    def __init__(self, config: BackendSettings) -> None:
+        super().__init__(config)
+        self.model_path = Path(config.model_path or "")
+        # One thread: llama.cpp contexts are single-threaded, and queued work keeps order.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llamacpp-{self.name}")
+        self._lock = asyncio.Lock()
+        self._llm: Llama | None = None
+        self._embedder: Llama | None = None
+        self._cancel: threading.Event | None = None
+        self._worker: asyncio.Future[None] | None = None
+        self._closed = False
+        self.last_generation: GenerationStats | None = None
+
+    @property
+    def generating(self) -> bool:
+        """True while the worker thread is still running a generation."""
+        return self._worker is not None and not self._worker.done()
+
+    # -- public API ---------------------------------------------------------------------
+
+    async def list_models(self) -> list[str]:
+        return [self.model_path.stem]
+
+    async def check_health(self) -> None:
+        # Loading is the real check: a file that exists may still not be a usable GGUF.
+        if self._llm is None:
+            async with self._lock:
+                await self._model()
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as generation sees it: special tokens parsed, no BOS added."""
+        async with self._lock:
+            llm = await self._model()
+            return await self._in_worker(_tokenize, llm, text)
+
+    async def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        async with self._lock:
+            llm = await self._model()
+            work = functools.partial(self._generate_sync, llm, request)
+            # aclosing: closing this stream must close the bridge now, not at GC time.
+            async with aclosing(self._bridge(work)) as deltas:
+                async for delta in deltas:
+                    yield delta
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        async with self._lock:
+            llm = await self._model()
+            work = functools.partial(self._chat_sync, llm, request)
+            async with aclosing(self._bridge(work)) as deltas:
+                async for delta in deltas:
+                    yield delta
+
+    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        async with self._lock:
+            if self._embedder is None:
+                self._check_open()
+                self._embedder = await self._in_worker(self._load, True)
+            return await self._in_worker(self._embed_sync, self._embedder, list(texts))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._cancel is not None:
+            self._cancel.set()
+        models = [m for m in (self._llm, self._embedder) if m is not None]
+        self._llm = self._embedder = None
+        # Queued behind any running generation, so the model is freed after it stops.
+        await asyncio.get_running_loop().run_in_executor(self._executor, _free, models)
+        self._executor.shutdown(wait=False)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailable("backend is closed", backend=self.name)
+
+    async def _model(self) -> Llama:
+        """The generation model, loaded on the worker thread the first time. Needs _lock."""
+        self._check_open()
+        if self._llm is None:
+            self._llm = await self._in_worker(self._load, False)
+        return self._llm
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except RuntimeError as exc:  # the executor was shut down by aclose()
+            raise BackendUnavailable("backend is closed", backend=self.name) from exc
+        try:
+            return await future
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"llama.cpp failed: {exc}", backend=self.name) from exc
+
+    def _load(self, embedding: bool) -> Llama:
+        path = self.model_path
+        if not path.is_file():
+            raise BackendUnavailable(
+                f"GGUF model {path} does not exist or is not a file", backend=self.name
+            )
+        try:
+            return Llama(
+                model_path=str(path),
+                n_ctx=self.config.n_ctx,
+                n_threads=self.config.n_threads,
+                embedding=embedding,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            # llama.cpp says only "failed to load model"; the path is what the user needs.
+            raise BackendUnavailable(
+                f"cannot load GGUF model {path}: {exc}", backend=self.name
+            ) from exc
+
+    async def _bridge(
+        self, work: Callable[[threading.Event, Emit], None]
+    ) -> AsyncGenerator[Delta, None]:
+        """Run `work` on the worker thread and yield the Deltas it emits, as they come."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item: Delta | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.set()
+
+        def run() -> None:
+            try:
+                work(cancel, put)
+            except BaseException as exc:  # handed to the consumer, who re-raises it
+                put(exc)
+            else:
+                put(None)
+
+        try:
+            worker = loop.run_in_executor(self._executor, run)
+        except RuntimeError as exc:
+            raise BackendUnavailable("backend is closed", backend=self.name) from exc
+        self._cancel, self._worker = cancel, worker
+        finished = False
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BackendError):
+                    raise item
+                if isinstance(item, Exception):
+                    raise BackendUnavailable(
+                        f"llama.cpp failed: {item}", backend=self.name
+                    ) from item
+                if isinstance(item, BaseException):
+                    raise item
+                finished = finished or item.finish_reason is not None
+                yield item
+            if not finished:  # only aclose() stops a worker whose consumer is still here
+                raise BackendUnavailable(
+                    "the backend was closed during the generation", backend=self.name
+                )
+        finally:
+            cancel.set()
+            # Hold the lock until the worker has really stopped touching the model.
+            await asyncio.shield(worker)
+
+    def _generate_sync(
+        self, llm: Llama, request: GenerateRequest, cancel: threading.Event, emit: Emit
+    ) -> None:
+        started = time.perf_counter()
+        prompt = _tokenize(llm, request.prompt) or [llm.token_bos()]
+        n_ctx: int = llm.n_ctx()
+        if len(prompt) >= n_ctx:
+            raise BackendRejected(
+                f"prompt has {len(prompt)} tokens; the context window is {n_ctx}",
+                backend=self.name,
+                status_code=400,
+            )
+        budget = min(request.max_tokens, n_ctx - len(prompt))
+        stops = [s for s in request.stop if s]
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        llm.set_seed(seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""  # decoded but unsent: it may be the start of a stop string
+        ids: list[int] = []  # tokens since the last Delta
+        n = 0
+        prev = prompt[-1]
+        if cancel.is_set():  # the consumer left while this waited its turn
+            self.last_generation = GenerationStats(len(prompt), 0, "cancelled", 0.0)
+            return
+        finish = "length"
+        cut_by_stop = False
+        tokens = llm.generate(
+            prompt,
+            temp=request.temperature,
+            top_p=request.top_p if request.top_p is not None else _TOP_P,
+            top_k=_TOP_K,
+            min_p=_MIN_P,
+            repeat_penalty=1.0,
+        )
+        try:
+            for token in tokens:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                n += 1
+                ids.append(token)
+                pending += decoder.decode(_piece(llm, prev, token))
+                prev = token
+                cut = _first_stop(pending, stops)
+                if cut is not None:
+                    pending, finish, cut_by_stop = pending[:cut], "stop", True
+                    break
+                send = len(pending) - _stop_prefix_len(pending, stops)
+                if send > 0:
+                    emit(Delta(text=pending[:send], token_ids=tuple(ids)))
+                    pending, ids = pending[send:], []
+                if n >= budget:
+                    break
+        finally:
+            tokens.close()
+        if not cut_by_stop:
+            pending += decoder.decode(b"", final=True)
+        self.last_generation = GenerationStats(
+            len(prompt), n, finish, time.perf_counter() - started
+        )
+        if finish != "cancelled":
+            emit(Delta(text=pending, finish_reason=finish, prompt_tokens=len(prompt),
+                       completion_tokens=n, token_ids=tuple(ids)))
+
+    def _chat_sync(
+        self, llm: Llama, request: ChatRequest, cancel: threading.Event, emit: Emit
+    ) -> None:
+        started = time.perf_counter()
+        # Any: llama-cpp-python types messages per role and chunks as a wide union;
+        # roles are checked at the API boundary and chunks are read defensively below.
+        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
+        chunks: Any = llm.create_chat_completion(
+            messages=messages,
+            stream=True,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p if request.top_p is not None else _TOP_P,
+            top_k=_TOP_K,
+            min_p=_MIN_P,
+            stop=list(request.stop),
+            seed=request.seed,
+        )
+        finish = "length"
+        try:
+            # The chat stream has no per-token hook; chunks come once per token except
+            # while a possible stop string is held back.
+            for chunk in chunks:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content") or ""
+                if choice.get("finish_reason"):
+                    finish = "length" if choice["finish_reason"] == "length" else "stop"
+                if text:
+                    emit(Delta(text=text))
+        except ValueError as exc:  # llama-cpp-python's "exceeds the context window"
+            raise BackendRejected(str(exc), backend=self.name, status_code=400) from exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        # llama-cpp-python's chat stream reports no usage, so no token counts here.
+        self.last_generation = GenerationStats(None, None, finish, time.perf_counter() - started)
+        if finish != "cancelled":
+            emit(Delta(finish_reason=finish))
+
+    def _embed_sync(self, llm: Llama, texts: list[str]) -> list[list[float]]:
+        # Typed as str upstream, but it is the C enum's int.
+        if int(llm.pooling_type()) == llama_cpp.LLAMA_POOLING_TYPE_NONE:
+            raise Unsupported(
+                f"GGUF model {self.model_path} declares no pooling type, so it gives one "
+                "vector per token: configure an embedding model",
+                backend=self.name,
+            )
+        vectors: list[list[float]] = llm.embed(texts)
+        return [_normalized(v) for v in vectors]
+
+
+def _tokenize(llm: Llama, text: str) -> list[int]:
+    # add_bos=False: the rendered template decides what comes first (Qwen has no BOS).
+    ids: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    return ids
+
+
+def _piece(llm: Llama, prev: int, token: int) -> bytes:
+    """The bytes `token` adds after `prev`.
+
+    Decoding after the previous token keeps the leading space of SentencePiece tokens,
+    which llama.cpp strips from the first token of a sequence it detokenizes.
+    """
+    before: bytes = llm.detokenize([prev])
+    both: bytes = llm.detokenize([prev, token])
+    return both[len(before):]
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop string starts in `text`, if any does."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+def _normalized(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+def _free(models: list[Llama]) -> None:
+    for model in models:
+        model.close()

@@ -1,0 +1,1 @@
+"""Helpers the tests share: model files they write, fixtures they import."""
