@@ -120,3 +120,30 @@ def _error_detail(response: httpx.Response) -> str:
             err = err.get("message", err)
         return str(err)[:200]
     return str(body)[:200]
+
+
+def checked_vectors(vectors: object, count: int, *, backend: str) -> list[list[float]]:
+    """`vectors` as float lists: exactly `count` of them, all numbers, one shared dimension.
+
+    A short batch or a ragged one would silently pair texts with the wrong vectors or break
+    the vector index later; refuse it here, where the backend is known.
+    """
+    if not isinstance(vectors, list) or len(vectors) != count:
+        got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
+        raise BackendProtocolError(f"expected {count} embeddings, got {got}", backend=backend)
+    out: list[list[float]] = []
+    dim = -1
+    for i, vec in enumerate(vectors):
+        if not isinstance(vec, list) or not vec:
+            raise BackendProtocolError(f"embedding {i} is not a non-empty list", backend=backend)
+        if dim < 0:
+            dim = len(vec)
+        elif len(vec) != dim:
+            raise BackendProtocolError(
+                f"embedding {i} has dimension {len(vec)}, expected {dim}", backend=backend
+            )
+        # type() rather than isinstance(): bools are ints but never vector components.
+        if not all(type(x) is float or type(x) is int for x in vec):
+            raise BackendProtocolError(f"embedding {i} holds non-numbers", backend=backend)
+        out.append([float(x) for x in vec])
+    return out

@@ -1,0 +1,1 @@
+"""Backend tests: every backend against a real loopback server speaking its protocol."""

@@ -1,0 +1,225 @@
+"""A loopback OpenAI-compatible server: /v1/completions, /v1/chat/completions (both with SSE
+streaming), /v1/embeddings (float or base64), /v1/models.
+
+Run as a process for benchmarks: `python -m tests.servers.openai_server --port N`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from tests.servers.behaviour import (
+    Behaviour,
+    Exchange,
+    ProtocolApp,
+    Reply,
+    chat_prompt,
+    default_reply,
+    embed_vector,
+    plan_reply,
+    split_tokens,
+)
+
+SSE = b"text/event-stream"
+CREATED = 1_700_000_000  # fixed: answers are a pure function of the request
+_DONE = b"data: [DONE]\n\n"
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
+                404: "invalid_request_error"}
+
+
+class OpenAIApp(ProtocolApp):
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        super().__init__(behaviour)
+        self.route("GET", "/health", self.health, names_model=False)
+        self.route("GET", "/v1/models", self.models, names_model=False)
+        self.route("POST", "/v1/completions", self.completions, names_model=True)
+        self.route("POST", "/v1/chat/completions", self.chat, names_model=True)
+        self.route("POST", "/v1/embeddings", self.embeddings, names_model=True)
+
+    def error_body(self, status: int, message: str) -> bytes:
+        code = {401: "invalid_api_key", 404: "model_not_found"}.get(status)
+        return orjson.dumps({"error": {
+            "message": message,
+            "type": _ERROR_TYPES.get(status, "server_error"),
+            "param": "model" if status == 404 else None,
+            "code": code,
+        }})
+
+    def model_not_found(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    async def health(self, ex: Exchange) -> None:
+        await self.send_json(ex, {"status": "ok"})
+
+    async def models(self, ex: Exchange) -> None:
+        await self.send_json(ex, {"object": "list", "data": [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "mimiverse-tests"}
+            for m in self.behaviour.models
+        ]})
+
+    async def completions(self, ex: Exchange) -> None:
+        body = ex.body
+        model = await self._model(ex)
+        if model is None:
+            return
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            await self.bad_request(ex, "prompt must be a string (or a list of one)")
+            return
+        reply = self._plan(prompt, body, body.get("max_tokens", 16))
+        base = {"id": "cmpl-" + _digest(prompt), "object": "text_completion",
+                "created": CREATED, "model": model}
+        if not body.get("stream"):
+            choice = {"text": reply.text, "index": 0, "logprobs": None,
+                      "finish_reason": reply.finish_reason}
+            await self.send_json(ex, {**base, "choices": [choice], "usage": _usage(reply)})
+            return
+
+        def choice_of(text: str, finish: str | None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+
+        await self._stream(ex, base, reply, choice_of, head=None)
+
+    async def chat(self, ex: Exchange) -> None:
+        body = ex.body
+        model = await self._model(ex)
+        if model is None:
+            return
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            await self.bad_request(ex, "messages must be a list of objects")
+            return
+        prompt = chat_prompt(messages)
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        reply = self._plan(prompt, body, limit)
+        base = {"id": "chatcmpl-" + _digest(prompt), "object": "chat.completion",
+                "created": CREATED, "model": model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": reply.text, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None,
+                      "finish_reason": reply.finish_reason}
+            await self.send_json(ex, {**base, "choices": [choice], "usage": _usage(reply)})
+            return
+        base["object"] = "chat.completion.chunk"
+
+        def choice_of(text: str, finish: str | None) -> dict[str, Any]:
+            delta = {"content": text} if finish is None else {}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+        role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                "finish_reason": None}
+        await self._stream(ex, base, reply, choice_of, head=role)
+
+    async def embeddings(self, ex: Exchange) -> None:
+        body = ex.body
+        model = await self._model(ex)
+        if model is None:
+            return
+        raw = body.get("input")
+        items = [raw] if isinstance(raw, str) or _is_tokens(raw) else raw
+        if not isinstance(items, list) or not items:
+            await self.bad_request(ex, "input must be a non-empty string or list")
+            return
+        # Token-id inputs are embedded by their ids' text: still a pure function of the input.
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in items
+                 if isinstance(t, str) or _is_tokens(t)]
+        if len(texts) != len(items):
+            await self.bad_request(ex, "input items must be strings or token lists")
+            return
+        dim = body.get("dimensions") or self.behaviour.embedding_dim
+        fmt = body.get("encoding_format") or "float"
+        if not isinstance(dim, int) or dim < 1 or fmt not in ("float", "base64"):
+            await self.bad_request(ex, "bad dimensions or encoding_format")
+            return
+        data = []
+        for i, text in enumerate(texts):
+            vec = embed_vector(text, dim)
+            value: Any = vec if fmt == "float" else _base64(vec)
+            data.append({"object": "embedding", "embedding": value, "index": i})
+        tokens = sum(len(split_tokens(t)) for t in texts)
+        await self.send_json(ex, {"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _model(self, ex: Exchange) -> str | None:
+        model = ex.body.get("model") if isinstance(ex.body, dict) else None
+        if not isinstance(model, str) or not model:
+            await self.bad_request(ex, "you must provide a model parameter")
+            return None
+        return model
+
+    def _plan(self, prompt: str, body: dict[str, Any], limit: Any) -> Reply:
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
+        max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
+        text = self.behaviour.reply if self.behaviour.reply is not None else default_reply(prompt)
+        return plan_reply(text, prompt, max_tokens, stop)
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        base: dict[str, Any],
+        reply: Reply,
+        choice_of: Callable[[str, str | None], dict[str, Any]],
+        *,
+        head: dict[str, Any] | None,
+    ) -> None:
+        options = ex.body.get("stream_options") or {}
+        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+        # With include_usage every chunk carries `usage: null` and one more chunk follows
+        # the last choice, with `choices: []` and the counts (as OpenAI sends it).
+        extra: dict[str, Any] = {"usage": None} if with_usage else {}
+        comment = b": ping\n\n" if self.behaviour.sse_comments else b""
+
+        def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+            return comment + b"data: " + orjson.dumps({**base, "choices": choices, **extra,
+                                                       **more}) + b"\n\n"
+
+        frames = [event([choice_of(chunk, None)]) for chunk in reply.chunks]
+        tail = event([choice_of("", reply.finish_reason)])
+        if with_usage:
+            tail += event([], usage=_usage(reply))
+        error = {"message": "test server error mid-stream", "type": "server_error",
+                 "param": None, "code": None}
+        await self.send_stream(
+            ex, SSE, frames,
+            head=event([head]) if head is not None else b"",
+            tail=tail + _DONE,
+            error=b"data: " + orjson.dumps({"error": error}) + b"\n\n" + _DONE,
+            malformed=b'data: {"id": "broken", "choices": [\n\n' + _DONE,
+        )
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:24]
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _base64(vec: list[float]) -> str:
+    # The OpenAI wire format for encoding_format=base64: little-endian float32.
+    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tests.servers.harness import cli
+
+    cli(OpenAIApp, argv, description="loopback OpenAI-compatible test server")
+
+
+if __name__ == "__main__":
+    main()
