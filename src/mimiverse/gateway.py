@@ -1,23 +1,34 @@
-"""The services behind every protocol: FIM, chat and embeddings through the router.
+"""The services behind every protocol: FIM, chat and embeddings through cache and router.
 
-The HTTP routes (ours, and later OpenAI/Ollama-compatible ones) and the CLI all call these,
-so prompt rendering, post-processing, routing and timing live in one place.
+The HTTP routes (ours, and the OpenAI/Ollama-compatible ones) and the CLI all call these,
+so prompt rendering, post-processing, caching, routing and timing live in one place.
+
+Every answer is a stream of TextEvents (deltas, then one `done`), whether it comes from a
+backend, the cache (replayed delta for delta) or type-ahead reuse; non-streaming callers
+collect it, sharing one upstream call between identical requests in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mimiverse.backends.base import Backend, ChatMessage, ChatRequest, Delta, GenerateRequest
 from mimiverse.backends.registry import build_backend
+from mimiverse.cache.base import Cache, build_cache
+from mimiverse.cache.keys import cache_key, is_deterministic
+from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import trim_to_budget
 from mimiverse.fim.templates import FimTemplate, template_for
 from mimiverse.routing.router import RoutedStream, Router
+from mimiverse.routing.singleflight import SingleFlight
+
+CACHE_BACKEND = "cache"  # the `backend` reported for answers served without a model call
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +76,32 @@ class Embeddings:
     cached: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TextEvent:
     """One streamed event: a text delta, or (kind="done") the final answer."""
 
     kind: Literal["delta", "done"]
     text: str = ""
-    answer: Answer | None = field(default=None)
+    answer: Answer | None = None
+
+
+Events = AsyncIterator[TextEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class FimPlan:
+    """Everything decided before a backend is called."""
+
+    request: GenerateRequest
+    prefix: str  # trimmed to the budget, as the model sees it
+    suffix: str
+    single_line: bool | None
+    key: str | None  # cache key, when the answer is deterministic
+    params_key: str  # what type-ahead reuse must match besides prefix and suffix
+
+    def postprocessor(self) -> FimPostprocessor:
+        return FimPostprocessor(self.prefix, self.suffix, self.request.stop,
+                                single_line=self.single_line)
 
 
 def _ms_since(start: float) -> float:
@@ -79,126 +109,274 @@ def _ms_since(start: float) -> float:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, backends: dict[str, Backend] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: dict[str, Backend] | None = None,
+        cache: Cache | None = None,
+    ) -> None:
         self.settings = settings
         if backends is None:
             backends = {b.name: build_backend(b) for b in settings.backends}
         self.router = Router(settings, backends)
+        self.cache = cache or build_cache(settings.cache)
+        self.typeahead = TypeaheadIndex(self.cache)
+        self._flights: SingleFlight[Answer] = SingleFlight()
         completion = settings.models.completion
         # Resolved once: an unknown family fails at start, not on the first request.
         self.fim_template: FimTemplate = template_for(completion.model, completion.family)
 
     async def aclose(self) -> None:
         await self.router.aclose()
+        await self.cache.aclose()
+
+    def _deterministic(self, temperature: float, seed: int | None) -> bool:
+        return is_deterministic(temperature, seed, self.settings.cache.cache_seeded)
 
     # -- FIM -------------------------------------------------------------------------
 
-    def fim_request(self, fim: FimInput, model: str) -> tuple[GenerateRequest, FimPostprocessor]:
+    def plan_fim(self, fim: FimInput) -> FimPlan:
         route = self.settings.models.completion
-        max_tokens = min(fim.max_tokens or route.max_tokens, route.max_tokens)
-        prefix, suffix = trim_to_budget(fim.prefix, fim.suffix, route.max_prompt_tokens)
         template = self.fim_template
+        prefix, suffix = trim_to_budget(fim.prefix, fim.suffix, route.max_prompt_tokens)
         stops = tuple(dict.fromkeys((*template.stop, *fim.stop)))
         request = GenerateRequest(
-            model=model,
+            model=route.model,
             prompt=template.render(prefix, suffix, path=fim.path),
-            max_tokens=max_tokens,
+            max_tokens=min(fim.max_tokens or route.max_tokens, route.max_tokens),
             temperature=fim.temperature,
             stop=stops,
             seed=fim.seed,
         )
-        post = FimPostprocessor(prefix, suffix, stops, single_line=fim.single_line)
-        return request, post
+        params = {
+            "model": request.model, "family": template.family, "max_tokens": request.max_tokens,
+            "temperature": request.temperature, "seed": request.seed, "stop": list(stops),
+            "single_line": fim.single_line, "path": fim.path,
+        }
+        deterministic = self._deterministic(fim.temperature, fim.seed)
+        return FimPlan(
+            request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
+            key=cache_key("completion", prompt=request.prompt, **params) if deterministic
+            else None,
+            params_key=cache_key("completion-params", **params),
+        )
 
-    async def open_fim(self, fim: FimInput) -> tuple[RoutedStream, FimPostprocessor]:
-        holder: list[FimPostprocessor] = []
+    async def stream_fim(self, fim: FimInput) -> Events:
+        """Open a completion: from the cache, type-ahead reuse, or a backend's first token.
+
+        Returns its events; failures before the first token raise here, not in the stream.
+        """
+        started = time.perf_counter()
+        plan = self.plan_fim(fim)
+        if plan.key is not None:
+            hit = await self._cached_events(plan.key, started)
+            if hit is not None:
+                return hit
+            rest = await self.typeahead.lookup(plan.params_key, fim.prefix, fim.suffix)
+            if rest is not None:
+                answer = Answer(rest, plan.request.model, CACHE_BACKEND, _ms_since(started),
+                                cached=True, finish_reason="stop")
+                return _replay([rest], answer)
+        post = plan.postprocessor()
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
-            request, post = self.fim_request(fim, model)
-            holder[:] = [post]
-            return backend.stream_generate(request)
+            post.__init__(plan.prefix, plan.suffix, plan.request.stop,  # type: ignore[misc]
+                          single_line=plan.single_line)  # fresh state for each attempt
+            return backend.stream_generate(plan.request)
 
         stream = await self.router.open_stream("completion", start)
-        return stream, holder[0]
+        events = _fim_events(stream, post, started)
+        if plan.key is None:
+            return events
 
-    async def fim_events(
-        self, stream: RoutedStream, post: FimPostprocessor, started: float
-    ) -> AsyncIterator[TextEvent]:
-        """Post-processed deltas, then the final answer; stops the upstream once a rule fires."""
-        parts: list[str] = []
-        last = Delta()
-        try:
-            async for delta in stream:
-                last = delta
-                text = post.feed(delta.text)
-                if text:
-                    parts.append(text)
-                    yield TextEvent("delta", text)
-                if post.done:
-                    last.finish_reason = "stop"
-                    break
-            tail = post.finish()
-            if tail:
-                parts.append(tail)
-                yield TextEvent("delta", tail)
-        finally:
-            await stream.aclose()
-        yield TextEvent("done", answer=Answer(
-            text="".join(parts), model=stream.model, backend=stream.backend.name,
-            latency_ms=_ms_since(started), finish_reason=last.finish_reason,
-            prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-        ))
+        async def remember(answer: Answer) -> None:
+            await self.typeahead.remember(plan.params_key, fim.prefix, fim.suffix, answer.text)
+
+        return self._storing(events, plan.key, remember)
 
     async def complete(self, fim: FimInput) -> Answer:
-        started = time.perf_counter()
-        stream, post = await self.open_fim(fim)
-        return await _final(self.fim_events(stream, post, started))
+        plan_key = self.plan_fim(fim).key
+        return await self._collect(plan_key, lambda: self.stream_fim(fim))
 
     # -- chat ------------------------------------------------------------------------
 
-    async def open_chat(self, chat: ChatInput) -> RoutedStream:
+    def _chat_request(self, chat: ChatInput) -> ChatRequest:
         route = self.settings.models.chat
+        return ChatRequest(
+            model=route.model, messages=chat.messages,
+            max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),
+            temperature=chat.temperature, stop=chat.stop, seed=chat.seed,
+        )
+
+    def _chat_key(self, request: ChatRequest) -> str | None:
+        if not self._deterministic(request.temperature, request.seed):
+            return None
+        return cache_key(
+            "chat", model=request.model, messages=[[m.role, m.content] for m in request.messages],
+            max_tokens=request.max_tokens, temperature=request.temperature,
+            seed=request.seed, stop=list(request.stop),
+        )
+
+    async def stream_chat(self, chat: ChatInput) -> Events:
+        started = time.perf_counter()
+        request = self._chat_request(chat)
+        key = self._chat_key(request)
+        if key is not None:
+            hit = await self._cached_events(key, started)
+            if hit is not None:
+                return hit
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
-            return backend.stream_chat(ChatRequest(
-                model=model, messages=chat.messages,
-                max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),
-                temperature=chat.temperature, stop=chat.stop, seed=chat.seed,
-            ))
+            return backend.stream_chat(request)
 
-        return await self.router.open_stream("chat", start)
-
-    async def chat_events(self, stream: RoutedStream, started: float) -> AsyncIterator[TextEvent]:
-        parts: list[str] = []
-        last = Delta()
-        try:
-            async for delta in stream:
-                last = delta
-                if delta.text:
-                    parts.append(delta.text)
-                    yield TextEvent("delta", delta.text)
-        finally:
-            await stream.aclose()
-        yield TextEvent("done", answer=Answer(
-            text="".join(parts), model=stream.model, backend=stream.backend.name,
-            latency_ms=_ms_since(started), finish_reason=last.finish_reason,
-            prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-        ))
+        events = _chat_events(await self.router.open_stream("chat", start), started)
+        return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
-        started = time.perf_counter()
-        return await _final(self.chat_events(await self.open_chat(chat), started))
+        key = self._chat_key(self._chat_request(chat))
+        return await self._collect(key, lambda: self.stream_chat(chat))
 
     # -- embeddings ------------------------------------------------------------------
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
+        """Embeddings are always cached, per text, so overlapping batches reuse them."""
         started = time.perf_counter()
-        vectors, backend, model = await self.router.embed(texts)
-        return Embeddings(vectors, model, backend.name, _ms_since(started))
+        model = self.settings.models.embedding.model
+        unique = list(dict.fromkeys(texts))
+        keys = {t: cache_key("embedding", model=model, text=t) for t in unique}
+        found = await asyncio.gather(*(self.cache.get(keys[t]) for t in unique))
+        vectors: dict[str, list[float]] = {}
+        for text, value in zip(unique, found, strict=True):
+            vector = value.get("vector") if value else None
+            if isinstance(vector, list) and vector:
+                vectors[text] = vector
+        missing = [t for t in unique if t not in vectors]
+        backend_name = CACHE_BACKEND
+        if missing:
+            fresh, backend, model = await self.router.embed(missing)
+            backend_name = backend.name
+            vectors.update(zip(missing, fresh, strict=True))
+            await asyncio.gather(*(self.cache.set(keys[t], {"vector": v})
+                                   for t, v in zip(missing, fresh, strict=True)))
+        return Embeddings([vectors[t] for t in texts], model, backend_name, _ms_since(started),
+                          cached=not missing)
+
+    # -- shared ----------------------------------------------------------------------
+
+    async def _collect(
+        self, key: str | None, open_events: Callable[[], Awaitable[Events]]
+    ) -> Answer:
+        async def run() -> Answer:
+            return await _final(await open_events())
+
+        if key is None:
+            return await run()
+        return await self._flights.do(key, run)
+
+    async def _cached_events(self, key: str, started: float) -> Events | None:
+        value = await self.cache.get(key)
+        deltas = value.get("deltas") if value else None
+        if not (isinstance(deltas, list) and all(isinstance(d, str) for d in deltas)):
+            return None
+        assert value is not None
+        answer = Answer(
+            "".join(deltas), str(value.get("model", "")), str(value.get("backend", "")),
+            _ms_since(started), cached=True, finish_reason=_opt_str(value.get("finish_reason")),
+            prompt_tokens=_opt_int(value.get("prompt_tokens")),
+            completion_tokens=_opt_int(value.get("completion_tokens")),
+        )
+        return _replay(deltas, answer)
+
+    async def _storing(
+        self, events: Events, key: str,
+        also: Callable[[Answer], Awaitable[None]] | None = None,
+    ) -> Events:
+        """Pass events through; when the stream completes, cache it for replay.
+
+        Errors and streams cut short (an exception, a client gone) are never stored.
+        """
+        deltas: list[str] = []
+        async for event in events:
+            if event.answer is None:
+                deltas.append(event.text)
+            else:
+                a = event.answer
+                await self.cache.set(key, {
+                    "deltas": deltas, "model": a.model, "backend": a.backend,
+                    "finish_reason": a.finish_reason, "prompt_tokens": a.prompt_tokens,
+                    "completion_tokens": a.completion_tokens,
+                })
+                if also is not None:
+                    await also(a)
+            yield event
 
 
-async def _final(events: AsyncIterator[TextEvent]) -> Answer:
+async def _fim_events(stream: RoutedStream, post: FimPostprocessor, started: float) -> Events:
+    """Post-processed deltas, then the answer; stops the upstream as soon as a rule fires."""
+    parts: list[str] = []
+    last = Delta()
+    finish: str | None = None
+    try:
+        async for delta in stream:
+            last = delta
+            text = post.feed(delta.text)
+            if text:
+                parts.append(text)
+                yield TextEvent("delta", text)
+            if post.done:
+                finish = "stop"
+                break
+        tail = post.finish()
+        if tail:
+            parts.append(tail)
+            yield TextEvent("delta", tail)
+    finally:
+        await stream.aclose()
+    yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, finish))
+
+
+async def _chat_events(stream: RoutedStream, started: float) -> Events:
+    parts: list[str] = []
+    last = Delta()
+    try:
+        async for delta in stream:
+            last = delta
+            if delta.text:
+                parts.append(delta.text)
+                yield TextEvent("delta", delta.text)
+    finally:
+        await stream.aclose()
+    yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, None))
+
+
+def _answer(stream: RoutedStream, text: str, last: Delta, started: float,
+            finish: str | None) -> Answer:
+    return Answer(
+        text=text, model=stream.model, backend=stream.backend.name,
+        latency_ms=_ms_since(started), finish_reason=finish or last.finish_reason,
+        prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
+    )
+
+
+async def _replay(deltas: list[str], answer: Answer) -> Events:
+    for text in deltas:
+        yield TextEvent("delta", text)
+    yield TextEvent("done", answer=answer)
+
+
+async def _final(events: Events) -> Answer:
+    answer: Answer | None = None
     async for event in events:
         if event.answer is not None:
-            return event.answer
-    raise AssertionError("event stream ended without a final answer")
+            answer = event.answer
+    if answer is None:
+        raise AssertionError("event stream ended without a final answer")
+    return answer
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None

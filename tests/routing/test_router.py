@@ -147,7 +147,7 @@ async def test_stall_between_tokens_interrupts() -> None:
     a = Scripted("a", ["1", "2"], hang_after=1, timeouts=Timeouts(between_tokens_s=0.05))
     router = make_router(a)
     stream = await router.open_stream("completion", starter)
-    with pytest.raises(StreamInterrupted, match="no token for 0.05s"):
+    with pytest.raises(StreamInterrupted, match=r"no token for 0\.05s"):
         async for _ in stream:
             pass
     assert a.cancelled == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -123,6 +122,11 @@ async def sse_stream(events: AsyncIterator[TextEvent]) -> AsyncIterator[bytes]:
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def event_stream(events: AsyncIterator[TextEvent]) -> StreamingResponse:
+    return StreamingResponse(sse_stream(events), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
 @router.post("/fim")
 async def fim(body: FimBody, request: Request, gateway: GatewayDep) -> FimResponse:
     answer = await cancel_on_disconnect(request, gateway.complete(body.to_input()))
@@ -134,24 +138,19 @@ async def fim(body: FimBody, request: Request, gateway: GatewayDep) -> FimRespon
 
 @router.post("/fim/stream", response_class=StreamingResponse)
 async def fim_stream(body: FimBody, request: Request, gateway: GatewayDep) -> StreamingResponse:
-    started = time.perf_counter()
-    # Opening (routing, fallback, first token) happens before the status line, so a
-    # failure there is a real 503/504; afterwards errors travel as an SSE event.
-    stream, post = await cancel_on_disconnect(request, gateway.open_fim(body.to_input()))
-    events = gateway.fim_events(stream, post, started)
-    return StreamingResponse(sse_stream(events), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    # Opening (cache, routing, fallback, first token) happens before the status line, so
+    # a failure there is a real 503/504; afterwards errors travel as an SSE event.
+    events = await cancel_on_disconnect(request, gateway.stream_fim(body.to_input()))
+    return event_stream(events)
 
 
 @router.post("/chat", response_model=None)
 async def chat(
     body: ChatBody, request: Request, gateway: GatewayDep
 ) -> ChatResponse | StreamingResponse:
-    started = time.perf_counter()
     if body.stream:
-        stream = await cancel_on_disconnect(request, gateway.open_chat(body.to_input()))
-        return StreamingResponse(sse_stream(gateway.chat_events(stream, started)),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
+        events = await cancel_on_disconnect(request, gateway.stream_chat(body.to_input()))
+        return event_stream(events)
     answer = await cancel_on_disconnect(request, gateway.chat(body.to_input()))
     return ChatResponse(
         message=Message(role="assistant", content=answer.text), latency=answer.latency_ms,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -81,8 +80,8 @@ def chat(
     async def go() -> None:
         gateway = Gateway(settings_from(config))
         try:
-            stream = await gateway.open_chat(ChatInput(messages=messages, max_tokens=max_tokens))
-            async for event in gateway.chat_events(stream, time.perf_counter()):
+            events = await gateway.stream_chat(ChatInput(messages=messages, max_tokens=max_tokens))
+            async for event in events:
                 if event.kind == "delta":
                     sys.stdout.write(event.text)
                     sys.stdout.flush()

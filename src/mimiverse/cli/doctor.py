@@ -44,7 +44,7 @@ async def _probe(config: BackendSettings) -> Probe:
         if importlib.util.find_spec("llama_cpp") is None:
             return Probe(config.name, False, "llama-cpp-python is not installed",
                          _fix_for(config, ""))
-        if not Path(config.model_path or "").is_file():
+        if not await asyncio.to_thread(Path(config.model_path or "").is_file):
             return Probe(config.name, False, f"model file {config.model_path} not found",
                          "set model_path to an existing GGUF file")
     backend: Backend | None = None

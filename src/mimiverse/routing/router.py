@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ class Router:
                 await _close(upstream)
                 raise
             breaker.record_success()
+            assert upstream is not None
             return RoutedStream(self, backend, route.model, first, upstream, timeouts, deadline)
         raise AllBackendsFailed(task, failures)
 
@@ -238,7 +240,5 @@ def _cooling(breaker: CircuitBreaker) -> str:
 async def _close(upstream: Any) -> None:
     closer = getattr(upstream, "aclose", None)
     if closer is not None:
-        try:
+        with contextlib.suppress(Exception):  # it already failed; closing is best effort
             await closer()
-        except Exception:  # noqa: BLE001 - the backend already failed; closing is best effort
-            pass

@@ -1,0 +1,534 @@
+"""Turn a raw FIM answer into the text to insert, one delta at a time.
+
+Streaming and non-streaming share `FimPostprocessor`: `postprocess()` is `feed(text)` plus
+`finish()`. The processor scans the answer character by character, so how the upstream
+splits it into deltas cannot change the result, and it holds back any tail that a later
+character could still remove, so nothing it has emitted ever has to be taken back.
+
+Rules (each one only ever shortens the answer):
+
+1. Stop sequences: cut at the first one to complete (family special tokens plus client
+   stops); a tail that could still become one is held back.
+2. Single line: with the cursor in the middle of a line, cut at the first line break,
+   unless the prefix's line ends with an opener (`(`, `[`, `{`, `:`) and the answer starts
+   a new, deeper-indented line: then the model is filling in a block.
+3. Brackets: a closer that would close a bracket opened in the prefix, which the suffix
+   already closes, ends the answer before it (the suffix supplies it).
+4. Repeated suffix line: an answer line equal to the suffix's first non-blank line (same
+   indentation where known) is the model running on into the suffix: cut before it.
+5. Suffix overlap: an answer that ends with the start of the suffix's first non-blank
+   line loses that overlap (at least 3 characters, the whole line, its closing-bracket
+   run, or the text right before a closer rule 3 cut at).
+6. Trailing whitespace is dropped only when the suffix's first line is blank, where it
+   cannot change the code; whitespace in the middle is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from re import compile as re_compile
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_QUOTES = frozenset("'\"`")
+_BLOCK_OPENERS = ("(", "[", "{", ":")
+_MIN_OVERLAP = 3
+_MAX_OVERLAP = 256  # only the suffix's first line is compared; long lines are capped
+_MAX_CLOSERS = 64  # the suffix's unmatched closers we look at
+# Characters that matter to the bracket scan; everything else is skipped in C.
+_BRACKET_SCAN = re_compile(r"[()\[\]{}'\"`\\\n]")
+
+
+def is_mid_line(prefix: str, suffix: str) -> bool:
+    """True when code both precedes and follows the cursor on its line.
+
+    The prefix side matters too: a cursor in the indentation before code (`    |return`)
+    is where whole new lines get inserted, so it is not treated as mid-line.
+    """
+    return bool(_last_line(prefix).strip()) and bool(_first_line(suffix).strip())
+
+
+def postprocess(
+    prefix: str,
+    suffix: str,
+    text: str,
+    stop: Sequence[str] = (),
+    *,
+    single_line: bool | None = None,
+) -> str:
+    """The whole answer at once; identical to feeding it in any split."""
+    processor = FimPostprocessor(prefix, suffix, stop, single_line=single_line)
+    return processor.feed(text) + processor.finish()
+
+
+class FimPostprocessor:
+    """Streaming post-processor for one FIM answer. See the module docstring for rules."""
+
+    def __init__(
+        self,
+        prefix: str,
+        suffix: str,
+        stop: Sequence[str] = (),
+        *,
+        single_line: bool | None = None,
+    ) -> None:
+        self.done = False  # a rule fired: the caller should stop the upstream
+        self._closed = False
+        self._raw = ""  # everything received (up to the cut, once there is one)
+        self._sent = 0  # length of the emitted part of the final text
+        self._prefix_tail = prefix[-1:]
+
+        # Rule 1.
+        self._stops = tuple(sorted({s for s in stop if s}, key=len, reverse=True))
+        self._stops_by_last: dict[str, list[str]] = {}
+        for s in self._stops:
+            self._stops_by_last.setdefault(s[-1], []).append(s)
+        self._stop_firsts = "".join({s[0] for s in self._stops})
+        self._stop_window = max((len(s) for s in self._stops), default=1) - 1
+
+        # Rule 2.
+        prefix_line = _last_line(prefix)
+        auto = single_line is None
+        self._single = is_mid_line(prefix, suffix) if auto else bool(single_line)
+        self._may_continue = auto and prefix_line.rstrip().endswith(_BLOCK_OPENERS)
+        self._prefix_indent = _width(prefix_line[: len(prefix_line) - len(prefix_line.lstrip())])
+        self._pending_break: int | None = None  # line break awaiting the next line's indent
+
+        # Rule 3.
+        stack, quote = _scan_brackets(prefix, None)
+        self._prefix_open = stack
+        self._start_quote = quote  # the cursor may sit inside a string literal
+        self._brackets = _Brackets(stack, quote)
+        self._suffix_closers = _unmatched_closers(suffix, quote, _MAX_CLOSERS)
+        self._suffix_closer = self._suffix_closers[0] if self._suffix_closers else None
+        self._close_limit = len(stack)  # how many prefix openers the answer may close
+        if self._suffix_closer is not None:
+            wanted = _CLOSERS[self._suffix_closer]
+            for depth, opener in enumerate(reversed(stack)):
+                if opener == wanted:
+                    self._close_limit = depth
+                    break
+        self._cut_closer: str | None = None
+
+        # Rule 4: the line to look for, and its indentation when we can know it.
+        blank_prefix_line = not prefix_line.strip()
+        self._virtual_head = prefix_line if blank_prefix_line else None
+        self._line_start = 0
+        self._dead_line = -1  # start of the current line once it cannot repeat the suffix
+        core_at = len(suffix) - len(suffix.lstrip())
+        self._suffix_ws = suffix[:core_at]
+        core_line = _first_line(suffix[core_at:]).rstrip()
+        self._repeat_core = core_line if any(c.isalnum() or c == "_" for c in core_line) else ""
+        self._repeat_line: str | None = None  # full expected line, None = indent unknown
+        if "\n" in self._suffix_ws:
+            self._repeat_line = self._suffix_ws.rsplit("\n", 1)[1] + core_line
+        elif blank_prefix_line:
+            self._repeat_line = prefix_line + self._suffix_ws + core_line
+
+        # Rule 5.
+        head = suffix[core_at:]
+        newline = head.find("\n")
+        self._overlap = head[: newline + 1 if newline >= 0 else len(head)][:_MAX_OVERLAP]
+        self._overlap_line = self._overlap.rstrip("\r\n")
+        run = len(self._overlap) - len(self._overlap.lstrip(")]}"))
+        self._closer_run = self._overlap[:run]
+
+        # Rule 6.
+        self._strip_trailing = not _first_line(suffix).strip()
+
+    # -- public -------------------------------------------------------------------------
+
+    def feed(self, text: str) -> str:
+        """Take the next delta; return the text that is now safe to emit."""
+        if self._closed or not text:
+            return ""
+        raw = self._raw
+        start = len(raw)
+        # Grow a local with no other reference, which CPython can extend in place
+        # (`self._raw += text` would copy the whole answer on every delta).
+        self._raw = ""
+        raw += text
+        self._raw = raw
+        for index in range(start, len(raw)):
+            cut = self._scan(index)
+            if cut is not None:
+                self.done = True
+                return self._close(cut)
+        return self._emit_safe()
+
+    def finish(self) -> str:
+        """The stream ended: return whatever remains to emit."""
+        if self._closed:
+            return ""
+        end = len(self._raw) if self._pending_break is None else self._pending_break
+        return self._close(end)
+
+    # -- scanning -----------------------------------------------------------------------
+
+    def _scan(self, i: int) -> int | None:
+        """Look at character i; return the cut position if a rule fires there."""
+        raw = self._raw
+        ch = raw[i]
+
+        # Rule 1: a stop is recognised at its last character; cut at its start.
+        for s in self._stops_by_last.get(ch, ()):
+            if i + 1 >= len(s) and raw.startswith(s, i + 1 - len(s)):
+                return self._with_pending(i + 1 - len(s))
+
+        # Rule 2.
+        if self._single:
+            cut = self._single_line(i, ch)
+            if cut is not None:
+                return cut
+
+        # Rule 4, at the end of each line.
+        if ch == "\n":
+            cut = self._repeat_cut(self._line_start, i)
+            self._line_start = i + 1
+            if cut is not None:
+                return cut
+
+        # Rule 3.
+        return self._track_bracket(i, ch)
+
+    def _single_line(self, i: int, ch: str) -> int | None:
+        raw = self._raw
+        if self._pending_break is not None:
+            if ch.isspace():
+                return None
+            line_start = max(raw.rfind("\n", 0, i), raw.rfind("\r", 0, i)) + 1
+            if _width(raw[line_start:i]) <= self._prefix_indent:
+                return self._pending_break
+            self._single = False  # a deeper-indented block: multi-line from here on
+            self._pending_break = None
+        elif ch in "\r\n":
+            if self._may_continue and not raw[:i].strip(" \t"):
+                self._pending_break = i  # decide once the next line shows its indent
+                return None
+            return i
+        return None
+
+    def _with_pending(self, cut: int) -> int:
+        # The stream ends inside a pending single-line decision: no block came, so the
+        # answer ends at that line break.
+        if self._pending_break is not None:
+            return min(cut, self._pending_break)
+        return cut
+
+    def _track_bracket(self, i: int, ch: str) -> int | None:
+        depth = self._brackets.closed
+        effect = self._brackets.step(ch)
+        if effect == _CLOSED_PREFIX and depth >= self._close_limit:
+            self._cut_closer = ch
+            return i
+        if effect == _STRAY and ch == self._suffix_closer:
+            # A closer with nothing of ours to close that the suffix supplies anyway.
+            self._cut_closer = ch
+            return i
+        return None
+
+    # -- rule 4 helpers -----------------------------------------------------------------
+
+    def _line_text(self, start: int, end: int) -> str | None:
+        """The answer's line [start, end) as it will read in the file, None if the line
+        does not start at a line start (the answer continues the prefix's line)."""
+        if start == 0:
+            if self._virtual_head is None:
+                return None
+            return self._virtual_head + self._raw[:end]
+        return self._raw[start:end]
+
+    def _matches(self, line: str) -> bool:
+        if not self._repeat_core:
+            return False
+        line = line.rstrip()
+        if self._repeat_line is not None:
+            return line == self._repeat_line
+        return line.lstrip() == self._repeat_core
+
+    def _could_match(self, line: str) -> bool:
+        if not self._repeat_core:
+            return False
+        if self._repeat_line is not None:
+            return self._repeat_line.startswith(line) or line.rstrip() == self._repeat_line
+        rest = line.lstrip()
+        return self._repeat_core.startswith(rest) or rest.rstrip() == self._repeat_core
+
+    def _repeat_cut(self, start: int, end: int) -> int | None:
+        line = self._line_text(start, end)
+        if line is None or not self._matches(line):
+            return None
+        raw = self._raw
+        indent_end = start
+        while indent_end < end and raw[indent_end] in " \t":
+            indent_end += 1
+        # Keep exactly the whitespace the suffix does not bring itself.
+        if raw.endswith(self._suffix_ws, 0, indent_end):
+            return max(indent_end - len(self._suffix_ws), 0)
+        if "\n" in self._suffix_ws:
+            return max(start - 1, 0)
+        return indent_end
+
+    def _repeat_hold(self, end: int) -> int:
+        """Earliest position a repeat cut of the line running into `end` could cut at."""
+        start = self._raw.rfind("\n", 0, end) + 1
+        if start == self._dead_line:
+            return end
+        line = self._line_text(start, end)
+        if line is None or not self._could_match(line):
+            # A line that stopped matching never matches again: skip it from now on,
+            # so a long line is not rebuilt on every delta.
+            self._dead_line = start
+            return end
+        return max(start - max(1, len(self._suffix_ws)), 0)
+
+    # -- emitting -----------------------------------------------------------------------
+
+    def _emit_safe(self) -> str:
+        raw = self._raw
+        # Where the answer could still end: before a partial stop, at a pending line
+        # break, or before a line that may turn out to repeat the suffix.
+        end = min(len(raw), self._stop_hold())
+        if self._pending_break is not None:
+            end = min(end, self._pending_break)
+        end = min(end, self._repeat_hold(end))
+        # Rules 5 and 6 remove a tail of the final text; any end >= `end` only has
+        # tails that start with a tail of raw[:end], so holding those is enough.
+        safe = self._end_rules_hold(end)
+        if safe <= self._sent:
+            return ""
+        out = raw[self._sent : safe]
+        self._sent = safe
+        return out
+
+    def _stop_hold(self) -> int:
+        """Start of the longest tail that is a proper prefix of some stop sequence."""
+        raw = self._raw
+        if not self._stops:
+            return len(raw)
+        i = max(len(raw) - self._stop_window, 0)
+        while i < len(raw):
+            if raw[i] in self._stop_firsts:
+                tail = raw[i:]
+                if any(s.startswith(tail) for s in self._stops):
+                    return i
+            i += 1
+        return len(raw)
+
+    def _end_rules_hold(self, end: int) -> int:
+        raw = self._raw
+        if self._strip_trailing:
+            end = _rstrip_len(raw, end)
+        start = self._overlap_start(raw, end)
+        if self._strip_trailing:
+            start = _rstrip_len(raw, start)
+        return start
+
+    def _overlap_start(self, text: str, end: int) -> int:
+        """Start of the longest tail of text[:end] that begins the suffix's first line."""
+        overlap = self._overlap
+        if not overlap:
+            return end
+        i = text.find(overlap[0], max(end - len(overlap), 0), end)
+        while i >= 0:
+            if overlap.startswith(text[i:end]):
+                return i
+            i = text.find(overlap[0], i + 1, end)
+        return end
+
+    def _close(self, cut: int) -> str:
+        self._closed = True
+        text = self._raw[:cut]
+        self._raw = text
+        repeat = self._repeat_cut(text.rfind("\n") + 1, len(text))
+        if repeat is not None:
+            text = text[:repeat]
+        if self._strip_trailing:
+            text = text.rstrip()
+        text = self._remove_overlap(text)
+        if self._strip_trailing:
+            text = text.rstrip()
+        out = text[self._sent :]
+        self._sent = len(text)
+        return out
+
+    def _remove_overlap(self, text: str) -> str:
+        overlap = self._overlap
+        i = self._overlap_start(text, len(text))
+        while i < len(text):
+            size = len(text) - i
+            if overlap.startswith(text[i:]) and self._overlap_ok(text, i, size):
+                return text[:i]
+            i += 1
+        return text
+
+    def _overlap_ok(self, text: str, start: int, size: int) -> bool:
+        piece = self._overlap[:size]
+        before = text[start - 1] if start > 0 else self._prefix_tail
+        if _is_word(piece[0]) and before and _is_word(before):
+            return False  # `rebar` ending in the suffix's `bar` is not a repeat
+        if not (
+            size >= _MIN_OVERLAP
+            or piece in (self._overlap, self._overlap_line, self._closer_run)
+            or (self._cut_closer is not None and self._overlap[size : size + 1] == self._cut_closer)
+        ):
+            return False
+        # Dropping closers re-opens what they closed: only do it when the suffix's own
+        # closers then line up with what is open (`foo` + `(1, bar)` before `bar)`), not
+        # when the answer's brackets were complete (`print(` + `f(x)` before `)`).
+        kept = self._unclosed(text[:start])
+        whole = self._unclosed(text)
+        closers = self._suffix_closers
+        return _fit(kept, closers) >= _fit(whole, closers) + len(kept) - len(whole)
+
+    def _unclosed(self, text: str) -> list[str]:
+        brackets = _Brackets(self._prefix_open, self._start_quote)
+        for ch in text:
+            brackets.step(ch)
+        return brackets.unclosed()
+
+
+def _last_line(text: str) -> str:
+    return text[text.rfind("\n") + 1 :]
+
+
+def _first_line(text: str) -> str:
+    newline = text.find("\n")
+    return text if newline < 0 else text[:newline]
+
+
+def _width(indent: str) -> int:
+    return len(indent.expandtabs(4))
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _rstrip_len(text: str, end: int) -> int:
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+def _pop_to(stack: list[str], opener: str) -> None:
+    # Pop back to the matching opener if there is one; a stray closer changes nothing.
+    for depth in range(len(stack) - 1, -1, -1):
+        if stack[depth] == opener:
+            del stack[depth:]
+            return
+
+
+def _scan_brackets(text: str, quote: str | None) -> tuple[list[str], str | None]:
+    """Unclosed openers of `text` (innermost last) and the quote open at its end."""
+    stack: list[str] = []
+    skip = -1
+    for match in _BRACKET_SCAN.finditer(text):
+        i = match.start()
+        ch = text[i]
+        if i == skip:
+            continue
+        if ch == "\n":
+            quote = None
+        elif quote is not None:
+            if ch == "\\":
+                skip = i + 1
+            elif ch == quote:
+                quote = None
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch in _OPENERS:
+            stack.append(ch)
+        elif ch in _CLOSERS:
+            _pop_to(stack, _CLOSERS[ch])
+    return stack, quote
+
+
+def _unmatched_closers(text: str, quote: str | None, limit: int) -> list[str]:
+    """The first `limit` closers in `text` that close something opened before it."""
+    found: list[str] = []
+    stack: list[str] = []
+    skip = -1
+    for match in _BRACKET_SCAN.finditer(text):
+        i = match.start()
+        ch = text[i]
+        if i == skip:
+            continue
+        if ch == "\n":
+            quote = None
+        elif quote is not None:
+            if ch == "\\":
+                skip = i + 1
+            elif ch == quote:
+                quote = None
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch in _OPENERS:
+            stack.append(ch)
+        elif ch in _CLOSERS:
+            if _CLOSERS[ch] in stack:
+                _pop_to(stack, _CLOSERS[ch])
+            else:
+                found.append(ch)
+                if len(found) >= limit:
+                    break
+    return found
+
+
+def _fit(unclosed: list[str], closers: list[str]) -> int:
+    """How many of the innermost open brackets the closers close, in order."""
+    count = 0
+    for opener, closer in zip(reversed(unclosed), closers, strict=False):
+        if _CLOSERS[closer] != opener:
+            break
+        count += 1
+    return count
+
+
+_CLOSED_PREFIX = 1  # the character closed a bracket opened in the prefix
+_STRAY = 2  # a closer with nothing open in the answer or prefix to close
+
+
+class _Brackets:
+    """Brackets of the answer, on top of the prefix's unclosed ones; quote-aware."""
+
+    def __init__(self, prefix_open: list[str], quote: str | None) -> None:
+        self.prefix_open = prefix_open
+        self.closed = 0  # prefix openers closed by the answer, innermost first
+        self.own: list[str] = []
+        self.quote = quote
+        self.escape = False
+
+    def step(self, ch: str) -> int:
+        if ch == "\n":
+            # Quotes never span lines here: a stray apostrophe spoils one line at most.
+            self.quote = None
+            self.escape = False
+            return 0
+        if self.quote is not None:
+            if self.escape:
+                self.escape = False
+            elif ch == "\\":
+                self.escape = True
+            elif ch == self.quote:
+                self.quote = None
+            return 0
+        if ch in _QUOTES:
+            self.quote = ch
+        elif ch in _OPENERS:
+            self.own.append(ch)
+        elif ch in _CLOSERS:
+            opener = _CLOSERS[ch]
+            if self.own:
+                _pop_to(self.own, opener)
+                return 0
+            depth = self.closed
+            if depth < len(self.prefix_open) and self.prefix_open[-1 - depth] == opener:
+                self.closed += 1
+                return _CLOSED_PREFIX
+            return _STRAY
+        return 0
+
+    def unclosed(self) -> list[str]:
+        """Everything open after prefix + answer, innermost last."""
+        return self.prefix_open[: len(self.prefix_open) - self.closed] + self.own

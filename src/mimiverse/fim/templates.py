@@ -1,0 +1,249 @@
+"""FIM prompt templates, one per model family, with the special tokens each was trained on.
+
+Every template renders `prefix` + `suffix` (and optionally repository snippets) into the raw
+prompt string a backend sends without its own chat template. `stop` lists the special
+tokens that end a FIM answer for that family; the post-processor cuts at them too, because
+some backends return special tokens as text.
+
+Multi-file prompts: Qwen2.5-Coder and StarCoder2 were trained with `repo_name`/`file_sep`
+tokens and get that form whenever `context` or `repo_name` is given. The other families
+get each context file as a block headed by a path comment, placed before the prefix.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from mimiverse.config import Family
+from mimiverse.errors import ConfigError
+
+RepoStyle = Literal["qwen", "starcoder"]
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """A repository snippet shown to the model before the current file."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """How one family spells a FIM prompt.
+
+    `pre`, `suf` and `mid` are the literal texts put before the prefix, before the suffix
+    and at the end (spaces included: CodeLlama and Codestral were trained with them).
+    """
+
+    family: str
+    stop: tuple[str, ...]
+    pre: str
+    suf: str
+    mid: str
+    suffix_first: bool = False  # Codestral: [SUFFIX]…[PREFIX]…, the answer follows the prefix
+    repo_style: RepoStyle | None = None  # native multi-file form, if the family has one
+
+    def render(
+        self,
+        prefix: str,
+        suffix: str,
+        *,
+        path: str | None = None,
+        context: Sequence[ContextFile] = (),
+        repo_name: str | None = None,
+    ) -> str:
+        if self.repo_style == "qwen" and (context or repo_name is not None):
+            return self._render_qwen_repo(prefix, suffix, path, context, repo_name)
+        if self.repo_style == "starcoder" and (context or repo_name is not None):
+            return self._render_starcoder_repo(prefix, suffix, path, context, repo_name)
+        if context:
+            prefix = _comment_blocks(context, path) + prefix
+        return self._fim(prefix, suffix)
+
+    def _fim(self, prefix: str, suffix: str) -> str:
+        if self.suffix_first:
+            return f"{self.suf}{suffix}{self.pre}{prefix}{self.mid}"
+        return f"{self.pre}{prefix}{self.suf}{suffix}{self.mid}"
+
+    def _render_qwen_repo(
+        self,
+        prefix: str,
+        suffix: str,
+        path: str | None,
+        context: Sequence[ContextFile],
+        repo_name: str | None,
+    ) -> str:
+        # Layout from the Qwen2.5-Coder README ("repository level code infilling").
+        parts: list[str] = []
+        if repo_name is not None:
+            parts.append(f"<|repo_name|>{repo_name}\n")
+        for item in context:
+            parts.append(f"<|file_sep|>{item.path}\n{item.text}\n")
+        parts.append("<|file_sep|>")
+        if path is not None:
+            parts.append(f"{path}\n")
+        parts.append(self._fim(prefix, suffix))
+        return "".join(parts)
+
+    def _render_starcoder_repo(
+        self,
+        prefix: str,
+        suffix: str,
+        path: str | None,
+        context: Sequence[ContextFile],
+        repo_name: str | None,
+    ) -> str:
+        # Layout from the StarCoder2 paper: no newline after the repo name or between files;
+        # the current file's path sits right after <fim_prefix>.
+        parts: list[str] = []
+        if repo_name is not None:
+            parts.append(f"<repo_name>{repo_name}")
+        for item in context:
+            parts.append(f"<file_sep>{item.path}\n{item.text}")
+        parts.append("<file_sep>")
+        head = f"{path}\n" if path is not None else ""
+        parts.append(self._fim(head + prefix, suffix))
+        return "".join(parts)
+
+
+_SLASH_COMMENT = frozenset(
+    {
+        "js", "jsx", "mjs", "cjs", "ts", "tsx", "mts", "cts", "go", "rs", "java", "kt",
+        "kts", "scala", "swift", "c", "h", "cc", "cpp", "cxx", "hpp", "hh", "hxx", "cs",
+        "fs", "dart", "php", "zig", "groovy", "gradle", "proto", "sol", "vue", "svelte",
+    }
+)  # fmt: skip
+_DASH_COMMENT = frozenset({"sql", "lua", "hs", "elm", "ada", "adb", "ads"})
+
+
+def comment_prefix(path: str) -> str:
+    """Line-comment marker for a file, from its extension; `#` when unknown."""
+    ext = posixpath.splitext(path.replace("\\", "/"))[1].lstrip(".").lower()
+    if ext in _SLASH_COMMENT:
+        return "//"
+    if ext in _DASH_COMMENT:
+        return "--"
+    return "#"
+
+
+def _comment_blocks(context: Sequence[ContextFile], path: str | None) -> str:
+    parts: list[str] = []
+    for item in context:
+        text = item.text if item.text.endswith("\n") else item.text + "\n"
+        # The blank line separates the snippet from whatever follows it.
+        parts.append(f"{comment_prefix(item.path)} {item.path}\n{text}\n")
+    if path is not None:
+        # Name the current file too, so the model knows where the snippets end.
+        parts.append(f"{comment_prefix(path)} {path}\n")
+    return "".join(parts)
+
+
+TEMPLATES: dict[str, FimTemplate] = {
+    "qwen2.5-coder": FimTemplate(
+        family="qwen2.5-coder",
+        stop=(
+            "<|endoftext|>",
+            "<|fim_prefix|>",
+            "<|fim_middle|>",
+            "<|fim_suffix|>",
+            "<|fim_pad|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+            "<|im_start|>",
+            "<|im_end|>",
+        ),
+        pre="<|fim_prefix|>",
+        suf="<|fim_suffix|>",
+        mid="<|fim_middle|>",
+        repo_style="qwen",
+    ),
+    "starcoder2": FimTemplate(
+        family="starcoder2",
+        stop=(
+            "<|endoftext|>",
+            "<file_sep>",
+            "<fim_prefix>",
+            "<fim_suffix>",
+            "<fim_middle>",
+            "<fim_pad>",
+            "<repo_name>",
+        ),
+        pre="<fim_prefix>",
+        suf="<fim_suffix>",
+        mid="<fim_middle>",
+        repo_style="starcoder",
+    ),
+    "deepseek-coder": FimTemplate(
+        family="deepseek-coder",
+        stop=(
+            "<｜end▁of▁sentence｜>",
+            "<|EOT|>",
+            "<｜fim▁begin｜>",
+            "<｜fim▁hole｜>",
+            "<｜fim▁end｜>",
+        ),
+        pre="<｜fim▁begin｜>",
+        suf="<｜fim▁hole｜>",
+        mid="<｜fim▁end｜>",
+    ),
+    "codellama": FimTemplate(
+        family="codellama",
+        stop=("<EOT>",),
+        pre="<PRE> ",
+        suf=" <SUF>",
+        mid=" <MID>",
+    ),
+    "codestral": FimTemplate(
+        family="codestral",
+        # Not [PREFIX]/[SUFFIX]: as text they also occur in real code (`config[PREFIX]`).
+        stop=("</s>",),
+        pre="[PREFIX] ",  # the space stands for SentencePiece's word-start marker
+        suf="[SUFFIX]",
+        mid="",
+        suffix_first=True,
+    ),
+}
+
+FAMILIES: tuple[str, ...] = get_args(Family)
+
+# Substrings of a lower-cased model name (tag, HF repo id or GGUF file name) -> family.
+_NAME_HINTS: tuple[tuple[str, str], ...] = (
+    ("qwen2.5-coder", "qwen2.5-coder"),
+    ("starcoder2", "starcoder2"),
+    ("deepseek-coder", "deepseek-coder"),
+    ("codellama", "codellama"),
+    ("code-llama", "codellama"),
+    ("codestral", "codestral"),
+)
+
+
+def infer_family(model: str) -> str | None:
+    """The FIM family a model name belongs to, or None when the name does not say."""
+    name = model.lower().replace("_", "-")
+    for hint, family in _NAME_HINTS:
+        if hint in name:
+            return family
+    return None
+
+
+def template_for(model: str, family: str | None) -> FimTemplate:
+    """The template for `model`: the configured family wins, else the inferred one."""
+    if family is not None:
+        template = TEMPLATES.get(family)
+        if template is None:
+            raise ConfigError(
+                f"unknown FIM family {family!r} for model {model!r}; "
+                f"allowed: {', '.join(FAMILIES)}"
+            )
+        return template
+    inferred = infer_family(model)
+    if inferred is None:
+        raise ConfigError(
+            f"cannot tell the FIM prompt family of model {model!r} from its name; "
+            f"set models.completion.family to one of: {', '.join(FAMILIES)}"
+        )
+    return TEMPLATES[inferred]
