@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
-from mimiverse.api import ai, health, models
+from mimiverse.api import ai, cache, health, models
 from mimiverse.api.errors import install_error_handlers
 from mimiverse.config import Settings
 from mimiverse.gateway import Gateway
@@ -33,20 +33,25 @@ class BodySizeLimit:
                 await self._refuse(send)
                 return
         seen = 0
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge()
+                if seen > self.max_bytes and not refused:
+                    # Answer 413 now and tell the app the client left, so it stops reading.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
-            await self._refuse(send)
+        async def guarded_send(message: Message) -> None:
+            if not refused:  # after a 413 the app's own answer has nowhere to go
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
         body = (
@@ -57,10 +62,6 @@ class BodySizeLimit:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
@@ -77,7 +78,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = gateway
     install_error_handlers(app)
-    for module in (ai, models, health):
+    for module in (ai, cache, models, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit)
     return app

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from mimiverse.cache.base import build_cache
 from mimiverse.cache.redis import RedisCache
 from mimiverse.config import CacheSettings
-from tests.cache.conftest import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 
 class FakeClock:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from mimiverse.cache.base import Cache
 from mimiverse.cache.memory import MemoryCache
 from mimiverse.cache.redis import RedisCache
-from tests.cache.conftest import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 class FakeClock:

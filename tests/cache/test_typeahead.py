@@ -8,7 +8,7 @@ from mimiverse.cache.keys import cache_key
 from mimiverse.cache.memory import MemoryCache
 from mimiverse.cache.redis import RedisCache
 from mimiverse.cache.typeahead import TypeaheadIndex
-from tests.cache.conftest import RedisServer
+from tests.support.redis_server import RedisServer
 
 PARAMS = cache_key("completion-params", model="qwen2.5-coder:1.5b", temperature=0, max_tokens=64)
 OTHER_PARAMS = cache_key(

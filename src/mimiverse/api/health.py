@@ -55,5 +55,10 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
             overall = "down"
         elif overall == "ok" and "down" in states:
             overall = "degraded"
+    # The cache fails open: when it is unreachable we serve uncached, i.e. degraded.
+    cache_status, cache_detail = gateway.cache.health()
+    checks[f"cache:{gateway.cache.kind}"] = Check(status=cache_status, detail=cache_detail)
+    if overall == "ok" and cache_status != "ok":
+        overall = "degraded"
     body = Readiness(status=overall, checks=checks)
     return JSONResponse(body.model_dump(), status_code=503 if overall == "down" else 200)

@@ -221,7 +221,7 @@ class FimPostprocessor:
         if effect == _CLOSED_PREFIX and depth >= self._close_limit:
             self._cut_closer = ch
             return i
-        if effect == _STRAY and ch == self._suffix_closer:
+        if effect == _STRAY and ch in self._suffix_closers:
             # A closer with nothing of ours to close that the suffix supplies anyway.
             self._cut_closer = ch
             return i
@@ -306,14 +306,17 @@ class FimPostprocessor:
         raw = self._raw
         if not self._stops:
             return len(raw)
-        i = max(len(raw) - self._stop_window, 0)
-        while i < len(raw):
-            if raw[i] in self._stop_firsts:
+        best = len(raw)
+        low = max(best - self._stop_window, 0)
+        for first in self._stop_firsts:
+            i = raw.find(first, low, best)
+            while i >= 0:
                 tail = raw[i:]
                 if any(s.startswith(tail) for s in self._stops):
-                    return i
-            i += 1
-        return len(raw)
+                    best = i
+                    break
+                i = raw.find(first, i + 1, best)
+        return best
 
     def _end_rules_hold(self, end: int) -> int:
         raw = self._raw
