@@ -210,4 +210,5 @@ async def test_huge_file_is_trimmed_to_the_prompt_budget(
     assert r.status_code == 200
     prompt = ollama_server.behaviour.last_request["/api/generate"]["prompt"]
     assert len(prompt) < 2048 * 4
-    assert prompt.startswith("<|fim_prefix|>line_") and "line_49999 = 49999\n<|fim_suffix|>" in prompt
+    assert prompt.startswith("<|fim_prefix|>line_")
+    assert "line_49999 = 49999\n<|fim_suffix|>" in prompt
