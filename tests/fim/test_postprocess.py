@@ -29,6 +29,8 @@ OVERLAP_CASES: list[Case] = [
     ("x = ", "b)\n", "foo(a, b)", (), None, "foo(a, "),
     ("int x = ", ";\n", "42;", (), None, "42"),  # the suffix's whole first line
     ("x = ", "   bar(y)\n", "f(bar(y)", (), None, "f("),  # suffix indentation ignored
+    # The answer stopped part-way into the suffix's next line (at its indentation).
+    ("def f():\n    ", "\n    return x\n", "y = 1\n    retu", (), None, "y = 1"),
     # Not repeats: a word that merely ends the same, and a 1-character coincidence.
     ("x = ", "bar\n", "rebar", (), None, "rebar"),
     ("s = ", "x.y\n", "a.x", (), None, "a.x"),
@@ -79,6 +81,8 @@ BRACKET_CASES: list[Case] = [
     ('print("hello ', '")\n', 'world")', (), None, "world"),
     # A closer with nothing to close (prefix trimmed away) that the suffix supplies.
     ("", "})\n", "x = 1})", (), None, "x = 1"),
+    # A closer on its own line; its line break and indentation go with it.
+    ("x = [\n    1,", "\n    ]\n", "\n    2,\n    ]", (), None, "\n    2,"),
     # The suffix does not close `(`: the answer must.
     ("foo(a, ", "\n\nbar()\n", "b)", (), None, "b)"),
 ]
@@ -184,7 +188,7 @@ def test_a_possible_suffix_overlap_is_held_until_it_diverges() -> None:
 def test_a_possible_repeated_line_is_held_until_it_is_known() -> None:
     processor = FimPostprocessor("def f():\n    ", "\n    return x\n")
     deltas = ["y = 1\n", "    ret", "urn x\n", "more"]
-    assert run(processor, deltas) == ["y = 1", "", "", ""]
+    assert run(processor, deltas) == ["y = 1", "", "", "", ""]
     assert processor.done
 
 

@@ -146,7 +146,8 @@ def test_multi_file_prompt(family: str, expected: str) -> None:
             "main.go",
             (ContextFile("src/lib.rs", "pub fn a() {}\n"),),
             None,
-            "<｜fim▁begin｜>// src/lib.rs\npub fn a() {}\n\n// main.go\nx<｜fim▁hole｜>y<｜fim▁end｜>",
+            "<｜fim▁begin｜>// src/lib.rs\npub fn a() {}\n\n// main.go\n"
+            "x<｜fim▁hole｜>y<｜fim▁end｜>",
         ),
         (
             "codellama",

@@ -119,11 +119,16 @@ class FimPostprocessor:
         self._suffix_ws = suffix[:core_at]
         core_line = _first_line(suffix[core_at:]).rstrip()
         self._repeat_core = core_line if any(c.isalnum() or c == "_" for c in core_line) else ""
-        self._repeat_line: str | None = None  # full expected line, None = indent unknown
+        # The suffix line's indentation in the file; None when the cursor's line has code
+        # before it, so the line does not start where the suffix does.
+        self._repeat_indent: str | None = None
         if "\n" in self._suffix_ws:
-            self._repeat_line = self._suffix_ws.rsplit("\n", 1)[1] + core_line
+            self._repeat_indent = self._suffix_ws.rsplit("\n", 1)[1]
         elif blank_prefix_line:
-            self._repeat_line = prefix_line + self._suffix_ws + core_line
+            self._repeat_indent = prefix_line + self._suffix_ws
+        self._repeat_line: str | None = None  # the full line, when its indentation is known
+        if self._repeat_indent is not None:
+            self._repeat_line = self._repeat_indent + core_line
 
         # Rule 5.
         head = suffix[core_at:]
@@ -280,7 +285,10 @@ class FimPostprocessor:
             # so a long line is not rebuilt on every delta.
             self._dead_line = start
             return end
-        return max(start - max(1, len(self._suffix_ws)), 0)
+        # The cut drops at most the suffix's leading whitespace before the line (or the
+        # line break), and never goes back past non-blank text.
+        earliest = start - max(1, len(self._suffix_ws))
+        return max(earliest, _rstrip_len(self._raw, start), 0)
 
     # -- emitting -----------------------------------------------------------------------
 
@@ -370,6 +378,8 @@ class FimPostprocessor:
         before = text[start - 1] if start > 0 else self._prefix_tail
         if _is_word(piece[0]) and before and _is_word(before):
             return False  # `rebar` ending in the suffix's `bar` is not a repeat
+        if not self._indent_agrees(text, start):
+            return False  # a whole line at another indentation is new code (rule 4)
         if not (
             size >= _MIN_OVERLAP
             or piece in (self._overlap, self._overlap_line, self._closer_run)
@@ -383,6 +393,20 @@ class FimPostprocessor:
         whole = self._unclosed(text)
         closers = self._suffix_closers
         return _fit(kept, closers) >= _fit(whole, closers) + len(kept) - len(whole)
+
+    def _indent_agrees(self, text: str, start: int) -> bool:
+        """An overlap at a line start must sit at the suffix line's indentation."""
+        if self._repeat_indent is None:
+            return True
+        line_start = text.rfind("\n", 0, start) + 1
+        indent = text[line_start:start]
+        if indent.strip(" \t"):
+            return True  # mid-line: no indentation to compare
+        if line_start == 0:
+            if self._virtual_head is None:
+                return True
+            indent = self._virtual_head + indent
+        return indent == self._repeat_indent
 
     def _unclosed(self, text: str) -> list[str]:
         brackets = _Brackets(self._prefix_open, self._start_quote)
