@@ -32,7 +32,7 @@ from mimiverse.errors import ConfigError
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
-BackendKind = Literal["ollama", "openai", "llamacpp"]
+BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers"]
 Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
 
 _config_file: ContextVar[Path | None] = ContextVar("mimiverse_config_file", default=None)
@@ -61,7 +61,9 @@ class BackendSettings(_Strict):
     kind: BackendKind
     url: str | None = Field(None, description="base URL for HTTP backends")
     api_key: str | None = Field(None, description="sent as a Bearer token to the backend")
-    model_path: str | None = Field(None, description="GGUF file for the llamacpp kind")
+    model_path: str | None = Field(
+        None, description="llamacpp: GGUF file; sentence-transformers: model folder"
+    )
     n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
     n_threads: int | None = Field(None, ge=1, le=256)
     max_connections: int = Field(64, ge=1, le=4096)
@@ -72,6 +74,8 @@ class BackendSettings(_Strict):
         if self.kind == "llamacpp":
             if not self.model_path:
                 raise ValueError(f"backend {self.name!r} (llamacpp) needs model_path = a GGUF file")
+        elif self.kind == "sentence-transformers":
+            pass  # model_path optional: the packaged all-MiniLM-L6-v2 by default
         elif not self.url:
             raise ValueError(f"backend {self.name!r} ({self.kind}) needs url = http(s)://host:port")
         elif not self.url.startswith(("http://", "https://")):
@@ -130,6 +134,24 @@ class CacheSettings(_Strict):
         return url
 
 
+class IndexSettings(_Strict):
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = Field(".mimiverse/index.db", description="sqlite: relative to the repository")
+    url: str | None = Field(None, description="postgres: postgresql://user@host/db")
+    max_file_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    embed_batch: int = Field(32, ge=1, le=1024)
+    rrf_k: int = Field(60, ge=1, le=1000)
+    lexical_weight: float = Field(1.0, ge=0, le=10)
+    vector_weight: float = Field(1.0, ge=0, le=10)
+    max_hits_per_file: int = Field(3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _postgres_needs_url(self) -> IndexSettings:
+        if self.store == "postgres" and not self.url:
+            raise ValueError("store = 'postgres' needs url = 'postgresql://...'")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIMIVERSE_", env_nested_delimiter="__", extra="forbid"
@@ -140,6 +162,7 @@ class Settings(BaseSettings):
     models: ModelsSettings = ModelsSettings()
     breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
+    index: IndexSettings = IndexSettings()
 
     @field_validator("backends")
     @classmethod

@@ -2,6 +2,8 @@
 
     MimiverseError
     ├── ConfigError                 invalid settings; the process refuses to start
+    ├── CodeIndexError              the code index cannot do what was asked
+    │   └── IndexLocked             another writer holds the repository's index
     ├── RequestError                the client asked for something we cannot do (4xx)
     │   ├── InvalidRequest          422: a field is outside what is allowed
     │   └── ModelNotFound           404: no task alias, configured model or listed model
@@ -28,6 +30,14 @@ class MimiverseError(Exception):
 
 class ConfigError(MimiverseError):
     """Settings are invalid; the message names the field and what is allowed."""
+
+
+class CodeIndexError(MimiverseError):
+    pass
+
+
+class IndexLocked(CodeIndexError):
+    """Another indexing run holds the writer lock for this repository."""
 
 
 class RequestError(MimiverseError):

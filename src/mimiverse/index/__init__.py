@@ -1,0 +1,1 @@
+"""Repository indexing and hybrid (lexical + vector) code search."""

@@ -1,0 +1,1 @@
+"""Index stores behind one interface: SQLite (laptop) and PostgreSQL + pgvector (team)."""
