@@ -56,7 +56,7 @@ class IndexStore(ABC):
 
     @abstractmethod
     def set_embedding_model(self, repo: int, model: str, dim: int) -> bool:
-        """Record the model; if it differs from the recorded one, drop all vectors. True if dropped."""
+        """Record the model; a different one than recorded drops all vectors (returns True)."""
 
     @abstractmethod
     def pending_embeddings(self, repo: int, limit: int) -> list[tuple[int, str]]:
