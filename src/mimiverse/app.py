@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
-from mimiverse.api import ai, cache, health, models
+from mimiverse.api import ai, cache, codebase, health, models
 from mimiverse.api.errors import install_error_handlers
 from mimiverse.config import Settings
 from mimiverse.gateway import Gateway
+from mimiverse.index.service import CodebaseService
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -64,21 +65,29 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = ()
+) -> FastAPI:
+    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks."""
     gateway = gateway or Gateway(settings)
+    codebase_service = CodebaseService(settings.index, gateway.router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for repo in repos:
+            await codebase_service.start(repo)
         try:
             yield
         finally:
+            await codebase_service.aclose()
             await gateway.aclose()
 
     app = FastAPI(title="Mimiverse", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.gateway = gateway
+    app.state.codebase = codebase_service
     install_error_handlers(app)
-    for module in (ai, cache, models, health):
-        app.include_router(module.router)
+    for router in (ai.router, cache.router, codebase.router, models.router, health.router):
+        app.include_router(router)
     app.add_middleware(BodySizeLimit)
     return app

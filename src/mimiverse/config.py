@@ -144,6 +144,8 @@ class IndexSettings(_Strict):
     lexical_weight: float = Field(1.0, ge=0, le=10)
     vector_weight: float = Field(1.0, ge=0, le=10)
     max_hits_per_file: int = Field(3, ge=1, le=100)
+    # When set, POST /api/codebase/index only accepts repositories under these folders.
+    allowed_roots: list[str] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> IndexSettings:

@@ -6,7 +6,8 @@
     │   └── IndexLocked             another writer holds the repository's index
     ├── RequestError                the client asked for something we cannot do (4xx)
     │   ├── InvalidRequest          422: a field is outside what is allowed
-    │   └── ModelNotFound           404: no task alias, configured model or listed model
+    │   ├── ModelNotFound           404: no task alias, configured model or listed model
+    │   └── NotReady                409: e.g. searching before any repository is indexed
     └── BackendError                an inference backend failed (carries the backend name)
         ├── BackendUnavailable      connection refused/reset, 5xx, process gone
         ├── BackendTimeout          connect, first token, between tokens or total
@@ -50,6 +51,10 @@ class InvalidRequest(RequestError):
 
 class ModelNotFound(RequestError):
     status_code = 404
+
+
+class NotReady(RequestError):
+    status_code = 409
 
 
 class BackendError(MimiverseError):

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
+from mimiverse.backends.base import Backend
 from mimiverse.config import Settings
 from tests.support.app_server import AppServer, serve_app
 from tests.support.redis_server import redis_server
 
 __all__ = ["redis_server"]
 
-Serve = Callable[[Settings], AppServer]
+Serve = Callable[..., AppServer]
 
 
 @pytest.fixture
@@ -21,8 +22,8 @@ def serve() -> Iterator[Serve]:
     """Start Mimiverse with the given settings; every server started is stopped at the end."""
     started: list[AppServer] = []
 
-    def start(settings: Settings) -> AppServer:
-        server = serve_app(settings)
+    def start(settings: Settings, backends: dict[str, Backend] | None = None) -> AppServer:
+        server = serve_app(settings, backends)
         started.append(server)
         return server
 

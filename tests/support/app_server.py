@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from mimiverse.app import create_app
+from mimiverse.backends.base import Backend
 from mimiverse.config import Settings, load_settings
 from mimiverse.gateway import Gateway
 from tests.servers.harness import _bind, _ThreadServer
@@ -28,8 +29,8 @@ class AppServer:
             self._thread.join(10)
 
 
-def serve_app(settings: Settings) -> AppServer:
-    gateway = Gateway(settings)
+def serve_app(settings: Settings, backends: dict[str, Backend] | None = None) -> AppServer:
+    gateway = Gateway(settings, backends)
     app = create_app(settings, gateway)
     sock = _bind("127.0.0.1", 0)
     port = sock.getsockname()[1]

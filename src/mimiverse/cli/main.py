@@ -6,6 +6,8 @@ import typer
 
 from mimiverse.cli.complete import chat, complete
 from mimiverse.cli.doctor import doctor, models
+from mimiverse.cli.evaluate import eval_app
+from mimiverse.cli.index import index, search
 from mimiverse.cli.serve import serve
 
 app = typer.Typer(
@@ -15,8 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (serve, complete, chat, models, doctor):
+for command in (serve, complete, chat, models, doctor, index, search):
     app.command()(command)
+app.add_typer(eval_app, name="eval")
 
 if __name__ == "__main__":
     app()

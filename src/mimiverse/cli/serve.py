@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,9 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="bind address [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port [default: 5000]", min=0, max=65535)] = None,
+    repo: Annotated[
+        list[Path] | None, typer.Option(help="index this repository on start (repeatable)")
+    ] = None,
 ) -> None:
     """Serve completions, chat and embeddings over HTTP."""
     server: dict[str, Any] = {}
@@ -27,7 +31,7 @@ def serve(
     if server:
         settings = settings_from(config, server=settings.server.model_copy(update=server))
     try:
-        app = create_app(settings)
+        app = create_app(settings, repos=[str(p.resolve()) for p in repo or []])
     except MimiverseError as exc:
         raise fail(str(exc)) from None
     uvicorn.run(

@@ -51,6 +51,10 @@ class IndexStore(ABC):
         """Replace these files' chunks (and drop their vectors), all in one transaction."""
 
     @abstractmethod
+    def refresh_file_states(self, repo: int, states: Sequence[FileState]) -> None:
+        """Update size/mtime of files whose content (sha256) did not change; chunks stay."""
+
+    @abstractmethod
     def delete_files(self, repo: int, paths: Sequence[str]) -> None:
         """Forget these files, their chunks and vectors, in one transaction."""
 

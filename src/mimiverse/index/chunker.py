@@ -1,0 +1,742 @@
+"""Split source files into chunks that follow the code's structure.
+
+With a tree-sitter grammar (Python, JavaScript, TypeScript/TSX, Go, Rust, Java, C, C++):
+functions, methods and classes become chunks of their own, with 1-based inclusive line
+ranges and symbol names (methods as `Class.method`); leading comments, decorators and
+attributes stay with the definition they describe. A class too large for one chunk
+becomes its header (with fields and small methods) plus one chunk per larger method; a
+function too large is cut into line windows that keep its symbol and kind. Small
+neighbours (imports, constants, tiny functions) are merged up to the limits, so search
+is not flooded with one-line chunks. Namespaces, `extern "C"`, preprocessor blocks and
+parse errors are looked through, so definitions inside them are still found.
+
+Without a grammar, or when parsing fails, the file is cut into overlapping line windows.
+Either way every non-blank line belongs to at least one chunk.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, cast
+
+from tree_sitter import Node, Parser, Point, Tree
+from tree_sitter_language_pack import get_parser
+
+from mimiverse.index.model import Chunk
+
+if TYPE_CHECKING:
+    from tree_sitter_language_pack import SupportedLanguage
+
+_C_STYLE_COMMENTS = frozenset({"comment"})
+_PUNCTUATION = frozenset({"{", "}", ";", ",", "(", ")", "[", "]"})
+# Closing braces, `#endif`, comments: lines that carry no code of their own.
+_TRIVIAL_LINE = re.compile(r"[\s{}()\[\];,]*(?:(?://|#|--|/\*|\*).*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What the definitions of one language look like in its tree-sitter grammar."""
+
+    grammar: str
+    functions: frozenset[str]
+    classes: frozenset[str]
+    # Looked through: their members are chunked as if at the enclosing level.
+    namespaces: frozenset[str] = frozenset()  # named: the name qualifies members' symbols
+    transparent: frozenset[str] = frozenset({"ERROR"})
+    wrappers: frozenset[str] = frozenset()  # decorators, export, template around one def
+    attachable: frozenset[str] = _C_STYLE_COMMENTS  # sticks to the definition below it
+    variables: frozenset[str] = frozenset()  # `const f = () => ...` declarations
+    fields: frozenset[str] = frozenset()  # class fields, which may hold a function
+    function_values: frozenset[str] = frozenset()
+    flatten: frozenset[str] = frozenset()  # bodies nested inside a class body
+
+
+_JS_FUNCTIONS = frozenset(
+    {"function_declaration", "generator_function_declaration", "method_definition"}
+)
+_JS_VALUES = frozenset(
+    {"arrow_function", "function_expression", "function", "generator_function"}
+)
+_TS = _Spec(
+    grammar="typescript",
+    functions=_JS_FUNCTIONS
+    | {"method_signature", "abstract_method_signature", "function_signature"},
+    classes=frozenset(
+        {
+            "class_declaration", "abstract_class_declaration", "class",
+            "interface_declaration", "enum_declaration",
+        }
+    ),
+    namespaces=frozenset({"internal_module", "module"}),
+    transparent=frozenset({"ERROR", "ambient_declaration", "expression_statement"}),
+    wrappers=frozenset({"export_statement"}),
+    variables=frozenset({"lexical_declaration", "variable_declaration"}),
+    fields=frozenset({"public_field_definition", "field_definition"}),
+    function_values=_JS_VALUES,
+)
+_C_NAMESPACES = frozenset({"preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif"})
+
+_SPECS: dict[str, _Spec] = {
+    "python": _Spec(
+        grammar="python",
+        functions=frozenset({"function_definition"}),
+        classes=frozenset({"class_definition"}),
+        wrappers=frozenset({"decorated_definition"}),
+    ),
+    "javascript": _Spec(
+        grammar="javascript",
+        functions=_JS_FUNCTIONS,
+        classes=frozenset({"class_declaration", "class"}),
+        wrappers=frozenset({"export_statement"}),
+        variables=frozenset({"lexical_declaration", "variable_declaration"}),
+        fields=frozenset({"field_definition"}),
+        function_values=_JS_VALUES,
+    ),
+    "typescript": _TS,
+    "tsx": replace(_TS, grammar="tsx"),
+    "go": _Spec(
+        grammar="go",
+        functions=frozenset({"function_declaration", "method_declaration"}),
+        classes=frozenset({"type_declaration"}),
+    ),
+    "rust": _Spec(
+        grammar="rust",
+        functions=frozenset({"function_item", "function_signature_item", "macro_definition"}),
+        classes=frozenset(
+            {"impl_item", "trait_item", "struct_item", "enum_item", "union_item"}
+        ),
+        namespaces=frozenset({"mod_item"}),
+        attachable=frozenset({"line_comment", "block_comment", "attribute_item"}),
+    ),
+    "java": _Spec(
+        grammar="java",
+        functions=frozenset({"method_declaration", "constructor_declaration"}),
+        classes=frozenset(
+            {
+                "class_declaration", "interface_declaration", "enum_declaration",
+                "record_declaration", "annotation_type_declaration",
+            }
+        ),
+        attachable=frozenset({"line_comment", "block_comment"}),
+        flatten=frozenset({"enum_body_declarations"}),
+    ),
+    "c": _Spec(
+        grammar="c",
+        functions=frozenset({"function_definition"}),
+        classes=frozenset({"struct_specifier", "union_specifier", "enum_specifier"}),
+        transparent=_C_NAMESPACES | {"ERROR"},
+    ),
+    "cpp": _Spec(
+        grammar="cpp",
+        functions=frozenset({"function_definition"}),
+        classes=frozenset(
+            {"class_specifier", "struct_specifier", "union_specifier", "enum_specifier"}
+        ),
+        namespaces=frozenset({"namespace_definition"}),
+        transparent=_C_NAMESPACES | {"ERROR", "linkage_specification"},
+        wrappers=frozenset({"template_declaration"}),
+    ),
+}
+
+# `.h` files are labelled C, but many are C++: the C grammar crawls through their
+# templates (4x slower, all errors), so such headers are parsed as C++.
+_CPP_MARKERS = re.compile(r"^\s*(?:class|namespace|template)\b|\bstd::|^\s*public:", re.M)
+
+# A pathological input must not stall indexing: parsing stops after this long (then
+# the file gets line windows).
+_PARSE_BASE_S = 1.0
+_PARSE_PER_BYTE_S = 1.0 / 256_000
+
+
+def syntax_languages() -> frozenset[str]:
+    """Languages chunked by syntax; every other language falls back to line windows."""
+    return frozenset(_SPECS)
+
+
+_local = threading.local()
+
+
+def _parser(grammar: str) -> Parser:
+    # tree-sitter parsers are not thread-safe: one per thread and grammar.
+    cache: dict[str, Parser] | None = getattr(_local, "parsers", None)
+    if cache is None:
+        cache = {}
+        _local.parsers = cache
+    parser = cache.get(grammar)
+    if parser is None:
+        parser = get_parser(cast("SupportedLanguage", grammar))
+        cache[grammar] = parser
+    return parser
+
+
+def _parse(grammar: str, source: bytes) -> Tree:
+    """Parse with a time budget; raises ValueError when it runs out."""
+    parser = _parser(grammar)
+    deadline = time.monotonic() + _PARSE_BASE_S + len(source) * _PARSE_PER_BYTE_S
+
+    def read(offset: int, _point: Point) -> bytes:
+        return source[offset : offset + 65536]
+
+    def over_time(_offset: int, _has_error: bool) -> bool:
+        return time.monotonic() > deadline
+
+    try:
+        # Only the callback form of parse() reports progress (and so can be stopped).
+        return parser.parse(read, progress_callback=over_time)
+    except ValueError:
+        parser.reset()  # else the next parse would resume this one
+        raise
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A run of lines at one level of the tree (0-based rows, inclusive)."""
+
+    start: int
+    end: int
+    kind: str  # function | method | class | other
+    symbol: str | None = None
+    node: Node | None = None  # a class, kept to split it by member when too large
+    attach: bool = False  # a comment or attribute that belongs to the next definition
+    header: bool = False  # a large class's header: its symbol names the merged chunk
+
+    @property
+    def is_def(self) -> bool:
+        return self.kind != "other"
+
+
+@dataclass(slots=True)
+class _Piece:
+    """A chunk-to-be: a line range with its kind and symbol."""
+
+    start: int
+    end: int
+    kind: str
+    symbol: str | None
+    strong: bool  # the symbol names a definition (not just the enclosing class)
+    window: bool = False
+
+
+class _Chunker:
+    def __init__(
+        self,
+        lines: list[str],
+        spec: _Spec | None,
+        max_lines: int,
+        max_chars: int,
+        min_lines: int,
+    ) -> None:
+        self.lines = lines
+        self.spec = spec
+        self.max_lines = max_lines
+        self.max_chars = max_chars
+        self.min_lines = min_lines
+        # Prefix sums of line lengths (+1 for the newline): chars of a range in O(1).
+        self.offsets = [0]
+        for line in lines:
+            self.offsets.append(self.offsets[-1] + len(line) + 1)
+        self.overlap = max(0, min(3, max_lines // 10))
+
+    # -- sizes ---------------------------------------------------------------------
+
+    def fits(self, start: int, end: int) -> bool:
+        return (
+            end - start + 1 <= self.max_lines
+            and self.offsets[end + 1] - self.offsets[start] - 1 <= self.max_chars
+        )
+
+    def windows(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Cut [start, end] into ranges within the limits, overlapping a little."""
+        out: list[tuple[int, int]] = []
+        s = start
+        while True:
+            e = s
+            while e < end and self.fits(s, e + 1):
+                e += 1
+            out.append((s, e))
+            if e >= end:
+                return out
+            s = max(e + 1 - self.overlap, s + 1)
+
+    # -- collecting units from the tree --------------------------------------------
+
+    def collect(self, children: list[Node], scope: str | None, in_class: bool) -> list[_Unit]:
+        spec = self.spec
+        assert spec is not None
+        units: list[_Unit] = []
+        last = len(children) - 1
+        for index, child in enumerate(children):
+            kind = child.type
+            if not child.is_named and kind in _PUNCTUATION and index in (0, last):
+                continue  # a body's own braces: its header and closing lines hold them
+            if kind in spec.flatten:
+                units.extend(self.collect(child.children, scope, in_class))
+                continue
+            if kind in spec.namespaces or kind in spec.transparent:
+                units.extend(self.flatten(child, scope, in_class))
+                continue
+            units.append(self.classify(child, scope, in_class))
+        return self.attach(units)
+
+    def flatten(self, node: Node, scope: str | None, in_class: bool) -> list[_Unit]:
+        """Chunk a namespace's members at this level; its own lines stay as plain code."""
+        assert self.spec is not None
+        if node.type in self.spec.namespaces:
+            name = (_field_text(node, "name") or "").strip("\"'")
+            if name:
+                scope = f"{scope}.{name}" if scope else name
+        # Only a real body field: an ERROR node may hold a stray `block` among the rest.
+        body = node.child_by_field_name("body")
+        members = self.collect((body or node).children, scope, in_class)
+        start, end = _rows(node)
+        if not members:
+            return [_Unit(start, end, "other")]
+        first, last = members[0], members[-1]
+        out: list[_Unit] = []
+        if first.start > start:
+            out.append(_Unit(start, first.start - 1, "other"))
+        else:
+            first.start = start
+        out.extend(members)
+        if end > last.end:
+            out.append(_Unit(last.end + 1, end, "other"))
+        return out
+
+    def classify(self, node: Node, scope: str | None, in_class: bool) -> _Unit:
+        spec = self.spec
+        assert spec is not None
+        start, end = _rows(node)
+        inner = node
+        if node.type in spec.wrappers:
+            found = _wrapped(node, spec)
+            if found is None:
+                return _Unit(start, end, "other")
+            inner = found
+        if inner.type in spec.variables or inner.type in spec.fields:
+            name = _function_variable(inner, spec)
+            if name is None:
+                return _Unit(start, end, "other")
+            kind = "method" if in_class else "function"
+            return _Unit(start, end, kind, _qualify(scope, name))
+        if inner.type in spec.functions:
+            name, qualified = _function_name(inner)
+            kind = "method" if in_class or qualified else "function"
+            return _Unit(start, end, kind, _qualify(scope, name))
+        if inner.type in spec.classes:
+            name = _class_name(inner)
+            if spec.grammar in ("c", "cpp") and _body(inner) is None:
+                return _Unit(start, end, "other")  # `struct x;` is a declaration
+            if spec.grammar == "go" and name is None:
+                return _Unit(start, end, "other")  # a grouped `type ( ... )` block
+            return _Unit(start, end, "class", _qualify(scope, name), node=inner)
+        attach = node.type in spec.attachable or node.type == "decorator"
+        return _Unit(start, end, "other", attach=attach)
+
+    def attach(self, units: list[_Unit]) -> list[_Unit]:
+        """Give comments and attributes to the definition right below them; drop overlaps."""
+        out: list[_Unit] = []
+        for unit in units:
+            if unit.is_def:
+                while out and out[-1].attach and out[-1].end >= unit.start - 1:
+                    unit.start = min(unit.start, out.pop().start)
+            if out and unit.start <= out[-1].end:
+                out[-1] = _combine(out[-1], unit)
+            else:
+                out.append(unit)
+        return out
+
+    # -- emitting pieces -----------------------------------------------------------
+
+    def emit(self, units: list[_Unit], scope: str | None) -> list[_Piece]:
+        pieces: list[_Piece] = []
+        group: list[_Unit] = []
+
+        def flush() -> None:
+            if group:
+                pieces.append(self.group_piece(group, scope))
+                group.clear()
+
+        for unit in units:
+            size = unit.end - unit.start + 1
+            if unit.is_def and not unit.header and size >= self.min_lines:
+                flush()
+                pieces.extend(self.emit_def(unit))
+            elif not self.fits(unit.start, unit.end):
+                flush()
+                kind = "class" if unit.header else "block"
+                for s, e in self.windows(unit.start, unit.end):
+                    pieces.append(_Piece(s, e, kind, unit.symbol or scope, unit.header, True))
+            elif group and self.fits(group[0].start, unit.end):
+                group.append(unit)
+            else:
+                flush()
+                group.append(unit)
+        flush()
+        return self.merge_small(pieces)
+
+    def group_piece(self, group: list[_Unit], scope: str | None) -> _Piece:
+        start, end = group[0].start, group[-1].end
+        header = next((u for u in group if u.header), None)
+        defs = [u for u in group if u.is_def]
+        if header is not None:
+            return _Piece(start, end, "class", header.symbol, True)
+        if len(defs) == 1:
+            return _Piece(start, end, defs[0].kind, defs[0].symbol, True)
+        return _Piece(start, end, "block", scope, False)
+
+    def emit_def(self, unit: _Unit) -> list[_Piece]:
+        if self.fits(unit.start, unit.end):
+            return [_Piece(unit.start, unit.end, unit.kind, unit.symbol, True)]
+        if unit.kind == "class" and unit.node is not None:
+            split = self.split_class(unit)
+            if split is not None:
+                return split
+        return [
+            _Piece(s, e, unit.kind, unit.symbol, True, window=True)
+            for s, e in self.windows(unit.start, unit.end)
+        ]
+
+    def split_class(self, unit: _Unit) -> list[_Piece] | None:
+        assert unit.node is not None
+        body = _body(unit.node)
+        if body is None:
+            return None
+        members = self.collect(body.children, unit.symbol, in_class=True)
+        if not any(m.is_def for m in members):
+            return None
+        first, last = members[0], members[-1]
+        # The closing lines (`}`, `};`) go with the last member.
+        last.end = max(last.end, unit.end)
+        header_end = first.start - 1
+        if header_end < unit.start:
+            first.start = unit.start
+            first.header, first.symbol, first.kind = True, unit.symbol, "class"
+            head: list[_Unit] = []
+        else:
+            head = [_Unit(unit.start, header_end, "class", unit.symbol, header=True)]
+        return self.emit(head + members, unit.symbol)
+
+    def cover(self, pieces: list[_Piece]) -> list[_Piece]:
+        """Trim blank edges; give lines that no piece holds to a neighbour, or their own."""
+        lines = self.lines
+        trimmed: list[_Piece] = []
+        for candidate in sorted(pieces, key=lambda p: (p.start, p.end)):
+            start, end = candidate.start, candidate.end
+            while start <= end and not lines[start].strip():
+                start += 1
+            while end >= start and not lines[end].strip():
+                end -= 1
+            if start <= end:
+                candidate.start, candidate.end = start, end
+                trimmed.append(candidate)
+        out: list[_Piece] = []
+        covered_to = -1
+        following: list[_Piece | None] = [*trimmed, None]  # None: the end of the file
+        for piece in following:
+            stop = piece.start if piece is not None else len(lines)
+            gap = [row for row in range(covered_to + 1, stop) if lines[row].strip()]
+            if gap:
+                first, last = gap[0], gap[-1]
+                if out and self.fits(out[-1].start, last):
+                    out[-1].end = last
+                elif piece is not None and self.fits(first, piece.end):
+                    piece.start = first
+                else:
+                    out.extend(
+                        _Piece(s, e, "block", None, False, window=True)
+                        for s, e in self.windows(first, last)
+                    )
+            if piece is not None:
+                out.append(piece)
+                covered_to = max(covered_to, piece.end)
+        return out
+
+    def merge_small(self, pieces: list[_Piece]) -> list[_Piece]:
+        """Fold pieces under min_lines into a neighbour when the result still fits."""
+        out: list[_Piece] = []
+        i = 0
+        while i < len(pieces):
+            piece = pieces[i]
+            if piece.end - piece.start + 1 < self.min_lines and not piece.window:
+                if out and self.can_merge(out[-1], piece, piece):
+                    out[-1] = _merged(out[-1], piece)
+                    i += 1
+                    continue
+                if i + 1 < len(pieces) and self.can_merge(piece, pieces[i + 1], piece):
+                    pieces[i + 1] = _merged(piece, pieces[i + 1])
+                    i += 1
+                    continue
+            out.append(piece)
+            i += 1
+        return out
+
+    def can_merge(self, a: _Piece, b: _Piece, small: _Piece) -> bool:
+        if a.strong and b.strong:
+            return False  # one of the two definitions would lose its symbol
+        # Code before a definition (imports, declarations) reads well as its preamble;
+        # code after one joins it only if it is just braces and comments.
+        if small is b and a.strong and not b.strong and not self.trivial(b.start, b.end):
+            return False
+        return self.fits(a.start, b.end)
+
+    def trivial(self, start: int, end: int) -> bool:
+        return all(_TRIVIAL_LINE.fullmatch(line) for line in self.lines[start : end + 1])
+
+
+def _merged(a: _Piece, b: _Piece) -> _Piece:
+    named = a if a.strong or not b.strong else b
+    kind = named.kind if named.strong else "block"
+    return _Piece(a.start, b.end, kind, named.symbol, named.strong, a.window or b.window)
+
+
+def _combine(a: _Unit, b: _Unit) -> _Unit:
+    """Two units sharing a line become one; a definition keeps its name over plain code."""
+    start, end = min(a.start, b.start), max(a.end, b.end)
+    if a.is_def and b.is_def:
+        return _Unit(start, end, "other")
+    named = a if a.is_def else b
+    return _Unit(start, end, named.kind, named.symbol, named.node, attach=a.attach and b.attach)
+
+
+def _rows(node: Node) -> tuple[int, int]:
+    start = node.start_point.row
+    end = node.end_point.row
+    if node.end_point.column == 0 and end > start:
+        end -= 1  # the node ends with a newline: its last row is the one before
+    return start, end
+
+
+def _text(node: Node | None) -> str | None:
+    if node is None or node.text is None:
+        return None
+    return node.text.decode("utf-8", errors="replace")
+
+
+def _field_text(node: Node, name: str) -> str | None:
+    return _text(node.child_by_field_name(name))
+
+
+def _qualify(scope: str | None, name: str | None) -> str | None:
+    if name is None:
+        return scope
+    return f"{scope}.{name}" if scope else name
+
+
+_BODY_TYPES = frozenset(
+    {
+        "block", "class_body", "declaration_list", "field_declaration_list", "enum_body",
+        "interface_body", "statement_block", "enum_variant_list", "object_type",
+    }
+)
+
+
+def _body(node: Node) -> Node | None:
+    body = node.child_by_field_name("body")
+    if body is not None:
+        return body
+    for child in node.named_children:
+        if child.type in _BODY_TYPES:
+            return child
+    return None
+
+
+def _wrapped(node: Node, spec: _Spec) -> Node | None:
+    """The definition inside a decorator, export or template wrapper."""
+    for name in ("definition", "declaration", "value"):
+        inner = node.child_by_field_name(name)
+        if inner is not None:
+            return inner
+    interesting = spec.functions | spec.classes | spec.variables
+    for child in reversed(node.named_children):
+        if child.type in interesting:
+            return child
+    return None
+
+
+def _function_variable(node: Node, spec: _Spec) -> str | None:
+    """`const f = () => {}` or a class field holding a function: the name, else None."""
+    if node.type in spec.fields:
+        value = node.child_by_field_name("value")
+        if value is None or value.type not in spec.function_values:
+            return None
+        return _field_text(node, "name") or _field_text(node, "property")
+    declarators = [c for c in node.named_children if c.type == "variable_declarator"]
+    if len(declarators) != 1:
+        return None
+    value = declarators[0].child_by_field_name("value")
+    name = declarators[0].child_by_field_name("name")
+    if value is None or value.type not in spec.function_values:
+        return None
+    if name is None or name.type != "identifier":
+        return None
+    return _text(name)
+
+
+_DECLARATOR_NAMES = frozenset(
+    {
+        "identifier", "field_identifier", "qualified_identifier", "destructor_name",
+        "operator_name", "scoped_identifier", "template_function",
+    }
+)
+
+
+def _function_name(node: Node) -> tuple[str | None, bool]:
+    """The name of a function, and whether it names its class (`A::f`, Go receivers)."""
+    if node.type == "method_declaration" and node.child_by_field_name("receiver") is not None:
+        receiver = node.child_by_field_name("receiver")
+        owner = _first_of_type(receiver, "type_identifier")
+        name = _field_text(node, "name")
+        return (f"{owner}.{name}" if owner else name), True
+    name_node = node.child_by_field_name("name")
+    if name_node is not None:
+        return _text(name_node), False
+    declarator = node.child_by_field_name("declarator")
+    while declarator is not None and declarator.type not in _DECLARATOR_NAMES:
+        declarator = declarator.child_by_field_name("declarator")
+    text = _text(declarator)
+    if text is None:
+        return None, False
+    text = "".join(text.split())
+    if "::" in text:
+        return text.replace("::", "."), True
+    return text, False
+
+
+def _class_name(node: Node) -> str | None:
+    if node.type == "impl_item":  # `impl Trait for Type`: the type owns the methods
+        return _first_of_type(node.child_by_field_name("type"), "type_identifier")
+    if node.type == "type_declaration":  # Go: `type T struct {...}`
+        specs = [c for c in node.named_children if c.type in ("type_spec", "type_alias")]
+        return _field_text(specs[0], "name") if len(specs) == 1 else None
+    return _field_text(node, "name")
+
+
+def _first_of_type(node: Node | None, kind: str) -> str | None:
+    if node is None:
+        return None
+    if node.type == kind:
+        return _text(node)
+    for child in node.named_children:
+        found = _first_of_type(child, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def _line_windows(chunker: _Chunker, last: int) -> list[_Piece]:
+    return [
+        _Piece(s, e, "window", None, False, window=True) for s, e in chunker.windows(0, last)
+    ]
+
+
+def chunk_file(
+    path: str,
+    text: str,
+    language: str | None,
+    *,
+    max_chunk_lines: int = 80,
+    max_chunk_chars: int = 3000,
+    min_chunk_lines: int = 4,
+) -> list[Chunk]:
+    """Chunks of `text` in line order; every non-blank line is in at least one of them."""
+    if max_chunk_lines < 1 or max_chunk_chars < 1 or min_chunk_lines < 1:
+        raise ValueError("chunk limits must be positive")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if not any(line.strip() for line in lines):
+        return []
+    spec = _SPECS.get(language) if language is not None else None
+    if language == "c" and _CPP_MARKERS.search(text):
+        spec = _SPECS["cpp"]
+    chunker = _Chunker(lines, spec, max_chunk_lines, max_chunk_chars, min_chunk_lines)
+    last = len(lines) - 1
+    pieces: list[_Piece] | None = None
+    if spec is not None:
+        try:
+            tree = _parse(spec.grammar, text.encode("utf-8", errors="surrogatepass"))
+            units = chunker.collect(tree.root_node.children, None, in_class=False)
+            pieces = chunker.emit(units, None)
+        except (ValueError, RecursionError, LookupError):
+            pieces = None  # a grammar that cannot load or a tree too deep: use windows
+    if not pieces:
+        pieces = _line_windows(chunker, last)
+    return _materialise(path, lines, language, chunker.cover(pieces))
+
+
+def _materialise(
+    path: str, lines: list[str], language: str | None, pieces: list[_Piece]
+) -> list[Chunk]:
+    return [
+        Chunk(
+            path=path,
+            start_line=p.start + 1,
+            end_line=p.end + 1,
+            text="\n".join(lines[p.start : p.end + 1]),
+            language=language,
+            symbol=p.symbol,
+            kind=p.kind,
+        )
+        for p in pieces
+    ]
+
+
+def strip_docstrings(text: str, language: str | None) -> str:
+    """`text` without its docstrings (Python); other languages come back unchanged.
+
+    A body left empty gets `pass`, so the result still parses; a docstring sharing its
+    line with code is cut out of the line.
+    """
+    if language != "python" or not text.strip():
+        return text
+    source = text.encode("utf-8", errors="surrogatepass")
+    try:
+        tree = _parse("python", source)
+    except ValueError:
+        return text
+    line_starts = [0, *(m.end() for m in re.finditer(b"\n", source))]
+    edits: list[tuple[int, int, bytes]] = []
+    for block in _docstring_holders(tree.root_node):
+        statements = [c for c in block.named_children if c.type != "comment"]
+        if not statements or not _is_docstring(statements[0]):
+            continue
+        doc = statements[0]
+        only = len(statements) == 1 and block.type != "module"
+        row_start = line_starts[doc.start_point.row]
+        next_row = doc.end_point.row + 1
+        row_end = line_starts[next_row] if next_row < len(line_starts) else len(source)
+        before = source[row_start : doc.start_byte]
+        after = source[doc.end_byte : row_end].split(b"#", 1)[0]
+        if not before.strip() and not after.strip():  # whole lines: drop them
+            newline = b"\n" if source[row_end - 1 : row_end] == b"\n" else b""
+            edits.append((row_start, row_end, before + b"pass" + newline if only else b""))
+        elif only:  # `def f(): "doc"`
+            edits.append((doc.start_byte, doc.end_byte, b"pass"))
+        elif statements[1].start_point.row == doc.end_point.row:  # `"doc"; return 1`
+            edits.append((doc.start_byte, statements[1].start_byte, b""))
+    for start, end, replacement in sorted(edits, reverse=True):
+        source = source[:start] + replacement + source[end:]
+    return source.decode("utf-8", errors="surrogatepass")
+
+
+def _docstring_holders(root: Node) -> list[Node]:
+    out = [root]
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in node.named_children:
+            if child.type in ("function_definition", "class_definition"):
+                body = child.child_by_field_name("body")
+                if body is not None:
+                    out.append(body)
+            stack.append(child)
+    return out
+
+
+def _is_docstring(node: Node) -> bool:
+    if node.type in ("string", "concatenated_string"):
+        return True
+    if node.type == "expression_statement" and node.named_child_count == 1:
+        return node.named_children[0].type in ("string", "concatenated_string")
+    return False

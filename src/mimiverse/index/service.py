@@ -1,0 +1,201 @@
+"""The codebase service: index jobs per repository, background embedding, hybrid search.
+
+Lexical indexing runs in a worker thread; as soon as it has committed files they are
+searchable. Embeddings are computed afterwards in batches through the router's embedding
+backends, and searches use vectors as they arrive: hybrid search over a partly embedded
+index simply fuses what each signal finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mimiverse.config import IndexSettings
+from mimiverse.errors import BackendError, InvalidRequest, MimiverseError, NotReady
+from mimiverse.index.fusion import cap_per_key, fuse
+from mimiverse.index.indexer import Indexer, IndexReport
+from mimiverse.index.model import Hit, SearchFilter
+from mimiverse.index.store import open_store
+from mimiverse.index.store.base import IndexStore
+from mimiverse.index.tokenize import query_tokens
+from mimiverse.routing.router import Router
+
+log = logging.getLogger("mimiverse.index")
+
+Mode = Literal["lexical", "vector", "hybrid"]
+State = Literal["indexing", "ready", "error"]
+CANDIDATES = 50  # per signal, before fusion and the per-file cap
+
+
+@dataclass(slots=True)
+class Job:
+    root: Path
+    store: IndexStore
+    repo: int
+    state: State = "indexing"
+    error: str | None = None
+    embedding_error: str | None = None
+    report: IndexReport | None = None
+    skipped: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.time)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    hits: list[Hit]
+    took_ms: float
+    mode: Mode
+    notes: list[str]
+
+
+class CodebaseService:
+    def __init__(self, settings: IndexSettings, router: Router) -> None:
+        self.settings = settings
+        self.router = router
+        self.jobs: dict[Path, Job] = {}
+
+    # -- indexing --------------------------------------------------------------------
+
+    def resolve_root(self, path: str) -> Path:
+        root = Path(path).expanduser()
+        if not root.is_absolute():
+            raise InvalidRequest(f"path must be absolute, got {path!r}")
+        root = root.resolve()
+        if not root.is_dir():
+            raise InvalidRequest(f"path {path!r} is not a directory on this server")
+        allowed = [Path(a).expanduser().resolve() for a in self.settings.allowed_roots]
+        if allowed and not any(root.is_relative_to(a) for a in allowed):
+            raise InvalidRequest(
+                f"path {path!r} is outside the allowed roots: {', '.join(map(str, allowed))}"
+            )
+        return root
+
+    async def job(self, path: str) -> Job:
+        """The job (store, state) of the repository at `path`, opened on first use."""
+        root = self.resolve_root(path)
+        job = self.jobs.get(root)
+        if job is None:
+            store = await asyncio.to_thread(open_store, self.settings, root)
+            repo = await asyncio.to_thread(store.repo_id, str(root))
+            job = self.jobs.setdefault(root, Job(root=root, store=store, repo=repo))
+        return job
+
+    async def start(self, path: str) -> Job:
+        """Start (or restart, if idle) indexing of the repository at `path`."""
+        job = await self.job(path)
+        if job.task is not None and not job.task.done():
+            return job  # already running: the caller polls its status
+        job.state, job.error = "indexing", None
+        job.task = asyncio.create_task(self._run(job), name=f"index {job.root}")
+        return job
+
+    async def _run(self, job: Job) -> None:
+        try:
+            indexer = Indexer(job.store, job.root, self.settings)
+            job.report = await asyncio.to_thread(indexer.run)
+            job.state = "ready"
+            log.info("indexed %s: %d files, %d chunks in %.0f ms", job.root,
+                     job.report.files, job.report.chunks, job.report.took_ms)
+        except MimiverseError as exc:
+            job.state, job.error = "error", str(exc)
+            return
+        except Exception as exc:  # a bug or I/O failure: report it, keep serving
+            log.exception("indexing %s failed", job.root)
+            job.state, job.error = "error", f"{type(exc).__name__}: {exc}"
+            return
+        await self.embed_pending(job)
+
+    async def embed_pending(self, job: Job) -> None:
+        """Embed chunks without vectors, batch by batch, until none are left."""
+        job.embedding_error = None
+        try:
+            await self._check_model(job)
+            while batch := await asyncio.to_thread(
+                job.store.pending_embeddings, job.repo, self.settings.embed_batch
+            ):
+                vectors, _backend, _model = await self.router.embed([t for _, t in batch])
+                pairs = [(cid, vec) for (cid, _), vec in zip(batch, vectors, strict=True)]
+                await asyncio.to_thread(job.store.store_embeddings, job.repo, pairs)
+        except BackendError as exc:
+            job.embedding_error = str(exc)
+            log.warning("embedding for %s paused: %s", job.root, exc)
+
+    async def _check_model(self, job: Job) -> None:
+        """A different model than the index was built with: drop the old vectors (the
+        loop re-embeds them) rather than mix two vector spaces in one index."""
+        model = self.router.route("embedding").model
+        stats = await asyncio.to_thread(job.store.stats, job.repo)
+        if stats.embedding_model == model or stats.chunks == 0:
+            return
+        [probe], _backend, model = await self.router.embed(["dimension probe"])
+        await asyncio.to_thread(job.store.set_embedding_model, job.repo, model, len(probe))
+
+    async def wait(self, root: Path) -> None:
+        job = self.jobs[root]
+        if job.task is not None:
+            await job.task
+
+    async def aclose(self) -> None:
+        for job in self.jobs.values():
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+        await asyncio.gather(*(j.task for j in self.jobs.values() if j.task),
+                             return_exceptions=True)
+        for job in self.jobs.values():
+            await asyncio.to_thread(job.store.close)
+
+    # -- search ----------------------------------------------------------------------
+
+    def job_for(self, repo: str | None) -> Job:
+        if not self.jobs:
+            raise NotReady("no repository is indexed yet: POST /api/codebase/index "
+                           '{"path": "/abs/path"} or start with `mimiverse serve --repo PATH`')
+        if repo is None:
+            return next(iter(self.jobs.values()))
+        root = Path(repo).expanduser().resolve()
+        if root not in self.jobs:
+            known = ", ".join(str(r) for r in self.jobs)
+            raise InvalidRequest(f"repository {repo!r} is not indexed here; indexed: {known}")
+        return self.jobs[root]
+
+    async def search(
+        self, query: str, *, limit: int = 10, mode: Mode = "hybrid",
+        where: SearchFilter | None = None, repo: str | None = None,
+    ) -> SearchResult:
+        started = time.perf_counter()
+        where = where or SearchFilter()
+        job = self.job_for(repo)
+        notes: list[str] = []
+        ranked: dict[str, list[tuple[int, float]]] = {}
+        terms = query_tokens(query)
+        if mode in ("lexical", "hybrid"):
+            if terms:
+                ranked["lexical"] = await asyncio.to_thread(
+                    job.store.search_lexical, job.repo, terms, CANDIDATES, where
+                )
+            else:
+                notes.append("the query has no searchable terms")
+        if mode in ("vector", "hybrid"):
+            try:
+                [vector], _backend, _model = await self.router.embed([query])
+                ranked["vector"] = await asyncio.to_thread(
+                    job.store.search_vector, job.repo, vector, CANDIDATES, where
+                )
+            except BackendError as exc:
+                if mode == "vector":
+                    raise
+                notes.append(f"vector search unavailable, lexical only: {exc}")
+        weights = {"lexical": self.settings.lexical_weight, "vector": self.settings.vector_weight}
+        fused = fuse(ranked, k=self.settings.rrf_k, weights=weights)
+        chunks = await asyncio.to_thread(job.store.chunks, [f.id for f in fused])
+        fused = [f for f in fused if f.id in chunks]  # deleted since they were ranked
+        capped = cap_per_key(fused, lambda cid: chunks[cid].path, self.settings.max_hits_per_file)
+        hits = [Hit(chunks[f.id], round(f.score, 6), f.signals) for f in capped[:limit]]
+        return SearchResult(hits, round((time.perf_counter() - started) * 1000, 2), mode, notes)

@@ -1,0 +1,793 @@
+"""SQLite index store: one file, WAL, FTS5 BM25 for text, numpy for vectors.
+
+Schema (migrated by `PRAGMA user_version`):
+- repos, files, chunks as the interface describes; `chunks.terms` holds the chunk's
+  pre-tokenised terms (space-joined) and is the content of the external-content FTS5 table
+  `chunks_fts`, kept in step by triggers. The FTS5 tokenizer only splits what our own
+  tokenizer already split, so index-time and query-time terms are identical.
+- vectors(chunk_id, repo, seq, vector float32 BLOB) and vector_tombstones: every change
+  to a repository's vectors takes the next `repos.vector_seq`, so a process holding the
+  vectors in memory refreshes incrementally (rows with a newer seq, tombstones newer than
+  its own) instead of reloading, and notices other processes' writes.
+
+Vector search is exact: a blocked float32 mat-vec over an in-memory, L2-normalised
+matrix (100,000 x 384 in ~5 ms on one core), with path/language filters as numpy masks.
+Connections are per thread (WAL lets readers run beside the one writer); writes take
+`BEGIN IMMEDIATE` so two writers queue on the busy timeout instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from mimiverse.errors import CodeIndexError, IndexLocked
+from mimiverse.index.model import Chunk, FileState, SearchFilter, StoredChunk
+from mimiverse.index.store import (
+    BM25_B,
+    BM25_K1,
+    Tokenizer,
+    bm25_idf,
+    compiled_glob,
+    default_tokenizer,
+    index_terms,
+    split_terms,
+)
+from mimiverse.index.store.base import IndexStore, RepoStats
+
+# Only whitespace splits terms: `_` and `$` are letters to FTS5 here, as in identifiers.
+_FTS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_$'"
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE repos (
+            id INTEGER PRIMARY KEY,
+            root TEXT NOT NULL UNIQUE,
+            embedding_model TEXT,
+            embedding_dim INTEGER,
+            vector_seq INTEGER NOT NULL DEFAULT 0,
+            tombstone_floor INTEGER NOT NULL DEFAULT 0,
+            chunk_count INTEGER NOT NULL DEFAULT 0,
+            token_count INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE files (
+            repo INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            language TEXT,
+            PRIMARY KEY (repo, path)
+        ) WITHOUT ROWID""",
+        # AUTOINCREMENT: ids are never reused, so a stale id never names another chunk.
+        """CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            repo INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            symbol TEXT,
+            kind TEXT NOT NULL,
+            language TEXT,
+            text TEXT NOT NULL,
+            terms TEXT NOT NULL
+        )""",
+        "CREATE INDEX chunks_by_file ON chunks (repo, path)",
+        # Chunks containing each term, over all repositories as FTS5's bm25() counts them:
+        # looked up per query to tell selective terms from common ones.
+        "CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX chunks_by_repo ON chunks (repo)",  # rowid order: pending_embeddings
+        f"""CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            terms, content='chunks', content_rowid='id', tokenize="{_FTS_TOKENIZER}"
+        )""",
+        """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+            INSERT INTO chunks_fts (rowid, terms) VALUES (new.id, new.terms);
+        END""",
+        """CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, terms) VALUES ('delete', old.id, old.terms);
+        END""",
+        """CREATE TABLE vectors (
+            chunk_id INTEGER PRIMARY KEY,
+            repo INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            vector BLOB NOT NULL
+        )""",
+        "CREATE INDEX vectors_by_seq ON vectors (repo, seq)",
+        """CREATE TABLE vector_tombstones (
+            repo INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            chunk_id INTEGER NOT NULL
+        )""",
+        "CREATE INDEX vector_tombstones_by_seq ON vector_tombstones (repo, seq)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+TOMBSTONE_GENERATIONS = 1000  # kept for incremental refresh; readers further behind reload
+BLOCK_ROWS = 4096  # mat-vec block: small enough to stay in cache and single-threaded in BLAS
+
+_CHUNK_COLUMNS = "id, path, start_line, end_line, text, language, symbol, kind"
+
+
+def _glob_match(glob: str, path: str | None) -> bool:
+    return path is not None and compiled_glob(glob).search(path) is not None
+
+
+T = TypeVar("T")
+Floats = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
+Codes = npt.NDArray[np.int32]
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """An immutable view of one repository's vectors, safe to search without a lock."""
+
+    ids: Ints
+    matrix: Floats  # L2-normalised rows
+    alive: Mask  # False for rows removed since the last compaction
+    file_of: Codes  # row -> index into _VectorCache.paths
+    lang_of: Codes  # row -> index into _VectorCache.languages
+    files: int  # how many paths the rows may refer to
+
+
+class _VectorCache:
+    """One repository's vectors in memory, appended to and tombstoned incrementally.
+
+    Rows are appended into spare capacity, so an older snapshot (a view of the first n
+    rows) stays valid while a refresh appends; removal only flips `alive` in a new copy.
+    """
+
+    def __init__(self, dim: int, seq: int) -> None:
+        self.dim = dim
+        self.seq = seq
+        self.lock = threading.Lock()
+        self.paths: list[str] = []
+        self.languages: list[str | None] = []
+        self._path_ix: dict[str, int] = {}
+        self._lang_ix: dict[str | None, int] = {}
+        self._row_of: dict[int, int] = {}
+        self._n = 0
+        self._dead = 0
+        self._ids: Ints = np.empty(0, np.int64)
+        self._matrix: Floats = np.empty((0, dim), np.float32)
+        self._file_of: Codes = np.empty(0, np.int32)
+        self._lang_of: Codes = np.empty(0, np.int32)
+        self._alive: Mask = np.empty(0, np.bool_)
+        self._globs: dict[str, Mask] = {}
+        self._snapshot: _Snapshot | None = None
+
+    def language_code(self, language: str | None) -> int | None:
+        return self._lang_ix.get(language)
+
+    def remove(self, ids: Iterable[int]) -> None:
+        rows = [r for r in (self._row_of.pop(i, None) for i in ids) if r is not None]
+        if rows:
+            self._alive = self._alive.copy()  # the current snapshot keeps the old mask
+            self._alive[rows] = False
+            self._dead += len(rows)
+            self._snapshot = None
+
+    def append(self, rows: Sequence[tuple[int, str, str | None, bytes]]) -> None:
+        if not rows:
+            return
+        self.remove([r[0] for r in rows])  # a re-stored vector replaces the old row
+        n, m = self._n, len(rows)
+        if n + m > len(self._ids):
+            self._grow(max(n + m, 2 * len(self._ids), 1024))
+        raw = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(m, self.dim)
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0  # a zero vector stays zero: similarity 0 to everything
+        self._matrix[n : n + m] = raw / norms
+        self._ids[n : n + m] = [r[0] for r in rows]
+        self._file_of[n : n + m] = [_code(self._path_ix, self.paths, r[1]) for r in rows]
+        self._lang_of[n : n + m] = [_code(self._lang_ix, self.languages, r[2]) for r in rows]
+        alive = np.ones(n + m, np.bool_)
+        alive[:n] = self._alive[:n]
+        self._alive = alive
+        for offset, r in enumerate(rows):
+            self._row_of[r[0]] = n + offset
+        self._n = n + m
+        self._snapshot = None
+
+    def snapshot(self) -> _Snapshot:
+        if self._snapshot is None:
+            if self._dead > 1024 and self._dead * 4 > self._n:
+                self._compact()
+            n = self._n
+            self._snapshot = _Snapshot(
+                self._ids[:n], self._matrix[:n], self._alive[:n],
+                self._file_of[:n], self._lang_of[:n], len(self.paths),
+            )
+        return self._snapshot
+
+    def path_mask(self, glob: str, files: int) -> Mask:
+        """Which of the first `files` paths match `glob`, computed once per new path."""
+        with self.lock:
+            known = self._globs.get(glob, np.empty(0, np.bool_))
+            if len(known) < files:
+                pattern = compiled_glob(glob)
+                extra = [pattern.search(p) is not None for p in self.paths[len(known) : files]]
+                known = np.concatenate([known, np.array(extra, np.bool_)])
+                if len(self._globs) >= 64:
+                    self._globs.clear()
+                self._globs[glob] = known
+            return known[:files]
+
+    def _grow(self, capacity: int) -> None:
+        n = self._n
+        ids = np.empty(capacity, np.int64)
+        matrix = np.empty((capacity, self.dim), np.float32)
+        file_of = np.empty(capacity, np.int32)
+        lang_of = np.empty(capacity, np.int32)
+        ids[:n], matrix[:n] = self._ids[:n], self._matrix[:n]
+        file_of[:n], lang_of[:n] = self._file_of[:n], self._lang_of[:n]
+        self._ids, self._matrix, self._file_of, self._lang_of = ids, matrix, file_of, lang_of
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._alive[: self._n])
+        self._ids, self._matrix = self._ids[keep], self._matrix[keep]
+        self._file_of, self._lang_of = self._file_of[keep], self._lang_of[keep]
+        self._alive = np.ones(len(keep), np.bool_)
+        self._row_of = {int(cid): row for row, cid in enumerate(self._ids)}
+        self._n, self._dead = len(keep), 0
+
+
+def _code(index: dict[T, int], values: list[T], value: T) -> int:
+    """The small integer standing for `value` in `values`, added on first sight."""
+    code = index.get(value)
+    if code is None:
+        code = index[value] = len(values)
+        values.append(value)
+    return code
+
+
+def _bm25(terms: Sequence[str], weights: dict[str, float], avgdl: float) -> float:
+    """BM25 of one chunk for these terms (weight = IDF), the way FTS5's bm25() adds it."""
+    counts = Counter(t for t in terms if t in weights)
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * len(terms) / avgdl)
+    return sum(w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm)
+               for t, w in weights.items() if counts[t])
+
+
+def _scores(matrix: Floats, query: Floats) -> Floats:
+    # Block by block: one big sgemv goes multi-threaded in OpenBLAS and is slower here.
+    out = np.empty(len(matrix), np.float32)
+    for start in range(0, len(matrix), BLOCK_ROWS):
+        np.dot(matrix[start : start + BLOCK_ROWS], query, out=out[start : start + BLOCK_ROWS])
+    return out
+
+
+def _top(ids: Ints, scores: Floats, limit: int) -> list[tuple[int, float]]:
+    k = min(limit, len(scores))
+    if k <= 0:
+        return []
+    part = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
+    order = part[np.lexsort((ids[part], -scores[part]))]  # ties: lower id first
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+class SqliteStore(IndexStore):
+    kind = "sqlite"
+
+    def __init__(
+        self, path: Path, *, tokenizer: Tokenizer | None = None, busy_timeout_s: float = 30.0
+    ) -> None:
+        self.path = path
+        self._tokenizer = tokenizer
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()  # guards _connections, _caches, _cache_locks
+        self._caches: dict[int, _VectorCache] = {}
+        self._cache_locks: dict[int, threading.Lock] = {}
+        self._roots: dict[str, int] = {}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CodeIndexError(f"cannot create the index folder {path.parent}: {exc}") from exc
+        self._migrate()
+
+    # -- connections and transactions ---------------------------------------------------
+
+    def _con(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                # check_same_thread=False only so close() may close every thread's connection;
+                # each connection is used by the thread that opened it.
+                con = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout_s, isolation_level=None,
+                    check_same_thread=False,
+                )
+                con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across crashes of us
+                con.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
+            except sqlite3.Error as exc:
+                raise CodeIndexError(f"cannot open the index {self.path}: {exc}") from exc
+            con.create_function("glob_match", 2, _glob_match, deterministic=True)
+            self._local.con = con
+            with self._lock:
+                self._connections.append(con)
+        return con
+
+    @contextmanager
+    def _tx(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """A transaction (IMMEDIATE for writes, plain BEGIN for a consistent read)."""
+        con = self._con()
+        try:
+            con.execute(begin)
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CodeIndexError(f"index {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._tx() as con:
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise CodeIndexError(
+                    f"the index {self.path} has schema version {version}, newer than this "
+                    f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    con.execute(statement)
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._caches.clear()
+        for con in connections:
+            con.close()
+        self._local = threading.local()
+
+    # -- repositories and the writer lock -----------------------------------------------
+
+    def repo_id(self, root: str) -> int:
+        known = self._roots.get(root)
+        if known is not None:
+            return known
+        with self._tx("BEGIN") as con:
+            row = con.execute("SELECT id FROM repos WHERE root = ?", (root,)).fetchone()
+        if row is None:
+            with self._tx() as con:
+                con.execute("INSERT INTO repos (root) VALUES (?) ON CONFLICT DO NOTHING", (root,))
+                row = con.execute("SELECT id FROM repos WHERE root = ?", (root,)).fetchone()
+        self._roots[root] = int(row[0])
+        return int(row[0])
+
+    def _root(self, con: sqlite3.Connection, repo: int) -> str:
+        row = con.execute("SELECT root FROM repos WHERE id = ?", (repo,)).fetchone()
+        if row is None:
+            raise CodeIndexError(f"no repository with id {repo} in {self.path}")
+        return str(row[0])
+
+    @contextmanager
+    def writer_lock(self, repo: int, *, wait: bool = True) -> Iterator[None]:
+        # flock belongs to the open file, so two stores in one process exclude each other
+        # too, and the kernel releases it when a crashed writer's process dies.
+        lock_path = self.path.with_name(f"{self.path.name}.writer-{repo}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                with self._tx("BEGIN") as con:
+                    root = self._root(con, repo)
+                raise IndexLocked(
+                    f"another indexing run is writing the index of {root} "
+                    f"(lock {lock_path}); try again when it has finished"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- files and chunks ---------------------------------------------------------------
+
+    def file_states(self, repo: int) -> dict[str, FileState]:
+        with self._tx("BEGIN") as con:
+            rows = con.execute(
+                "SELECT path, size, mtime_ns, sha256, language FROM files WHERE repo = ?", (repo,)
+            ).fetchall()
+        return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+
+    def replace_files(self, repo: int, files: Sequence[tuple[FileState, Sequence[Chunk]]]) -> None:
+        tokenize = self._tokenize()
+        rows: list[list[tuple[object, ...]]] = []
+        terms: list[list[str]] = []
+        for state, chunks in files:  # tokenise before the transaction: keep it short
+            file_rows: list[tuple[object, ...]] = []
+            for c in chunks:
+                if c.path != state.path:
+                    raise ValueError(f"chunk of {c.path!r} given with file {state.path!r}")
+                terms.append(index_terms(c, tokenize))
+                file_rows.append((repo, state.path, c.start_line, c.end_line, c.symbol, c.kind,
+                                  c.language, c.text, " ".join(terms[-1])))
+            rows.append(file_rows)
+        with self._tx() as con:
+            changes = _Changes(con, repo)
+            changes.add_terms(terms)
+            for (state, _), chunk_rows in zip(files, rows, strict=True):
+                changes.drop_file(state.path)
+                con.execute(
+                    "INSERT INTO files (repo, path, size, mtime_ns, sha256, language)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repo, path) DO UPDATE SET"
+                    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                    " sha256 = excluded.sha256, language = excluded.language",
+                    (repo, state.path, state.size, state.mtime_ns, state.sha256, state.language),
+                )
+                con.executemany(
+                    "INSERT INTO chunks (repo, path, start_line, end_line, symbol, kind,"
+                    " language, text, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    chunk_rows,
+                )
+            changes.commit()
+
+    def refresh_file_states(self, repo: int, states: Sequence[FileState]) -> None:
+        with self._tx() as con:
+            con.executemany(
+                "UPDATE files SET size = ?, mtime_ns = ? WHERE repo = ? AND path = ?"
+                " AND sha256 = ?",
+                [(s.size, s.mtime_ns, repo, s.path, s.sha256) for s in states],
+            )
+
+    def delete_files(self, repo: int, paths: Sequence[str]) -> None:
+        with self._tx() as con:
+            changes = _Changes(con, repo)
+            for path in paths:
+                changes.drop_file(path)
+                con.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, path))
+            changes.commit()
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        with self._tx("BEGIN") as con:
+            rows = con.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps([int(i) for i in ids]),),
+            ).fetchall()
+        return {r[0]: StoredChunk(*r) for r in rows}
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    def set_embedding_model(self, repo: int, model: str, dim: int) -> bool:
+        if dim <= 0:
+            raise ValueError(f"embedding dimension must be positive, got {dim}")
+        with self._tx() as con:
+            self._root(con, repo)
+            old_model, old_dim, seq = con.execute(
+                "SELECT embedding_model, embedding_dim, vector_seq FROM repos WHERE id = ?", (repo,)
+            ).fetchone()
+            if (old_model, old_dim) == (model, dim):
+                return False
+            # A reset, not a tombstone per vector: readers behind the floor reload.
+            con.execute("DELETE FROM vectors WHERE repo = ?", (repo,))
+            con.execute("DELETE FROM vector_tombstones WHERE repo = ?", (repo,))
+            con.execute(
+                "UPDATE repos SET embedding_model = ?, embedding_dim = ?, vector_seq = ?,"
+                " tombstone_floor = ? WHERE id = ?",
+                (model, dim, seq + 1, seq + 1, repo),
+            )
+        return old_model is not None
+
+    def pending_embeddings(self, repo: int, limit: int) -> list[tuple[int, str]]:
+        with self._tx("BEGIN") as con:
+            rows = con.execute(
+                "SELECT c.id, c.text FROM chunks c INDEXED BY chunks_by_repo WHERE c.repo = ?"
+                " AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_id = c.id)"
+                " ORDER BY c.id LIMIT ?",
+                (repo, max(limit, 0)),
+            ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def store_embeddings(self, repo: int, vectors: Sequence[tuple[int, Sequence[float]]]) -> None:
+        if not vectors:
+            return
+        with self._tx() as con:
+            self._root(con, repo)
+            (dim,) = con.execute("SELECT embedding_dim FROM repos WHERE id = ?", (repo,)).fetchone()
+            if dim is None:
+                raise CodeIndexError("set_embedding_model before storing embeddings")
+            blobs: list[tuple[int, bytes]] = []
+            for chunk_id, vector in vectors:
+                array = np.asarray(vector, dtype=np.float32)
+                if array.shape != (dim,):
+                    raise CodeIndexError(
+                        f"vector for chunk {chunk_id} has shape {array.shape}; the index "
+                        f"holds {dim}-dimensional vectors"
+                    )
+                blobs.append((int(chunk_id), array.tobytes()))
+            changes = _Changes(con, repo)
+            changes.drop_ids([cid for cid, _ in blobs])  # re-stored vectors replace old ones
+            # Chunks deleted meanwhile are skipped: the INSERT selects only existing ones.
+            con.executemany(
+                "INSERT INTO vectors (chunk_id, repo, seq, vector)"
+                " SELECT id, repo, ?, ? FROM chunks WHERE id = ? AND repo = ?",
+                [(changes.seq, blob, cid, repo) for cid, blob in blobs],
+            )
+            changes.vectors_touched = True
+            changes.commit()
+
+    # -- search -------------------------------------------------------------------------
+
+    def search_lexical(
+        self, repo: int, terms: Sequence[str], limit: int, where: SearchFilter
+    ) -> list[tuple[int, float]]:
+        distinct = list(dict.fromkeys(t for t in terms if t.strip()))
+        if not distinct or limit <= 0:
+            return []
+        with self._tx("BEGIN") as con:
+            df = dict(con.execute(
+                "SELECT term, df FROM term_df WHERE term IN (SELECT value FROM json_each(?))",
+                (json.dumps(distinct),),
+            ).fetchall())
+            chunks, tokens = con.execute(
+                "SELECT sum(chunk_count), sum(token_count) FROM repos"
+            ).fetchone()
+            selective, common = split_terms(df, chunks or 0)
+            if not selective:
+                return []
+            sql = (
+                "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts"
+                " JOIN chunks c ON c.id = chunks_fts.rowid"
+                " WHERE chunks_fts MATCH ? AND c.repo = ?"
+            )
+            params: list[object] = [
+                " OR ".join('"' + t.replace('"', '""') + '"' for t in selective), repo
+            ]
+            if where.language is not None:
+                sql += " AND c.language = ?"
+                params.append(where.language)
+            if where.path_glob:
+                sql += " AND glob_match(?, c.path)"
+                params.append(where.path_glob)
+            # With common terms, rescore more candidates than asked for: their weight can
+            # reorder the tail.
+            sql += " ORDER BY rank, c.id LIMIT ?"
+            params.append(limit if not common else max(4 * limit, 100))
+            # FTS5's bm25() is negative, lower is better: flip it so higher is better.
+            hits = {int(r[0]): -float(r[1]) for r in con.execute(sql, params)}
+            if common and hits:
+                texts = con.execute(
+                    "SELECT id, terms FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(hits)),),
+                ).fetchall()
+                avgdl = max(tokens / chunks, 1.0)
+                weights = {t: bm25_idf(chunks, df[t]) for t in common}
+                for cid, text in texts:
+                    hits[cid] += _bm25(text.split(), weights, avgdl)
+        ranked = sorted(hits.items(), key=lambda hit: (-hit[1], hit[0]))
+        return ranked[:limit]
+
+    def search_vector(
+        self, repo: int, vector: Sequence[float], limit: int, where: SearchFilter
+    ) -> list[tuple[int, float]]:
+        if limit <= 0:
+            return []
+        loaded = self._vectors(repo)
+        if loaded is None:
+            return []
+        cache, snap = loaded
+        query = np.asarray(vector, dtype=np.float32)
+        if query.shape != (cache.dim,):
+            raise CodeIndexError(
+                f"query vector has shape {query.shape}; the index holds {cache.dim}-dimensional"
+                " vectors"
+            )
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0 or len(snap.ids) == 0:
+            return []
+        query = query / norm
+        valid = snap.alive
+        if where.language is not None:
+            code = cache.language_code(where.language)
+            if code is None:
+                return []
+            valid = valid & (snap.lang_of == code)
+        if where.path_glob:
+            valid = valid & cache.path_mask(where.path_glob, snap.files)[snap.file_of]
+        rows = np.flatnonzero(valid)
+        if len(rows) == len(snap.ids):
+            return _top(snap.ids, _scores(snap.matrix, query), limit)
+        if len(rows) * 3 < len(snap.ids):  # few rows left: gather them, score only those
+            return _top(snap.ids[rows], _scores(snap.matrix[rows], query), limit)
+        return _top(snap.ids[rows], _scores(snap.matrix, query)[rows], limit)
+
+    def _vectors(self, repo: int) -> tuple[_VectorCache, _Snapshot] | None:
+        """The repository's vectors, brought up to date with the database first."""
+        with self._lock:
+            lock = self._cache_locks.setdefault(repo, threading.Lock())
+        with lock, self._tx("BEGIN") as con:  # one read transaction: a consistent view
+            row = con.execute(
+                "SELECT vector_seq, tombstone_floor, embedding_dim FROM repos WHERE id = ?",
+                (repo,),
+            ).fetchone()
+            if row is None or row[2] is None:
+                return None
+            seq, floor, dim = int(row[0]), int(row[1]), int(row[2])
+            cache = self._caches.get(repo)
+            if cache is None or cache.dim != dim or not floor <= cache.seq <= seq:
+                cache = _VectorCache(dim, -1)
+            if cache.seq < seq:
+                if cache.seq >= 0:
+                    cache.remove(r[0] for r in con.execute(
+                        "SELECT chunk_id FROM vector_tombstones WHERE repo = ? AND seq > ?",
+                        (repo, cache.seq),
+                    ))
+                cache.append(con.execute(
+                    "SELECT v.chunk_id, c.path, c.language, v.vector FROM vectors v"
+                    " JOIN chunks c ON c.id = v.chunk_id WHERE v.repo = ? AND v.seq > ?",
+                    (repo, cache.seq),
+                ).fetchall())
+                cache.seq = seq
+            with self._lock:
+                self._caches[repo] = cache
+            return cache, cache.snapshot()
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def stats(self, repo: int) -> RepoStats:
+        with self._tx("BEGIN") as con:
+            self._root(con, repo)
+            files, chunks, vectors, model, dim = con.execute(
+                "SELECT (SELECT count(*) FROM files WHERE repo = :r),"
+                " (SELECT count(*) FROM chunks WHERE repo = :r),"
+                " (SELECT count(*) FROM vectors WHERE repo = :r),"
+                " embedding_model, embedding_dim FROM repos WHERE id = :r",
+                {"r": repo},
+            ).fetchone()
+        return RepoStats(files, chunks, chunks - vectors, model, dim)
+
+    def check_integrity(self, repo: int) -> list[str]:
+        checks = (
+            ("chunks without a file row",
+             "SELECT count(*) FROM chunks c WHERE c.repo = :r AND NOT EXISTS"
+             " (SELECT 1 FROM files f WHERE f.repo = c.repo AND f.path = c.path)"),
+            ("vectors without a chunk of this repository",
+             "SELECT count(*) FROM vectors v WHERE v.repo = :r AND NOT EXISTS"
+             " (SELECT 1 FROM chunks c WHERE c.id = v.chunk_id AND c.repo = v.repo)"),
+            ("vectors whose size is not the recorded dimension (or no model is recorded)",
+             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
+             " AND (r.embedding_dim IS NULL OR length(v.vector) != 4 * r.embedding_dim)"),
+            ("vectors newer than the repository's vector generation",
+             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
+             " AND v.seq > r.vector_seq"),
+            ("chunk/token counters that do not match the chunks (BM25 statistics)",
+             "SELECT count(*) FROM repos r WHERE r.id = :r AND (r.chunk_count, r.token_count)"
+             " IS NOT (SELECT count(*), coalesce(sum(length(terms)"
+             " - length(replace(terms, ' ', '')) + (terms != '')), 0)"
+             " FROM chunks WHERE repo = r.id)"),
+            ("document frequencies that do not match the full-text index (all repositories)",
+             "SELECT count(*) FROM temp.chunks_vocab v FULL JOIN term_df d ON d.term = v.term"
+             " WHERE v.doc IS NOT d.df"),
+        )
+        problems: list[str] = []
+        self._con().execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab"
+            " USING fts5vocab(main, chunks_fts, row)"
+        )
+        with self._tx("BEGIN") as con:
+            self._root(con, repo)
+            for what, sql in checks:
+                (count,) = con.execute(sql, {"r": repo}).fetchone()
+                if count:
+                    problems.append(f"{count} {what}")
+        try:
+            # Compares the FTS5 index with the chunks it was built from (all repositories).
+            with self._tx() as con:
+                con.execute(
+                    "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)"
+                )
+        except CodeIndexError as exc:
+            problems.append(f"the full-text index does not match the chunks: {exc.__cause__}")
+        return problems
+
+    def _tokenize(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = default_tokenizer()
+        return self._tokenizer
+
+
+class _Changes:
+    """What one write transaction changes besides rows: BM25 statistics and tombstones.
+
+    Dropped vectors get tombstones under one new generation, published at commit.
+    """
+
+    def __init__(self, con: sqlite3.Connection, repo: int) -> None:
+        self.con = con
+        self.repo = repo
+        row = con.execute("SELECT vector_seq FROM repos WHERE id = ?", (repo,)).fetchone()
+        if row is None:
+            raise CodeIndexError(f"no repository with id {repo}")
+        self.seq = int(row[0]) + 1
+        self.vectors_touched = False
+        self.df: Counter[str] = Counter()
+        self.chunks = 0
+        self.tokens = 0
+
+    def add_terms(self, chunks: Iterable[Sequence[str]]) -> None:
+        for terms in chunks:
+            self.df.update(set(terms))
+            self.chunks += 1
+            self.tokens += len(terms)
+
+    def drop_file(self, path: str) -> None:
+        for (terms,) in self.con.execute(
+            "SELECT terms FROM chunks WHERE repo = ? AND path = ?", (self.repo, path)
+        ):
+            split = terms.split()
+            self.df.subtract(set(split))
+            self.chunks -= 1
+            self.tokens -= len(split)
+        self._drop("SELECT id FROM chunks WHERE repo = ? AND path = ?", (self.repo, path))
+        # The delete trigger keeps the full-text index in step.
+        self.con.execute("DELETE FROM chunks WHERE repo = ? AND path = ?", (self.repo, path))
+
+    def drop_ids(self, ids: Sequence[int]) -> None:
+        self._drop("SELECT value FROM json_each(?)", (json.dumps(list(ids)),))
+
+    def _drop(self, chunk_ids_sql: str, params: tuple[object, ...]) -> None:
+        cursor = self.con.execute(
+            "INSERT INTO vector_tombstones (repo, seq, chunk_id) SELECT repo, ?, chunk_id"
+            f" FROM vectors WHERE chunk_id IN ({chunk_ids_sql}) AND repo = ?",
+            (self.seq, *params, self.repo),
+        )
+        if cursor.rowcount:
+            self.vectors_touched = True
+            self.con.execute(
+                f"DELETE FROM vectors WHERE chunk_id IN ({chunk_ids_sql}) AND repo = ?",
+                (*params, self.repo),
+            )
+
+    def commit(self) -> None:
+        """Apply the statistics; publish a new vector generation if any vector changed."""
+        deltas = [(term, n) for term, n in self.df.items() if n]
+        if deltas:
+            self.con.executemany(
+                "INSERT INTO term_df (term, df) VALUES (?, ?)"
+                " ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
+                deltas,
+            )
+            self.con.executemany(
+                "DELETE FROM term_df WHERE term = ? AND df <= 0",
+                [(term,) for term, n in deltas if n < 0],
+            )
+        if self.chunks or self.tokens:
+            self.con.execute(
+                "UPDATE repos SET chunk_count = chunk_count + ?, token_count = token_count + ?"
+                " WHERE id = ?",
+                (self.chunks, self.tokens, self.repo),
+            )
+        if not self.vectors_touched:
+            return
+        floor = max(self.seq - TOMBSTONE_GENERATIONS, 0)
+        self.con.execute(
+            "DELETE FROM vector_tombstones WHERE repo = ? AND seq <= ?", (self.repo, floor)
+        )
+        self.con.execute(
+            "UPDATE repos SET vector_seq = ?, tombstone_floor = max(tombstone_floor, ?)"
+            " WHERE id = ?",
+            (self.seq, floor, self.repo),
+        )
