@@ -29,7 +29,7 @@ def _print_report(report: IndexReport) -> None:
     console.print(
         f"[bold]{report.root}[/]: {report.files} files, {report.chunks} chunks "
         f"({report.indexed} indexed, {report.unchanged} unchanged, {report.deleted} removed) "
-        f"in {report.took_ms / 1000:.2f} s; skipped: {skipped}", highlight=False,
+        f"in {report.took_ms / 1000:.2f} s; skipped: {skipped}", highlight=False, soft_wrap=True,
     )
 
 
@@ -145,8 +145,9 @@ def search(
             }, option=orjson.OPT_INDENT_2).decode())
             return
         table = Table(title=f"{query!r}: {len(result.hits)} results in {result.took_ms:.1f} ms")
-        for col in ("#", "where", "symbol", "score", "why", "first line"):
-            table.add_column(col, overflow="fold")
+        for col in ("#", "where", "symbol", "score", "why"):
+            table.add_column(col, no_wrap=col in ("where", "symbol"))
+        table.add_column("first line", overflow="ellipsis", no_wrap=True)
         for i, h in enumerate(result.hits, start=1):
             why = " ".join(f"{s}#{int(v['rank'])}" for s, v in h.signals.items())
             first = next((ln.strip() for ln in h.chunk.text.splitlines() if ln.strip()), "")

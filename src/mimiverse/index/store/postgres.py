@@ -458,6 +458,9 @@ class PostgresStore(IndexStore):
             ).format(name=sql.Identifier(name), dim=sql.SQL(str(int(dim))),
                      repo=sql.SQL(str(int(repo)))))
             conn.execute("UPDATE repos SET vector_index = %s WHERE id = %s", (name, repo))
+        # Fresh statistics, or the planner may still think the repository is small and
+        # prefer an exact sort over the new index.
+        conn.execute("ANALYZE embeddings")
 
     # -- search -------------------------------------------------------------------------
 
