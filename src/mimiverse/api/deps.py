@@ -18,7 +18,8 @@ class ClientDisconnected(Exception):
     """The client went away before we answered; the upstream work was cancelled."""
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: a plain `def` dependency would cost a thread-pool hop on every request.
     gateway: Gateway = request.app.state.gateway
     return gateway
 

@@ -1,12 +1,18 @@
-"""Shared pieces of HTTP backends: one pooled client each, and httpx errors mapped once."""
+"""Shared pieces of HTTP backends: one pooled client each, and client errors mapped once.
+
+The upstream client is aiohttp: on the request path it costs about half the CPU of httpx
+per streamed request (measured with bench/gateway_overhead.py; see docs/benchmarks.md),
+and the gateway's throughput budget is set by exactly that cost.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from mimiverse.backends.base import Backend
@@ -19,101 +25,117 @@ from mimiverse.errors import (
     BackendUnavailable,
 )
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
 
 class HttpBackend(Backend):
-    """A backend reached over HTTP through one pooled `httpx.AsyncClient`."""
+    """A backend reached over HTTP through one pooled `aiohttp.ClientSession`."""
 
-    def __init__(
-        self, config: BackendSettings, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, config: BackendSettings) -> None:
         super().__init__(config)
+        self.base_url = (config.url or "").rstrip("/")
         t = config.timeouts
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self.client = httpx.AsyncClient(
-            base_url=(config.url or "").rstrip("/"),
-            headers=headers,
-            # read covers the wait for the first byte and between chunks; the router
-            # enforces the tighter first-token / between-token / total limits itself.
-            timeout=httpx.Timeout(
-                connect=t.connect_s, read=t.total_s, write=t.total_s, pool=t.connect_s
-            ),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
-            transport=transport,
-            trust_env=False,  # never route model traffic through an environment proxy
+        # sock_read bounds the wait for any byte; the router enforces the tighter
+        # first-token / between-token / total limits itself, the same for every kind.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.total_s
         )
+        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the event loop that serves requests.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections, limit_per_host=self.config.max_connections,
+                enable_cleanup_closed=False, ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                base_url=None, connector=connector, timeout=self._timeout,
+                headers=self._headers, json_serialize=lambda o: orjson.dumps(o).decode(),
+                trust_env=False,  # never route model traffic through an environment proxy
+                auto_decompress=True,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
     @contextmanager
     def mapped_errors(self) -> Iterator[None]:
-        """Translate httpx failures into our exception tree (the only place that does)."""
+        """Translate client failures into our exception tree (the only place that does)."""
         try:
             yield
         except BackendError:
             raise
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise BackendTimeout(f"timed out ({type(exc).__name__})", backend=self.name) from exc
-        except httpx.HTTPStatusError as exc:
-            raise self._status_error(exc.response) from exc
-        except httpx.DecodingError as exc:
-            # A body that cannot be decoded (bad gzip, ...) is a broken answer, not a lost peer.
-            raise BackendProtocolError(f"undecodable response: {exc}", backend=self.name) from exc
-        except (httpx.HTTPError, OSError) as exc:
-            why = str(exc) or type(exc).__name__
+        except aiohttp.ClientConnectorError as exc:
             raise BackendUnavailable(
-                f"cannot reach {self.config.url}: {why}", backend=self.name
+                f"cannot reach {self.config.url}: {exc.os_error or exc}", backend=self.name
             ) from exc
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except aiohttp.ClientPayloadError as exc:
+            raise BackendUnavailable(
+                f"{self.config.url}: connection dropped before the response was complete",
+                backend=self.name,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise BackendUnavailable(f"{self.config.url}: {why}", backend=self.name) from exc
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                UnicodeDecodeError) as exc:
             raise BackendProtocolError(f"unexpected response: {exc}", backend=self.name) from exc
 
-    def _status_error(self, response: httpx.Response) -> BackendError:
-        detail = _error_detail(response)
-        code = response.status_code
-        if code >= 500 or code == 429:
-            return BackendUnavailable(f"HTTP {code}: {detail}", backend=self.name)
-        return BackendRejected(f"HTTP {code}: {detail}", backend=self.name, status_code=code)
+    def _status_error(self, status: int, body: bytes) -> BackendError:
+        detail = _error_detail(body)
+        if status >= 500 or status == 429:
+            return BackendUnavailable(f"HTTP {status}: {detail}", backend=self.name)
+        return BackendRejected(f"HTTP {status}: {detail}", backend=self.name, status_code=status)
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
-        with self.mapped_errors():
-            response = await self.client.post(path, content=orjson.dumps(payload),
-                                               headers={"Content-Type": "application/json"})
-            if response.status_code >= 400:
-                raise self._status_error(response)
-            return orjson.loads(response.content)
+        return await self._json("POST", path, orjson.dumps(payload))
 
     async def get_json(self, path: str) -> Any:
+        return await self._json("GET", path, None)
+
+    async def _json(self, method: str, path: str, body: bytes | None) -> Any:
         with self.mapped_errors():
-            response = await self.client.get(path)
-            if response.status_code >= 400:
-                raise self._status_error(response)
-            return orjson.loads(response.content)
+            async with self.session.request(
+                method, self.base_url + path, data=body,
+                headers=JSON_HEADERS if body is not None else None,
+            ) as response:
+                content = await response.read()
+                if response.status >= 400:
+                    raise self._status_error(response.status, content)
+                return orjson.loads(content)
 
     @asynccontextmanager
     async def stream_lines(
         self, path: str, payload: dict[str, Any]
     ) -> AsyncIterator[AsyncIterator[str]]:
-        """POST and yield the response body line by line (NDJSON or SSE)."""
+        """POST and yield the response body line by line (NDJSON or SSE), without EOLs."""
         with self.mapped_errors():
-            async with self.client.stream(
-                "POST", path, content=orjson.dumps(payload),
-                headers={"Content-Type": "application/json"},
+            async with self.session.post(
+                self.base_url + path, data=orjson.dumps(payload), headers=JSON_HEADERS
             ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._status_error(response)
-                yield response.aiter_lines()
+                if response.status >= 400:
+                    raise self._status_error(response.status, await response.read())
+                yield _lines(response.content)
 
 
-def _error_detail(response: httpx.Response) -> str:
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    async for raw in content:
+        yield raw.decode("utf-8").rstrip("\r\n")
+
+
+def _error_detail(content: bytes) -> str:
     """The backend's own error message, short, without echoing prompts back."""
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return response.text[:200] or response.reason_phrase
+        return content[:200].decode("utf-8", "replace") or "(empty body)"
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body))
         if isinstance(err, dict):

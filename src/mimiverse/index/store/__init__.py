@@ -92,7 +92,9 @@ def glob_regex(glob: str) -> str:
     g = g.lstrip("/")
     if g.endswith("/"):
         g += "**"
-    out: list[str] = [r"\A", "(?:.*/)?" if anywhere and g else ""]
+    # `^` and `$` rather than `\A`, `\Z`: PostgreSQL's planner reads a literal prefix
+    # after `^` (paths hold no newlines, so Python's `$` is as strict here).
+    out: list[str] = ["^", "(?:.*/)?" if anywhere and g else ""]
     i = 0
     while i < len(g):
         c = g[i]
@@ -115,7 +117,7 @@ def glob_regex(glob: str) -> str:
         else:
             out.append(_literal(c))
         i += 1
-    out.append(r"\Z")
+    out.append("$")
     return "".join(out)
 
 

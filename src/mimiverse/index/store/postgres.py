@@ -16,9 +16,10 @@ Schema (migrated under `schema_version`, one migrator at a time by an advisory l
   and dimension as literals so the planner can match the partial index.
 
 Ranking: PostgreSQL has no BM25 (ts_rank/ts_rank_cd ignore how rare a term is), so
-`search_lexical` computes FTS5's BM25 in SQL (k1 = 1.2, b = 0.75) over the chunks the GIN
-index matches: term frequencies from the stored positions, document frequencies over the
-matched chunks of the repository. Filters apply after scoring so they do not change IDF.
+`search_lexical` computes FTS5's BM25 in SQL (k1 = 1.2, b = 0.75): term frequencies from
+the stored positions, IDF from `lexicon` (chunks per term, kept in the write
+transactions) and the repos' counters. The GIN index selects the chunks that contain a
+selective term (see `split_terms`); common terms add their weight to those, exactly.
 """
 
 from __future__ import annotations
@@ -460,7 +461,7 @@ class PostgresStore(IndexStore):
             conn.execute("UPDATE repos SET vector_index = %s WHERE id = %s", (name, repo))
         # Fresh statistics, or the planner may still think the repository is small and
         # prefer an exact sort over the new index.
-        conn.execute("ANALYZE embeddings")
+        conn.execute("ANALYZE chunks, embeddings")
 
     # -- search -------------------------------------------------------------------------
 

@@ -10,6 +10,11 @@ Schema (migrated by `PRAGMA user_version`):
   vectors in memory refreshes incrementally (rows with a newer seq, tombstones newer than
   its own) instead of reloading, and notices other processes' writes.
 
+Lexical search is FTS5's bm25() over the query's selective terms (see `split_terms`):
+FTS5 does work for every chunk a term matches, so a term in half the chunks would cost
+~100 ms at 100,000 chunks. Common terms add their BM25 weight, computed here the way FTS5
+would from `term_df` and the repos' counters, to the best candidates only.
+
 Vector search is exact: a blocked float32 mat-vec over an in-memory, L2-normalised
 matrix (100,000 x 384 in ~5 ms on one core), with path/language filters as numpy masks.
 Connections are per thread (WAL lets readers run beside the one writer); writes take
