@@ -7,7 +7,6 @@ and the gateway's throughput budget is set by exactly that cost.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
