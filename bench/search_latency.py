@@ -64,9 +64,10 @@ def vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
 
 
 class Corpus:
-    def __init__(self, seed: int = 7) -> None:
-        self.rng = random.Random(seed)
-        self.words = vocabulary(self.rng)
+    def __init__(self, seed: int = 7, *, draws: int | None = None) -> None:
+        # One vocabulary per seed; `draws` seeds what is drawn from it (queries, not text).
+        self.words = vocabulary(random.Random(seed))
+        self.rng = random.Random(seed if draws is None else draws)
         # Zipf-like: the few hundred commonest identifiers make most of the text.
         self.weights = [1.0 / (rank + 1) for rank in range(len(self.words))]
 
@@ -161,7 +162,7 @@ def measure(store: Any, repo: int, queries: int, seed: int) -> dict[str, dict[st
 
     from mimiverse.index.model import SearchFilter
 
-    corpus = Corpus(seed + 1)
+    corpus = Corpus(seed, draws=seed + 1)  # the indexed vocabulary, other draws
     rng = np.random.default_rng(seed + 1)
     terms = [corpus.query_terms() for _ in range(queries)]
     vectors = rng.standard_normal((queries, DIM), dtype=np.float32)

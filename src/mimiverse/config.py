@@ -93,7 +93,12 @@ class ModelRoute(_Strict):
 
 
 def _default_backends() -> list[BackendSettings]:
-    return [BackendSettings(name="local-ollama", kind="ollama", url="http://127.0.0.1:11434")]
+    return [
+        BackendSettings(name="local-ollama", kind="ollama", url="http://127.0.0.1:11434"),
+        # Zero setup: embeddings (and so code search) work offline with the packaged
+        # all-MiniLM-L6-v2; point models.embedding at Ollama etc. to replace it.
+        BackendSettings(name="embedded", kind="sentence-transformers"),
+    ]
 
 
 class ModelsSettings(_Strict):
@@ -104,7 +109,7 @@ class ModelsSettings(_Strict):
         model="qwen3-coder:30b", backends=["local-ollama"], max_prompt_tokens=16384,
         max_tokens=2048,
     )
-    embedding: ModelRoute = ModelRoute(model="nomic-embed-text", backends=["local-ollama"])
+    embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2", backends=["embedded"])
 
     def route(self, task: Task) -> ModelRoute:
         route: ModelRoute = getattr(self, task)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from mimiverse.backends.base import Backend
 from mimiverse.backends.ollama import OllamaBackend
 from mimiverse.backends.openai import OpenAIBackend
+from mimiverse.backends.sentence_transformers import SentenceTransformersBackend
 from mimiverse.config import BackendSettings
 from mimiverse.errors import ConfigError
 
@@ -60,7 +61,12 @@ class _BackendKinds(Mapping[str, type[Backend]]):
 
 
 BACKEND_KINDS: Mapping[str, type[Backend]] = _BackendKinds(
-    {OllamaBackend.kind: OllamaBackend, OpenAIBackend.kind: OpenAIBackend},
+    {
+        OllamaBackend.kind: OllamaBackend,
+        OpenAIBackend.kind: OpenAIBackend,
+        # Imports nothing heavy until first use; without the extra it says how to install it.
+        SentenceTransformersBackend.kind: SentenceTransformersBackend,
+    },
     {"llamacpp": _load_llamacpp},
 )
 

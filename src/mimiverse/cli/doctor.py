@@ -36,6 +36,10 @@ def _fix_for(config: BackendSettings, error: str) -> str:
         if importlib.util.find_spec("llama_cpp") is None:
             return "pip install 'mimiverse[llamacpp]'"
         return f"check that {config.model_path} is a readable GGUF file"
+    if config.kind == "sentence-transformers":
+        if importlib.util.find_spec("sentence_transformers") is None:
+            return "pip install 'mimiverse[embed]'"
+        return "check model_path (a sentence-transformers model folder), or leave it unset"
     return "check this backend's configuration"
 
 
@@ -47,10 +51,18 @@ async def _probe(config: BackendSettings) -> Probe:
         if not await asyncio.to_thread(Path(config.model_path or "").is_file):
             return Probe(config.name, False, f"model file {config.model_path} not found",
                          "set model_path to an existing GGUF file")
+    if config.kind == "sentence-transformers" and (
+        importlib.util.find_spec("sentence_transformers") is None
+    ):
+        return Probe(config.name, False, "sentence-transformers is not installed",
+                     _fix_for(config, ""))
     backend: Backend | None = None
+    # An in-process model may take seconds to load the first time; a server should not.
+    limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers") else (
+        config.timeouts.connect_s + 3)
     try:
         backend = build_backend(config)
-        async with asyncio.timeout(config.timeouts.connect_s + 3):
+        async with asyncio.timeout(limit):
             await backend.check_health()
             models = tuple(await backend.list_models())
         return Probe(config.name, True, f"reachable, {len(models)} models listed", models=models)

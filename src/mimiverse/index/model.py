@@ -31,7 +31,9 @@ class FileState:
 
 @dataclass(frozen=True, slots=True)
 class SearchFilter:
-    path_glob: str | None = None  # fnmatch-style over the relative path, e.g. "src/**/*.py"
+    # gitignore-like: `*`/`?` stay within a folder, `**/` spans folders, a glob without `/`
+    # matches at any depth, a leading `/` anchors at the root. e.g. "src/**/*.py"
+    path_glob: str | None = None
     language: str | None = None
 
 

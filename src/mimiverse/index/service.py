@@ -45,6 +45,7 @@ class Job:
     skipped: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
+    lexical_done: asyncio.Event = field(default_factory=asyncio.Event)  # per run
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class CodebaseService:
         if job.task is not None and not job.task.done():
             return job  # already running: the caller polls its status
         job.state, job.error = "indexing", None
+        job.lexical_done.clear()
         job.task = asyncio.create_task(self._run(job), name=f"index {job.root}")
         return job
 
@@ -110,6 +112,8 @@ class CodebaseService:
             log.exception("indexing %s failed", job.root)
             job.state, job.error = "error", f"{type(exc).__name__}: {exc}"
             return
+        finally:
+            job.lexical_done.set()  # searchable (or failed): wake whoever waits for it
         await self.embed_pending(job)
 
     async def embed_pending(self, job: Job) -> None:

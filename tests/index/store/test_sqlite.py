@@ -1,0 +1,183 @@
+"""SQLite-only behaviour: the in-memory vector cache, crashes and locks across processes.
+
+The child processes run this module: `python -m tests.index.store.test_sqlite MODE DB`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mimiverse.errors import IndexLocked
+from mimiverse.index.model import Chunk, FileState, SearchFilter
+from mimiverse.index.store import sqlite as sqlite_store
+from mimiverse.index.store.sqlite import SqliteStore
+from mimiverse.index.tokenize import tokens
+
+ROOT = "/repos/crash"
+FILES = 20
+CHUNKS_PER_FILE = 5
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _generation(store: SqliteStore, repo: int, gen: int) -> None:
+    """Every file rewritten as generation `gen`, in one transaction, then embedded."""
+    store.replace_files(repo, [
+        (FileState(f"f{i}.py", gen, gen, f"gen-{gen}", "python"),
+         [Chunk(f"f{i}.py", k, k, f"generation {gen} file {i} chunk {k}", "python")
+          for k in range(CHUNKS_PER_FILE)])
+        for i in range(FILES)
+    ])
+    pending = store.pending_embeddings(repo, FILES * CHUNKS_PER_FILE)
+    store.store_embeddings(repo, [(cid, [float(gen), 1.0, 0.5]) for cid, _ in pending])
+
+
+def _child(mode: str, db: Path) -> None:
+    store = SqliteStore(db, tokenizer=tokens)
+    repo = store.repo_id(ROOT)
+    if mode == "hold-lock":
+        with store.writer_lock(repo):
+            print("locked", flush=True)
+            sys.stdin.readline()
+        return
+    store.set_embedding_model(repo, "m", 3)
+    gen = 1 + max((int(s.sha256[4:]) for s in store.file_states(repo).values()), default=0)
+    with store.writer_lock(repo):
+        while True:
+            _generation(store, repo, gen)
+            print(gen, flush=True)
+            gen += 1
+
+
+def _spawn(mode: str, db: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.index.store.test_sqlite", mode, str(db)],
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+
+
+def test_killed_writer_leaves_whole_files(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    for delay in (0.0, 0.05, 0.13, 0.29):
+        child = _spawn("crash", db)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip().isdigit()  # one generation committed
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert child.stdin is not None
+        child.stdin.close()
+
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        store = SqliteStore(db, tokenizer=tokens)
+        try:
+            repo = store.repo_id(ROOT)
+            assert store.check_integrity(repo) == []
+            states = store.file_states(repo)
+            assert len(states) == FILES
+            for state in states.values():
+                gen = state.sha256.removeprefix("gen-")
+                hits = store.search_lexical(
+                    repo, [state.path.removesuffix(".py")], 100, SearchFilter(path_glob=state.path)
+                )
+                texts = sorted(c.text for c in store.chunks([cid for cid, _ in hits]).values())
+                # All chunks of the file, and all of the generation its FileState records.
+                assert texts == [
+                    f"generation {gen} file {state.path[1:-3]} chunk {k}"
+                    for k in range(CHUNKS_PER_FILE)
+                ]
+            with store.writer_lock(repo, wait=False):  # the dead writer's lock is gone
+                pass
+        finally:
+            store.close()
+
+
+def test_writer_lock_across_processes(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    store = SqliteStore(db, tokenizer=tokens)
+    repo = store.repo_id(ROOT)
+    child = _spawn("hold-lock", db)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(IndexLocked, match=ROOT), store.writer_lock(repo, wait=False):
+            pass
+        child.stdin.write("done\n")
+        child.stdin.close()
+        assert child.wait(timeout=30) == 0
+        with store.writer_lock(repo, wait=False):
+            pass
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+        store.close()
+
+
+def _vector_store(path: Path, files: int, per_file: int) -> tuple[SqliteStore, int]:
+    store = SqliteStore(path, tokenizer=tokens)
+    repo = store.repo_id(ROOT)
+    store.replace_files(repo, [
+        (FileState(f"d{i}/f.py", 1, 1, "s", None),
+         [Chunk(f"d{i}/f.py", k, k, f"c {i} {k}") for k in range(per_file)])
+        for i in range(files)
+    ])
+    store.set_embedding_model(repo, "m", 2)
+    pending = store.pending_embeddings(repo, files * per_file)
+    store.store_embeddings(repo, [(cid, [1.0, n / 1000]) for n, (cid, _) in enumerate(pending)])
+    return store, repo
+
+
+def test_cache_catches_up_after_many_generations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader further behind than the kept tombstones reloads instead of refreshing."""
+    monkeypatch.setattr(sqlite_store, "TOMBSTONE_GENERATIONS", 2)
+    writer, repo = _vector_store(tmp_path / "index.db", 4, 2)
+    reader = SqliteStore(tmp_path / "index.db", tokenizer=tokens)
+    try:
+        assert len(reader.search_vector(repo, [1.0, 0.0], 100, SearchFilter())) == 8
+        for gen in range(5):  # five generations, each dropping and re-adding d0's vectors
+            writer.replace_files(repo, [(FileState("d0/f.py", 2, 2, f"g{gen}", None),
+                                         [Chunk("d0/f.py", 1, 1, f"new {gen}")])])
+            (cid, _), = writer.pending_embeddings(repo, 10)
+            writer.store_embeddings(repo, [(cid, [0.0, 1.0])])
+        hits = reader.search_vector(repo, [0.0, 1.0], 100, SearchFilter())
+        assert len(hits) == 7 and hits[0] == (cid, pytest.approx(1.0))
+        assert writer.check_integrity(repo) == []
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_cache_compacts_after_many_removals(tmp_path: Path) -> None:
+    store, repo = _vector_store(tmp_path / "index.db", 30, 60)  # 1,800 vectors
+    fresh = SqliteStore(tmp_path / "index.db", tokenizer=tokens)
+    try:
+        assert len(store.search_vector(repo, [1.0, 0.0], 5000, SearchFilter())) == 1800
+        store.delete_files(repo, [f"d{i}/f.py" for i in range(20)])  # 1,200 rows die
+        where = SearchFilter(path_glob="d2*/**")  # d2 (gone) and d20..d29
+        hits = store.search_vector(repo, [0.0, 1.0], 5000, where)
+        assert len(hits) == 600
+        assert hits == fresh.search_vector(repo, [0.0, 1.0], 5000, where)
+        assert store.search_vector(repo, [0.3, 1.0], 50, SearchFilter()) == fresh.search_vector(
+            repo, [0.3, 1.0], 50, SearchFilter()
+        )
+        assert len(store._caches[repo].snapshot().ids) == 600  # compacted, not just masked
+    finally:
+        store.close()
+        fresh.close()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], Path(sys.argv[2]))
