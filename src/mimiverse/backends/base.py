@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import Unsupported
@@ -46,6 +46,19 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     top_p: float | None = None
+
+
+def sampling_overrides(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
+    """The optional sampling fields the client set (stop, seed, top_p), by their common
+    wire names; fields left unset stay out so the server's own defaults apply."""
+    fields: dict[str, Any] = {}
+    if request.stop:
+        fields["stop"] = list(request.stop)
+    if request.seed is not None:
+        fields["seed"] = request.seed
+    if request.top_p is not None:
+        fields["top_p"] = request.top_p
+    return fields
 
 
 @dataclass(slots=True)

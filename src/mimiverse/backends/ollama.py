@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
 from mimiverse.backends.http import HttpBackend, checked_vectors
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
@@ -116,18 +116,12 @@ class OllamaBackend(HttpBackend):
 
 
 def _options(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
-    options: dict[str, Any] = {
+    # Only what was asked for: Ollama's own defaults (Modelfile) stay in force otherwise.
+    return {
         "num_predict": request.max_tokens,
         "temperature": request.temperature,
+        **sampling_overrides(request),
     }
-    # Only what was asked for: Ollama's own defaults (Modelfile) stay in force otherwise.
-    if request.stop:
-        options["stop"] = list(request.stop)
-    if request.seed is not None:
-        options["seed"] = request.seed
-    if request.top_p is not None:
-        options["top_p"] = request.top_p
-    return options
 
 
 def _generate_text(obj: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
 from mimiverse.backends.http import HttpBackend, checked_vectors
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
@@ -152,13 +152,8 @@ def _sampling(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
         "temperature": request.temperature,
         "stream": True,
         "stream_options": dict(_STREAM_OPTIONS),
+        **sampling_overrides(request),
     }
-    if request.stop:
-        payload["stop"] = list(request.stop)
-    if request.seed is not None:
-        payload["seed"] = request.seed
-    if request.top_p is not None:
-        payload["top_p"] = request.top_p
     return payload
 
 

@@ -25,7 +25,7 @@ Rules (each one only ever shortens the answer):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from re import compile as re_compile
 
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
@@ -446,59 +446,59 @@ def _pop_to(stack: list[str], opener: str) -> None:
             return
 
 
+class _LiteralAwareBrackets:
+    """The brackets of `text` outside string literals, in order; `quote` is the literal
+    still open where the text ends (quotes never span lines here, as in most code)."""
+
+    def __init__(self, text: str, quote: str | None) -> None:
+        self.text = text
+        self.quote = quote
+
+    def __iter__(self) -> Iterator[str]:
+        skip = -1
+        for match in _BRACKET_SCAN.finditer(self.text):
+            i = match.start()
+            ch = self.text[i]
+            if i == skip:
+                continue
+            if ch == "\n":
+                self.quote = None
+            elif self.quote is not None:
+                if ch == "\\":
+                    skip = i + 1
+                elif ch == self.quote:
+                    self.quote = None
+            elif ch in _QUOTES:
+                self.quote = ch
+            elif ch in _OPENERS or ch in _CLOSERS:
+                yield ch
+
+
 def _scan_brackets(text: str, quote: str | None) -> tuple[list[str], str | None]:
     """Unclosed openers of `text` (innermost last) and the quote open at its end."""
     stack: list[str] = []
-    skip = -1
-    for match in _BRACKET_SCAN.finditer(text):
-        i = match.start()
-        ch = text[i]
-        if i == skip:
-            continue
-        if ch == "\n":
-            quote = None
-        elif quote is not None:
-            if ch == "\\":
-                skip = i + 1
-            elif ch == quote:
-                quote = None
-        elif ch in _QUOTES:
-            quote = ch
-        elif ch in _OPENERS:
+    brackets = _LiteralAwareBrackets(text, quote)
+    for ch in brackets:
+        if ch in _OPENERS:
             stack.append(ch)
-        elif ch in _CLOSERS:
+        else:
             _pop_to(stack, _CLOSERS[ch])
-    return stack, quote
+    return stack, brackets.quote
 
 
 def _unmatched_closers(text: str, quote: str | None, limit: int) -> list[str]:
     """The first `limit` closers in `text` that close something opened before it."""
     found: list[str] = []
     stack: list[str] = []
-    skip = -1
-    for match in _BRACKET_SCAN.finditer(text):
-        i = match.start()
-        ch = text[i]
-        if i == skip:
-            continue
-        if ch == "\n":
-            quote = None
-        elif quote is not None:
-            if ch == "\\":
-                skip = i + 1
-            elif ch == quote:
-                quote = None
-        elif ch in _QUOTES:
-            quote = ch
-        elif ch in _OPENERS:
+    for ch in _LiteralAwareBrackets(text, quote):
+        if ch in _OPENERS:
             stack.append(ch)
-        elif ch in _CLOSERS:
-            if _CLOSERS[ch] in stack:
-                _pop_to(stack, _CLOSERS[ch])
-            else:
-                found.append(ch)
-                if len(found) >= limit:
-                    break
+        elif _CLOSERS[ch] in stack:
+            _pop_to(stack, _CLOSERS[ch])
+        else:
+            found.append(ch)
+            if len(found) >= limit:
+                break
     return found
 
 
