@@ -229,6 +229,8 @@ def main() -> None:
                         default=["sqlite", "postgres"])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="update the generated section of docs/benchmarks.md")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mimiverse-bench-") as name:
@@ -237,7 +239,11 @@ def main() -> None:
             for size in args.sizes:
                 for kind in args.stores:
                     results[f"{kind}, {size:,}"] = run(kind, size, args.queries, tmp, url)
-    print(report(results))
+    text = report(results) + bl.stamp({"command": bl.command_line(),
+                                       "revision": bl.revision()})
+    print(text)
+    if args.write_docs:
+        print(f"updated {bl.write_docs({'search': text})}")
     if args.json:
         args.json.write_text(json.dumps({"machine": bl.machine(), "results": results}, indent=2))
 
