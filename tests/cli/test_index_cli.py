@@ -129,3 +129,39 @@ def test_killed_index_run_leaves_a_consistent_index_the_next_run_completes(
     with sqlite3.connect(db) as conn:
         symbols = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     assert symbols >= 1500
+
+
+def test_watch_keeps_the_index_current(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    db = root / ".mimiverse" / "index.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mimiverse.cli.main", "index", str(root), "--watch",
+         "--no-embed"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def symbols() -> set[str]:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5) as conn:
+                return {s for (s,) in conn.execute("SELECT symbol FROM chunks") if s}
+        except sqlite3.Error:
+            return set()
+
+    def wait_for(predicate: object, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not predicate():  # type: ignore[operator]
+            assert proc.poll() is None, "the watcher exited"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: "addToCart" in symbols(), "the first index")
+        (root / "web" / "checkout.js").write_text(
+            "export function applyDiscount(cart, percent) {\n"
+            "  cart.total = cart.total * (1 - percent / 100);\n  return cart;\n}\n")
+        (root / "web" / "cart.js").unlink()
+        wait_for(lambda: "applyDiscount" in symbols() and "addToCart" not in symbols(),
+                 "the change to be indexed")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
