@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import httpx
 import pytest
@@ -22,8 +22,9 @@ def serve() -> Iterator[Serve]:
     """Start Mimiverse with the given settings; every server started is stopped at the end."""
     started: list[AppServer] = []
 
-    def start(settings: Settings, backends: dict[str, Backend] | None = None) -> AppServer:
-        server = serve_app(settings, backends)
+    def start(settings: Settings, backends: dict[str, Backend] | None = None,
+              repos: Sequence[str] = ()) -> AppServer:
+        server = serve_app(settings, backends, repos)
         started.append(server)
         return server
 

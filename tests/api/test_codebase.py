@@ -81,3 +81,14 @@ async def test_bad_requests(serve: Serve, http: httpx.AsyncClient, tmp_path: Pat
     ]:
         r = await http.post(f"{app.url}/api/codebase/search", json=body)
         assert r.status_code == 422 and r.json()["error"]["message"].startswith(field)
+
+
+async def test_serve_with_repo_indexes_on_start(
+    serve: Serve, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = make_repo(tmp_path / "repo").resolve()
+    app = serve(settings(), {"bow": BowEmbedder()}, repos=[str(root)])
+    status = await wait_ready(http, app.url)
+    assert (status["root"], status["state"], status["files"]) == (str(root), "ready", 4)
+    r = await http.post(f"{app.url}/api/codebase/search", json={"query": "health handler"})
+    assert r.json()["results"][0]["symbol"] == "healthHandler"

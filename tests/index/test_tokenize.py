@@ -80,3 +80,19 @@ def test_index_and_query_agree() -> None:
     indexed = set(tokens("class HTTPServerError(Exception): ..."))
     assert set(query_tokens("HTTPServerError")) <= indexed
     assert set(query_tokens("http server error")) <= indexed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "def parse_file(self, path: str) -> Tree:  # HTTPServer\n\tx_1 = y__z\x0b\x1c__",
+        "".join(chr(c) for c in range(128)) * 2,
+        "mixed ascii and ünïcode: getUserName über_class",
+    ],
+)
+def test_ascii_fast_path_finds_the_regex_words(text: str) -> None:
+    # ASCII text takes a byte-translation path; it must split exactly like the regex.
+    expected: list[str] = []
+    for word in tokenize._WORD.findall(text):
+        expected.extend(tokenize._split(word))
+    assert tokens(text) == expected

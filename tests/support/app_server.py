@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,11 @@ class AppServer:
             self._thread.join(10)
 
 
-def serve_app(settings: Settings, backends: dict[str, Backend] | None = None) -> AppServer:
+def serve_app(
+    settings: Settings, backends: dict[str, Backend] | None = None, repos: Sequence[str] = ()
+) -> AppServer:
     gateway = Gateway(settings, backends)
-    app = create_app(settings, gateway)
+    app = create_app(settings, gateway, repos=repos)
     sock = _bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws="none",

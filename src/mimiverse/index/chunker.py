@@ -19,7 +19,10 @@ from __future__ import annotations
 import re
 import threading
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, replace
+from itertools import accumulate
+from operator import add
 from typing import TYPE_CHECKING, cast
 
 from tree_sitter import Node, Parser, Point, Tree
@@ -228,16 +231,17 @@ class _Chunker:
         max_lines: int,
         max_chars: int,
         min_lines: int,
+        source: bytes = b"",
     ) -> None:
         self.lines = lines
         self.spec = spec
+        self.source = source  # what the tree was parsed from: names are sliced out of it
         self.max_lines = max_lines
         self.max_chars = max_chars
         self.min_lines = min_lines
         # Prefix sums of line lengths (+1 for the newline): chars of a range in O(1).
-        self.offsets = [0]
-        for line in lines:
-            self.offsets.append(self.offsets[-1] + len(line) + 1)
+        # (running sum of lengths) + (newlines so far), computed in C: files have many lines.
+        self.offsets = list(map(add, accumulate(map(len, lines), initial=0), range(len(lines) + 1)))
         self.overlap = max(0, min(3, max_lines // 10))
 
     # -- sizes ---------------------------------------------------------------------
@@ -251,11 +255,13 @@ class _Chunker:
     def windows(self, start: int, end: int) -> list[tuple[int, int]]:
         """Cut [start, end] into ranges within the limits, overlapping a little."""
         out: list[tuple[int, int]] = []
+        offsets, max_lines, max_chars = self.offsets, self.max_lines, self.max_chars
         s = start
         while True:
-            e = s
-            while e < end and self.fits(s, e + 1):
-                e += 1
+            # The longest range from s that fits (at least one line): a binary search in
+            # the prefix sums rather than a `fits` call per line.
+            longest = bisect_right(offsets, offsets[s] + max_chars + 1) - 2
+            e = max(s, min(end, s + max_lines - 1, longest))
             out.append((s, e))
             if e >= end:
                 return out
@@ -285,7 +291,7 @@ class _Chunker:
         """Chunk a namespace's members at this level; its own lines stay as plain code."""
         assert self.spec is not None
         if node.type in self.spec.namespaces:
-            name = (_field_text(node, "name") or "").strip("\"'")
+            name = (_field_text(self.source, node, "name") or "").strip("\"'")
             if name:
                 scope = f"{scope}.{name}" if scope else name
         # Only a real body field: an ERROR node may hold a stray `block` among the rest.
@@ -316,17 +322,17 @@ class _Chunker:
                 return _Unit(start, end, "other")
             inner = found
         if inner.type in spec.variables or inner.type in spec.fields:
-            name = _function_variable(inner, spec)
+            name = _function_variable(self.source, inner, spec)
             if name is None:
                 return _Unit(start, end, "other")
             kind = "method" if in_class else "function"
             return _Unit(start, end, kind, _qualify(scope, name))
         if inner.type in spec.functions:
-            name, qualified = _function_name(inner)
+            name, qualified = _function_name(self.source, inner)
             kind = "method" if in_class or qualified else "function"
             return _Unit(start, end, kind, _qualify(scope, name))
         if inner.type in spec.classes:
-            name = _class_name(inner)
+            name = _class_name(self.source, inner)
             if spec.grammar in ("c", "cpp") and _body(inner) is None:
                 return _Unit(start, end, "other")  # `struct x;` is a declaration
             if spec.grammar == "go" and name is None:
@@ -509,14 +515,16 @@ def _rows(node: Node) -> tuple[int, int]:
     return start, end
 
 
-def _text(node: Node | None) -> str | None:
-    if node is None or node.text is None:
+def _text(source: bytes, node: Node | None) -> str | None:
+    # Sliced from the source: `node.text` of a tree parsed through a read callback
+    # re-reads the source on every call (~70 us each).
+    if node is None:
         return None
-    return node.text.decode("utf-8", errors="replace")
+    return source[node.start_byte : node.end_byte].decode("utf-8", errors="replace")
 
 
-def _field_text(node: Node, name: str) -> str | None:
-    return _text(node.child_by_field_name(name))
+def _field_text(source: bytes, node: Node, name: str) -> str | None:
+    return _text(source, node.child_by_field_name(name))
 
 
 def _qualify(scope: str | None, name: str | None) -> str | None:
@@ -556,13 +564,13 @@ def _wrapped(node: Node, spec: _Spec) -> Node | None:
     return None
 
 
-def _function_variable(node: Node, spec: _Spec) -> str | None:
+def _function_variable(source: bytes, node: Node, spec: _Spec) -> str | None:
     """`const f = () => {}` or a class field holding a function: the name, else None."""
     if node.type in spec.fields:
         value = node.child_by_field_name("value")
         if value is None or value.type not in spec.function_values:
             return None
-        return _field_text(node, "name") or _field_text(node, "property")
+        return _field_text(source, node, "name") or _field_text(source, node, "property")
     declarators = [c for c in node.named_children if c.type == "variable_declarator"]
     if len(declarators) != 1:
         return None
@@ -572,7 +580,7 @@ def _function_variable(node: Node, spec: _Spec) -> str | None:
         return None
     if name is None or name.type != "identifier":
         return None
-    return _text(name)
+    return _text(source, name)
 
 
 _DECLARATOR_NAMES = frozenset(
@@ -583,20 +591,20 @@ _DECLARATOR_NAMES = frozenset(
 )
 
 
-def _function_name(node: Node) -> tuple[str | None, bool]:
+def _function_name(source: bytes, node: Node) -> tuple[str | None, bool]:
     """The name of a function, and whether it names its class (`A::f`, Go receivers)."""
     if node.type == "method_declaration" and node.child_by_field_name("receiver") is not None:
         receiver = node.child_by_field_name("receiver")
-        owner = _first_of_type(receiver, "type_identifier")
-        name = _field_text(node, "name")
+        owner = _first_of_type(source, receiver, "type_identifier")
+        name = _field_text(source, node, "name")
         return (f"{owner}.{name}" if owner else name), True
     name_node = node.child_by_field_name("name")
     if name_node is not None:
-        return _text(name_node), False
+        return _text(source, name_node), False
     declarator = node.child_by_field_name("declarator")
     while declarator is not None and declarator.type not in _DECLARATOR_NAMES:
         declarator = declarator.child_by_field_name("declarator")
-    text = _text(declarator)
+    text = _text(source, declarator)
     if text is None:
         return None, False
     text = "".join(text.split())
@@ -605,22 +613,22 @@ def _function_name(node: Node) -> tuple[str | None, bool]:
     return text, False
 
 
-def _class_name(node: Node) -> str | None:
+def _class_name(source: bytes, node: Node) -> str | None:
     if node.type == "impl_item":  # `impl Trait for Type`: the type owns the methods
-        return _first_of_type(node.child_by_field_name("type"), "type_identifier")
+        return _first_of_type(source, node.child_by_field_name("type"), "type_identifier")
     if node.type == "type_declaration":  # Go: `type T struct {...}`
         specs = [c for c in node.named_children if c.type in ("type_spec", "type_alias")]
-        return _field_text(specs[0], "name") if len(specs) == 1 else None
-    return _field_text(node, "name")
+        return _field_text(source, specs[0], "name") if len(specs) == 1 else None
+    return _field_text(source, node, "name")
 
 
-def _first_of_type(node: Node | None, kind: str) -> str | None:
+def _first_of_type(source: bytes, node: Node | None, kind: str) -> str | None:
     if node is None:
         return None
     if node.type == kind:
-        return _text(node)
+        return _text(source, node)
     for child in node.named_children:
-        found = _first_of_type(child, kind)
+        found = _first_of_type(source, child, kind)
         if found is not None:
             return found
     return None
@@ -644,7 +652,10 @@ def chunk_file(
     """Chunks of `text` in line order; every non-blank line is in at least one of them."""
     if max_chunk_lines < 1 or max_chunk_chars < 1 or min_chunk_lines < 1:
         raise ValueError("chunk limits must be positive")
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines = text.split("\n")
+    crlf = "\r" in text
+    if crlf:
+        lines = [line.removesuffix("\r") for line in lines]
     if not any(line.strip() for line in lines):
         return []
     spec = _SPECS.get(language) if language is not None else None
@@ -655,25 +666,30 @@ def chunk_file(
     pieces: list[_Piece] | None = None
     if spec is not None:
         try:
-            tree = _parse(spec.grammar, text.encode("utf-8", errors="surrogatepass"))
+            chunker.source = text.encode("utf-8", errors="surrogatepass")
+            tree = _parse(spec.grammar, chunker.source)
             units = chunker.collect(tree.root_node.children, None, in_class=False)
             pieces = chunker.emit(units, None)
         except (ValueError, RecursionError, LookupError):
             pieces = None  # a grammar that cannot load or a tree too deep: use windows
     if not pieces:
         pieces = _line_windows(chunker, last)
-    return _materialise(path, lines, language, chunker.cover(pieces))
+    return _materialise(path, chunker, None if crlf else text, language, chunker.cover(pieces))
 
 
 def _materialise(
-    path: str, lines: list[str], language: str | None, pieces: list[_Piece]
+    path: str, chunker: _Chunker, text: str | None, language: str | None, pieces: list[_Piece]
 ) -> list[Chunk]:
+    lines, offsets = chunker.lines, chunker.offsets
     return [
         Chunk(
             path=path,
             start_line=p.start + 1,
             end_line=p.end + 1,
-            text="\n".join(lines[p.start : p.end + 1]),
+            # Without CRs the lines are the text split at newlines: slice it, not join them.
+            text=text[offsets[p.start] : offsets[p.end + 1] - 1]
+            if text is not None
+            else "\n".join(lines[p.start : p.end + 1]),
             language=language,
             symbol=p.symbol,
             kind=p.kind,

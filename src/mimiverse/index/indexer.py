@@ -5,27 +5,63 @@ chunk only files whose size or mtime changed -> replace them in batches, each ba
 transaction -> forget files that disappeared. Unchanged content with a new mtime only
 refreshes its FileState. A run killed at any point leaves whole files committed; the next
 run picks up the rest. One writer per repository (the store's lock).
+
+Speed: with many changed files, worker processes read, chunk and tokenise them (parsing
+holds the GIL, so threads would not help) while this process only writes, overlapped
+with them. Workers are plain `python -c` subprocesses fed over pipes, not
+multiprocessing: its spawn re-imports the parent's `__main__` (the whole CLI, ~0.8 s per
+worker). Batches start small, so the first files are searchable at once, grow, since
+large transactions write faster, and shrink again towards the end, so that little is
+left to write once the workers are done.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, cast
 
-from mimiverse.config import IndexSettings
+import mimiverse
 from mimiverse.index.chunker import chunk_file
-from mimiverse.index.model import Chunk, FileState
+from mimiverse.index.model import Chunk, FileState, IndexTerms
+from mimiverse.index.store import Tokenizer, index_terms
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.walker import SourceFile, read_source, walk
 
-BATCH_FILES = 100  # files per transaction: small enough that early files are searchable fast
+if TYPE_CHECKING:
+    from mimiverse.config import IndexSettings
+
+log = logging.getLogger("mimiverse.index")
+
+FIRST_BATCH_FILES = 4  # the first transaction: the first files are searchable within ~0.1 s
+BATCH_FILES = 256  # batches double up to this: fewer, larger transactions write faster
 BATCH_BYTES = 4 * 1024 * 1024
+PARALLEL_MIN_FILES = 50  # fewer changed files are chunked here: a worker takes ~0.1 s to start
+TASK_FILES = 16  # files per worker task (the first ones smaller, to start the pipeline)
+TASK_DEPTH = 2  # tasks queued per worker, so it never waits for the next
+WORKER_NICE = 5
+MAX_WORKERS = 8  # one writer keeps up with about this many
+RESULT_WINDOW = 6  # tasks per worker done but not yet taken: bounds memory if writes lag
 
 # progress(done, total) while changed files are processed
 Progress = Callable[[int, int], None]
+
+# What reading one file gives: a skip reason, the FileState of a file whose content did
+# not change (touched), or the FileState and chunks of a changed one.
+Outcome = str | FileState | tuple[FileState, list[Chunk]]
 
 
 @dataclass(slots=True)
@@ -41,11 +77,15 @@ class IndexReport:
 
 
 class Indexer:
-    def __init__(self, store: IndexStore, root: Path, settings: IndexSettings) -> None:
+    def __init__(
+        self, store: IndexStore, root: Path, settings: IndexSettings, *, workers: int | None = None
+    ) -> None:
+        """`workers`: processes that chunk files; None: one per available CPU, 0: none."""
         self.store = store
         self.root = root.resolve()
         self.settings = settings
         self.repo = store.repo_id(str(self.root))
+        self.workers = available_cpus() if workers is None else workers
 
     def run(self, *, wait: bool = True, progress: Progress | None = None) -> IndexReport:
         started = time.perf_counter()
@@ -80,36 +120,318 @@ class Indexer:
         report: IndexReport, progress: Progress | None,
     ) -> None:
         self._skipped_now: set[str] = set()
+        items = [(s, _sha(known.get(s.path))) for s in changed]
+        pool: _Workers | None = None
+        count = min(self.workers, MAX_WORKERS, len(items) // PARALLEL_MIN_FILES)
+        if count > 0 and sys.executable:
+            try:
+                pool = _Workers(count, self.settings.max_file_bytes, self.store.tokenizer())
+            except OSError as exc:  # no processes to be had: do it all here
+                log.warning("indexing without worker processes: %s", exc)
+        try:
+            outcomes = (
+                pool.outcomes(items) if pool is not None
+                else _in_process(items, self.settings.max_file_bytes)
+            )
+            self._write(outcomes, len(items), report, progress)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def _write(
+        self, outcomes: Iterator[tuple[SourceFile, Outcome]], total: int,
+        report: IndexReport, progress: Progress | None,
+    ) -> None:
+        """Store outcomes in batches that double in size, and halve again at the end.
+
+        Small first batches make the first files searchable at once; large ones write
+        faster; small last ones keep short the write that nothing runs beside.
+        """
         batch: list[tuple[FileState, Sequence[Chunk]]] = []
         touched: list[FileState] = []
         batch_bytes = 0
-        for done, source in enumerate(changed, start=1):
-            read = read_source(source, max_file_bytes=self.settings.max_file_bytes)
-            if isinstance(read, str):  # a skip reason
-                report.skipped[read] += 1
+        limit = FIRST_BATCH_FILES
+        for done, (source, outcome) in enumerate(outcomes, start=1):
+            if isinstance(outcome, tuple):
+                batch.append(outcome)
+                report.indexed += 1
+                batch_bytes += source.size
+            elif isinstance(outcome, FileState):
+                # Touched, not changed (a checkout, a save without edits): keep the chunks
+                # and their vectors, remember the new size/mtime.
+                touched.append(outcome)
+                report.unchanged += 1
+            else:  # a skip reason
+                report.skipped[outcome] += 1
                 self._skipped_now.add(source.path)
-            else:
-                state = FileState(source.path, source.size, source.mtime_ns, read.sha256,
-                                  source.language)
-                old = known.get(source.path)
-                if old is not None and old.sha256 == read.sha256:
-                    # Touched, not changed (a checkout, a save without edits): keep the
-                    # chunks and their vectors, remember the new size/mtime.
-                    touched.append(state)
-                    report.unchanged += 1
-                else:
-                    batch.append((state, chunk_file(source.path, read.text, source.language)))
-                    report.indexed += 1
-                    batch_bytes += source.size
-            if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                self._flush(batch)
+            if len(batch) >= min(limit, max(FIRST_BATCH_FILES, (total - done) // 2)) or (
+                batch_bytes >= BATCH_BYTES
+            ):
+                self.store.replace_files(self.repo, batch)
                 batch, batch_bytes = [], 0
+                limit = min(2 * limit, BATCH_FILES)
             if progress is not None:
-                progress(done, len(changed))
-        self._flush(batch)
+                progress(done, total)
+        if batch:
+            self.store.replace_files(self.repo, batch)
         if touched:
             self.store.refresh_file_states(self.repo, touched)
 
-    def _flush(self, batch: list[tuple[FileState, Sequence[Chunk]]]) -> None:
-        if batch:
-            self.store.replace_files(self.repo, batch)
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _sha(state: FileState | None) -> str | None:
+    return None if state is None else state.sha256
+
+
+def prepare(
+    source: SourceFile, old_sha256: str | None, max_file_bytes: int,
+    tokenize: Tokenizer | None = None,
+) -> Outcome:
+    """Read and chunk one file; with `tokenize`, the chunks carry their index terms."""
+    read = read_source(source, max_file_bytes=max_file_bytes)
+    if isinstance(read, str):
+        return read
+    state = FileState(source.path, source.size, source.mtime_ns, read.sha256, source.language)
+    if read.sha256 == old_sha256:
+        return state
+    chunks = chunk_file(source.path, read.text, source.language)
+    if tokenize is not None:
+        path_terms = tokenize(source.path)  # the same for every chunk of the file
+        chunks = [
+            Chunk(c.path, c.start_line, c.end_line, c.text, c.language, c.symbol, c.kind,
+                  IndexTerms.of(index_terms(c, tokenize, path_terms)))
+            for c in chunks
+        ]
+    return state, chunks
+
+
+Item = tuple[SourceFile, str | None]  # a changed file and the sha256 the index has of it
+
+
+def _in_process(items: Sequence[Item], max_file_bytes: int) -> Iterator[tuple[SourceFile, Outcome]]:
+    for source, sha in items:
+        yield source, prepare(source, sha, max_file_bytes)
+
+
+# -- worker processes -----------------------------------------------------------------
+
+_FRAME = struct.Struct("!Q")  # every message: its length, then a pickle
+
+
+def _send(stream: IO[bytes], message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> object:
+    """The next message, or None at the end of the stream."""
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(head)
+    data = stream.read(size)
+    return pickle.loads(data) if len(data) == size else None
+
+
+def worker_main() -> None:
+    """A worker process: (task id, items) in on stdin, (task id, outcomes) out on stdout.
+
+    It exits when stdin closes, which is also what happens when the indexer dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the indexer's to handle
+    if hasattr(os, "nice"):
+        # Below the indexer: its writes, which make files searchable, never wait for a
+        # core (else a backlog of writes is left once the workers finish).
+        os.nice(WORKER_NICE)
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a library's stray print must not corrupt the protocol
+    stdin = sys.stdin.buffer
+    setup = cast("tuple[int, Tokenizer | None] | None", _receive(stdin))
+    if setup is None:
+        return
+    max_file_bytes, tokenize = setup
+    while (message := cast("tuple[int, list[Item]] | None", _receive(stdin))) is not None:
+        task, items = message
+        outcomes: list[Outcome] | None
+        try:
+            outcomes = [prepare(s, sha, max_file_bytes, tokenize) for s, sha in items]
+        except Exception:  # the indexer redoes the task itself, and reports the error
+            traceback.print_exc()
+            outcomes = None
+        try:
+            _send(out, (task, outcomes))
+        except BrokenPipeError:
+            return
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    tasks: list[int] = field(default_factory=list)  # sent, not answered yet
+    alive: bool = True
+
+
+class _Workers:
+    """Worker processes that prepare files, task by task; outcomes come back in order.
+
+    Each worker holds up to TASK_DEPTH tasks; a thread per worker reads its answers and
+    hands it the next task. A task a worker could not do (it died, or it raised) is done
+    in this process instead, so the run still finishes, or fails as it would have here.
+    """
+
+    def __init__(self, count: int, max_file_bytes: int, tokenize: Tokenizer) -> None:
+        self._max_file_bytes = max_file_bytes
+        self._cond = threading.Condition()
+        self._tasks: list[list[Item]] = []
+        self._done: dict[int, list[Outcome] | None] = {}
+        self._sent = 0  # tasks handed out
+        self._taken = 0  # tasks whose outcomes the writer took
+        self._window = RESULT_WINDOW * count
+        try:
+            pickle.dumps(tokenize)
+            shipped: Tokenizer | None = tokenize
+        except Exception:  # e.g. a lambda: the store tokenises instead
+            shipped = None
+        env = dict(os.environ)
+        # The workers import this same mimiverse, wherever it was imported from.
+        package_root = str(Path(mimiverse.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p
+        )
+        self._workers: list[_Worker] = []
+        self._readers: list[threading.Thread] = []
+        for _ in range(count):
+            try:
+                # -P: the current folder (the repository, say) must not shadow modules.
+                proc = subprocess.Popen(
+                    [sys.executable, "-P", "-c",
+                     "from mimiverse.index.indexer import worker_main; worker_main()"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                )
+            except OSError:
+                if not self._workers:
+                    raise
+                break  # go on with those that started
+            worker = _Worker(proc)
+            self._workers.append(worker)
+            assert proc.stdin is not None
+            try:
+                _send(proc.stdin, (max_file_bytes, shipped))
+            except OSError:
+                worker.alive = False
+            reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
+                                      name="index-worker-reader")
+            reader.start()
+            self._readers.append(reader)
+
+    def outcomes(self, items: Sequence[Item]) -> Iterator[tuple[SourceFile, Outcome]]:
+        tasks: list[list[Item]] = []
+        start, size = 0, 4
+        while start < len(items):
+            tasks.append(list(items[start : start + size]))
+            start += size
+            size = min(2 * size, TASK_FILES)
+        with self._cond:
+            self._tasks = tasks
+            if tasks:
+                # The first task is done here while the workers start: the first files
+                # are searchable at once.
+                self._done[0] = None
+                self._sent = 1
+            self._feed()
+        for number, task in enumerate(tasks):
+            yield from zip((s for s, _ in task), self._take(number), strict=True)
+
+    def _take(self, number: int) -> list[Outcome]:
+        """Task `number`'s outcomes, once ready; done here if its worker could not."""
+        with self._cond:
+            while number not in self._done:
+                if number >= self._sent and not any(w.alive for w in self._workers):
+                    self._done[number] = None  # no worker left
+                    break
+                self._cond.wait()
+            outcomes = self._done.pop(number)
+            self._taken = number + 1
+            self._feed()
+        return outcomes if outcomes is not None else self._prepare(number)
+
+    def _prepare(self, number: int) -> list[Outcome]:
+        return [prepare(s, sha, self._max_file_bytes) for s, sha in self._tasks[number]]
+
+    def _feed(self) -> None:
+        """Hand out tasks to workers with room (the condition's lock is held)."""
+        for worker in self._workers:
+            while (
+                worker.alive and len(worker.tasks) < TASK_DEPTH
+                and self._sent < len(self._tasks) and self._sent < self._taken + self._window
+            ):
+                number = self._sent
+                self._sent += 1
+                worker.tasks.append(number)
+                assert worker.proc.stdin is not None
+                try:
+                    _send(worker.proc.stdin, (number, self._tasks[number]))
+                except OSError:  # it died: the writer does this task, its reader the rest
+                    worker.alive = False
+                    worker.tasks.remove(number)
+                    self._done[number] = None
+                    self._cond.notify_all()
+
+    def _read(self, worker: _Worker) -> None:
+        stdout = worker.proc.stdout
+        assert stdout is not None
+        try:
+            while (
+                message := cast("tuple[int, list[Outcome] | None] | None", _receive(stdout))
+            ) is not None:
+                number, outcomes = message
+                with self._cond:
+                    worker.tasks.remove(number)
+                    self._done[number] = outcomes
+                    self._feed()
+                    self._cond.notify_all()
+        except Exception:  # a broken pipe or message: its tasks are done here instead
+            log.debug("reading from an indexing worker failed", exc_info=True)
+        finally:
+            with self._cond:
+                if worker.tasks:
+                    log.warning("an indexing worker stopped (exit code %s); its files are "
+                                "chunked in the indexer", worker.proc.poll())
+                worker.alive = False
+                for number in worker.tasks:
+                    self._done[number] = None  # the writer does these itself
+                worker.tasks.clear()
+                self._feed()  # what this worker would have taken goes to the others
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the workers: at once if tasks are left (an error), else when they exit."""
+        with self._cond:
+            unfinished = self._taken < len(self._tasks)
+            for worker in self._workers:
+                worker.alive = False
+        for worker in self._workers:
+            if unfinished:
+                worker.proc.kill()
+            if worker.proc.stdin is not None:
+                with suppress(OSError):  # a broken pipe: it is gone already
+                    worker.proc.stdin.close()  # end of input: the worker exits
+        for worker in self._workers:
+            try:
+                worker.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+        for reader in self._readers:
+            reader.join()
+        for worker in self._workers:
+            if worker.proc.stdout is not None:
+                worker.proc.stdout.close()

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class IndexTerms(NamedTuple):
+    """A chunk's index terms (see `store.index_terms`), in the forms the stores use."""
+
+    joined: str  # every term in order, repeats kept, separated by single spaces
+    distinct: str  # each term once, space-separated: what document frequencies count
+    total: int  # how many terms `joined` holds
+
+    @classmethod
+    def of(cls, terms: list[str]) -> IndexTerms:
+        return cls(" ".join(terms), " ".join(dict.fromkeys(terms)), len(terms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +29,15 @@ class Chunk:
     language: str | None = None
     symbol: str | None = None  # e.g. "Parser.parse" for a method
     kind: str = "window"  # function | method | class | block | window
+    # Its index terms when computed ahead (by indexing workers, with the store's own
+    # tokenizer); None: the store tokenises. Not part of the chunk's identity.
+    terms: IndexTerms | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[type[Chunk], tuple[object, ...]]:
+        # Pickled as constructor arguments: loads in half the time of the dataclass's
+        # field-by-field __setstate__ (indexing workers send every chunk).
+        return (Chunk, (self.path, self.start_line, self.end_line, self.text, self.language,
+                        self.symbol, self.kind, self.terms))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@
 index, walker, py. Lower-cased; tokens of one character and pure punctuation are
 dropped; numbers are kept from two digits on.
 
-Speed: one C-level regex pass finds the words; each distinct word is split once and the
-result cached, since code repeats its identifiers over and over.
+Speed: one C-level pass finds the words (for ASCII text a byte translation and a split,
+about twice as fast as the regex); each distinct word is split once and the result
+cached, since code repeats its identifiers over and over.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import re
 _WORD = re.compile(r"\w+")
 # camelCase, PascalCase and acronyms (`HTTPServer` -> HTTP, Server), digits apart.
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+# For ASCII text `\w` is exactly [A-Za-z0-9_]: every other byte becomes a space, and
+# bytes.split() then yields the same words as _WORD.findall.
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_NON_WORD_TO_SPACE = bytes(b if b in _WORD_BYTES else 0x20 for b in range(256))
 
 _CACHE: dict[str, tuple[str, ...]] = {}
 _CACHE_MAX = 200_000  # distinct words; cleared whole when full (cheap, rare)
@@ -55,7 +60,11 @@ def tokens(text: str) -> list[str]:
     extend = out.extend
     cache = _CACHE
     get = cache.get
-    for word in _WORD.findall(text):
+    if text.isascii():
+        words = text.encode("ascii").translate(_NON_WORD_TO_SPACE).decode("ascii").split()
+    else:
+        words = _WORD.findall(text)
+    for word in words:
         split = get(word)
         if split is None:
             split = _split(word)

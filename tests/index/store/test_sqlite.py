@@ -179,5 +179,37 @@ def test_cache_compacts_after_many_removals(tmp_path: Path) -> None:
         fresh.close()
 
 
+def test_an_index_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
+    """Schema 1 added rows to the full-text index by trigger; schema 2 does it itself."""
+    db = tmp_path / "index.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for statement in sqlite_store._MIGRATIONS[0]:
+        con.execute(statement)
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO repos (root, chunk_count, token_count) VALUES (?, 1, 2)", (ROOT,))
+    con.execute("INSERT INTO files VALUES (1, 'old.py', 1, 1, 's', NULL)")
+    con.execute("INSERT INTO chunks (repo, path, start_line, end_line, kind, text, terms)"
+                " VALUES (1, 'old.py', 1, 1, 'window', 'legacy row', 'legacy row')")
+    con.execute("INSERT INTO term_df VALUES ('legacy', 1), ('row', 1)")
+    con.close()
+
+    store = SqliteStore(db, tokenizer=tokens)
+    try:
+        repo = store.repo_id(ROOT)
+        assert store.check_integrity(repo) == []
+        store.replace_files(repo, [(FileState("new.py", 1, 1, "t", None),
+                                    [Chunk("new.py", 1, 1, "fresh row")])])
+        assert store.check_integrity(repo) == []  # added to the full-text index once
+        hits = store.search_lexical(repo, ["row"], 10, SearchFilter())
+        assert sorted(c.path for c in store.chunks([cid for cid, _ in hits]).values()) == [
+            "new.py", "old.py"]
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+        assert con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == [
+            ("chunks_fts_delete",)]
+
+
 if __name__ == "__main__":
     _child(sys.argv[1], Path(sys.argv[2]))

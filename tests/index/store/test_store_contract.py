@@ -9,9 +9,10 @@ import pytest
 
 import mimiverse.index.store as store_package
 from mimiverse.errors import CodeIndexError, IndexLocked
-from mimiverse.index.model import Chunk, FileState, SearchFilter, StoredChunk
+from mimiverse.index.model import Chunk, FileState, IndexTerms, SearchFilter, StoredChunk
 from mimiverse.index.store import compiled_glob, glob_regex
 from mimiverse.index.store.base import IndexStore, RepoStats
+from mimiverse.index.tokenize import tokens
 from tests.index.store.conftest import Backend
 
 ROOT = "/repos/alpha"
@@ -45,6 +46,11 @@ def paths(store: IndexStore, hits: Sequence[tuple[int, float]]) -> set[str]:
 
 def ranked_ids(hits: Sequence[tuple[int, float]]) -> list[int]:
     return [cid for cid, _ in hits]
+
+
+def ranked_paths(store: IndexStore, hits: Sequence[tuple[int, float]]) -> list[str]:
+    found = store.chunks([cid for cid, _ in hits])
+    return [found[cid].path for cid, _ in hits]
 
 
 @pytest.fixture
@@ -120,6 +126,52 @@ def test_replace_several_files_in_one_call(store: IndexStore, repo: int) -> None
     with pytest.raises(ValueError, match=r"y\.py"):
         store.replace_files(repo, [(state("x.py"), [Chunk("y.py", 1, 1, "wrong file")])])
     assert store.stats(repo) == RepoStats(2, 3, 3, None, None)
+
+
+def test_the_last_of_a_file_given_twice_wins(store: IndexStore, repo: int) -> None:
+    store.replace_files(repo, [
+        (state("x.py", "v1"), [Chunk("x.py", 1, 1, "first_version")]),
+        (state("y.py"), [Chunk("y.py", 1, 1, "yankee")]),
+        (state("x.py", "v2"), [Chunk("x.py", 1, 1, "second_version"), Chunk("x.py", 2, 2, "b")]),
+    ])
+    assert store.file_states(repo)["x.py"].sha256 == "v2"
+    assert store.search_lexical(repo, ["first_version"], 10, ANY) == []
+    assert paths(store, store.search_lexical(repo, ["second_version"], 10, ANY)) == {"x.py"}
+    assert store.stats(repo) == RepoStats(2, 3, 3, None, None)
+    assert store.check_integrity(repo) == []
+
+
+def test_terms_computed_ahead_are_indexed_as_given(store: IndexStore, repo: int) -> None:
+    # Indexing workers tokenise chunks themselves: the store takes their terms as they are.
+    assert store.tokenizer() is tokens
+    ahead = IndexTerms.of(["zulu", "zulu", "yankee"])
+    store.replace_files(repo, [
+        (state("a.py"), [Chunk("a.py", 1, 1, "unrelated words", terms=ahead)]),
+        (state("b.py"), [Chunk("b.py", 1, 1, "zulu tokenised here")]),
+    ])
+    assert paths(store, store.search_lexical(repo, ["unrelated"], 10, ANY)) == set()
+    assert paths(store, store.search_lexical(repo, ["yankee"], 10, ANY)) == {"a.py"}
+    # Term frequency counts: two zulus (and a shorter chunk) rank first.
+    zulu = store.search_lexical(repo, ["zulu"], 10, ANY)
+    assert ranked_paths(store, zulu) == ["a.py", "b.py"]
+    assert store.check_integrity(repo) == []
+
+
+def test_many_files_replaced_and_deleted_keep_the_statistics(
+    store: IndexStore, repo: int
+) -> None:
+    files = [(state(f"f{i}.py"), [Chunk(f"f{i}.py", k, k, f"shared term_{k} file_{i} x{i % 3}")
+                                  for k in range(1, 4)]) for i in range(30)]
+    store.replace_files(repo, files)
+    store.replace_files(repo, [(state(f"f{i}.py", "sha-2"), [Chunk(f"f{i}.py", 1, 1, "shared new")])
+                               for i in range(0, 30, 2)])
+    store.delete_files(repo, [f"f{i}.py" for i in range(0, 30, 3)])
+    assert store.stats(repo) == RepoStats(20, 10 * 1 + 10 * 3, 40, None, None)
+    assert len(store.search_lexical(repo, ["shared"], 100, ANY)) == 40
+    assert store.check_integrity(repo) == []
+    store.delete_files(repo, [f"f{i}.py" for i in range(30)])
+    assert store.stats(repo) == RepoStats(0, 0, 0, None, None)
+    assert store.check_integrity(repo) == []
 
 
 def test_refresh_file_states_keeps_chunks(store: IndexStore, repo: int) -> None:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mimiverse.index.model import Chunk
+from mimiverse.index.model import Chunk, IndexTerms
 
 if TYPE_CHECKING:
     from mimiverse.config import IndexSettings
@@ -39,18 +39,27 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 
 
-def index_terms(chunk: Chunk, tokenize: Tokenizer) -> list[str]:
+def index_terms(
+    chunk: Chunk, tokenize: Tokenizer, path_terms: list[str] | None = None
+) -> list[str]:
     """The terms a chunk is found by: its text's, then its path's and symbol's tokens.
 
     Path and symbol tokens make a search for a file or function name find it even when
     the name is not in the body. A tokenizer's terms never contain whitespace (stores
-    keep them joined by spaces).
+    keep them joined by spaces). `path_terms`: `tokenize(chunk.path)`, if already known.
     """
     terms = tokenize(chunk.text)
-    terms += tokenize(chunk.path)
+    terms += tokenize(chunk.path) if path_terms is None else path_terms
     if chunk.symbol:
         terms += tokenize(chunk.symbol)
     return terms
+
+
+def chunk_terms(chunk: Chunk, tokenize: Tokenizer) -> IndexTerms:
+    """The chunk's `index_terms`: those computed ahead (`Chunk.terms`), else tokenised now."""
+    if chunk.terms is not None:
+        return chunk.terms
+    return IndexTerms.of(index_terms(chunk, tokenize))
 
 
 def bm25_idf(chunks: float, df: float) -> float:

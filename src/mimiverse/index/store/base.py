@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from mimiverse.index.model import Chunk, FileState, SearchFilter, StoredChunk
+from mimiverse.index.store import Tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,15 @@ class IndexStore(ABC):
         """Every indexed file of the repository, by relative path."""
 
     @abstractmethod
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer this store indexes with; `Chunk.terms` computed ahead must use it."""
+
+    @abstractmethod
     def replace_files(self, repo: int, files: Sequence[tuple[FileState, Sequence[Chunk]]]) -> None:
-        """Replace these files' chunks (and drop their vectors), all in one transaction."""
+        """Replace these files' chunks (and drop their vectors), all in one transaction.
+
+        A chunk's `terms`, when given, are stored as its index terms without tokenising.
+        """
 
     @abstractmethod
     def refresh_file_states(self, repo: int, states: Sequence[FileState]) -> None:

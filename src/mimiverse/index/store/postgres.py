@@ -43,9 +43,9 @@ from mimiverse.index.store import (
     BM25_K1,
     Tokenizer,
     bm25_idf,
+    chunk_terms,
     default_tokenizer,
     glob_regex,
-    index_terms,
     split_terms,
 )
 from mimiverse.index.store.base import IndexStore, RepoStats
@@ -222,7 +222,7 @@ class PostgresStore(IndexStore):
     def close(self) -> None:
         self._pool.close()
 
-    def _tokenize(self) -> Tokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             self._tokenizer = default_tokenizer()
         return self._tokenizer
@@ -287,7 +287,7 @@ class PostgresStore(IndexStore):
 
     def replace_files(self, repo: int, files: Sequence[tuple[FileState, Sequence[Chunk]]]) -> None:
         latest = {state.path: (state, chunks) for state, chunks in files}  # the last one wins
-        tokenize = self._tokenize()
+        tokenize = self.tokenizer()
         rows: list[tuple[object, ...]] = []
         tokens = 0
         df: Counter[str] = Counter()
@@ -295,14 +295,14 @@ class PostgresStore(IndexStore):
             for c in chunks:
                 if c.path != state.path:
                     raise ValueError(f"chunk of {c.path!r} given with file {state.path!r}")
-                terms = index_terms(c, tokenize)
-                positions = lexeme_positions(terms)
-                tokens += len(terms)
+                terms = chunk_terms(c, tokenize)
+                positions = lexeme_positions(terms.joined.split())
+                tokens += terms.total
                 df.update(positions.keys())
                 # PostgreSQL text cannot hold NUL; the walker skips binary files anyway.
                 rows.append((repo, c.path, c.start_line, c.end_line, c.symbol, c.kind,
                              c.language, c.text.replace("\x00", "\ufffd"),
-                             tsvector_literal(positions), len(terms)))
+                             tsvector_literal(positions), terms.total))
         with self._conn() as conn, conn.transaction():
             self._repo(conn, repo, "FOR NO KEY UPDATE")
             gone, gone_tokens = self._drop_chunks(conn, repo, list(latest))
