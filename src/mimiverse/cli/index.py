@@ -93,11 +93,17 @@ async def _watch(service: CodebaseService, root: Path, embed: bool) -> None:
 
     console.print(f"watching {root} (Ctrl-C to stop)", highlight=False)
     ignored = {".git", ".mimiverse"}
-    async for changes in awatch(root, debounce=300, step=100):
+    first = True
+    # yield_on_timeout: the first (possibly empty) batch arrives once the watcher is live;
+    # indexing again then catches edits made between the first run and the watch start.
+    async for changes in awatch(root, debounce=300, step=100, yield_on_timeout=True,
+                                rust_timeout=500):
         paths = [Path(p) for _, p in changes]
-        if all(ignored & set(p.relative_to(root).parts) for p in paths if p.is_relative_to(root)):
-            continue  # our own index writes, or git internals
-        await _index_once(service, root, embed)
+        ours = all(ignored & set(p.relative_to(root).parts)
+                   for p in paths if p.is_relative_to(root))
+        if first or (paths and not ours):  # skip our own index writes and git internals
+            await _index_once(service, root, embed)
+        first = False
 
 
 def search(
