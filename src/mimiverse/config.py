@@ -109,7 +109,7 @@ class ModelsSettings(_Strict):
         model="qwen3-coder:30b", backends=["local-ollama"], max_prompt_tokens=16384,
         max_tokens=2048,
     )
-    embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2", backends=["embedded"])
+    embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
 
     def route(self, task: Task) -> ModelRoute:
         route: ModelRoute = getattr(self, task)
