@@ -50,6 +50,7 @@ FIRST_BATCH_FILES = 4  # the first transaction: the first files are searchable w
 BATCH_FILES = 256  # batches double up to this: fewer, larger transactions write faster
 BATCH_BYTES = 4 * 1024 * 1024
 PARALLEL_MIN_FILES = 50  # fewer changed files are chunked here: a worker takes ~0.1 s to start
+SERIAL_FILES = 8  # files chunked here before workers start (they often need none)
 TASK_FILES = 16  # files per worker task (the first ones smaller, to start the pipeline)
 TASK_DEPTH = 2  # tasks queued per worker, so it never waits for the next
 WORKER_NICE = 5
@@ -121,22 +122,12 @@ class Indexer:
     ) -> None:
         self._skipped_now: set[str] = set()
         items = [(s, _sha(known.get(s.path))) for s in changed]
-        pool: _Workers | None = None
-        count = min(self.workers, MAX_WORKERS, len(items) // PARALLEL_MIN_FILES)
-        if count > 0 and sys.executable:
-            try:
-                pool = _Workers(count, self.settings.max_file_bytes, self.store.tokenizer())
-            except OSError as exc:  # no processes to be had: do it all here
-                log.warning("indexing without worker processes: %s", exc)
+        prepared = _Prepared(items, self.settings.max_file_bytes, self.workers,
+                             self.store.tokenizer())
         try:
-            outcomes = (
-                pool.outcomes(items) if pool is not None
-                else _in_process(items, self.settings.max_file_bytes)
-            )
-            self._write(outcomes, len(items), report, progress)
+            self._write(iter(prepared), len(items), report, progress)
         finally:
-            if pool is not None:
-                pool.close()
+            prepared.close()
 
     def _write(
         self, outcomes: Iterator[tuple[SourceFile, Outcome]], total: int,
@@ -214,9 +205,42 @@ def prepare(
 Item = tuple[SourceFile, str | None]  # a changed file and the sha256 the index has of it
 
 
-def _in_process(items: Sequence[Item], max_file_bytes: int) -> Iterator[tuple[SourceFile, Outcome]]:
-    for source, sha in items:
-        yield source, prepare(source, sha, max_file_bytes)
+class _Prepared:
+    """The changed files' outcomes, in order. The first are prepared here; once
+    SERIAL_FILES of them needed chunking, worker processes take over if enough files are
+    left. (A re-run mostly meets files skipped again or only touched, which cost little:
+    starting workers for those would cost more than it saves.)"""
+
+    def __init__(
+        self, items: Sequence[Item], max_file_bytes: int, workers: int, tokenize: Tokenizer
+    ) -> None:
+        self._items = items
+        self._max_file_bytes = max_file_bytes
+        self._workers = workers
+        self._tokenize = tokenize
+        self._pool: _Workers | None = None
+
+    def __iter__(self) -> Iterator[tuple[SourceFile, Outcome]]:
+        chunked = 0
+        for number, (source, sha) in enumerate(self._items):
+            left = len(self._items) - number
+            count = min(self._workers, MAX_WORKERS, left // PARALLEL_MIN_FILES)
+            if chunked >= SERIAL_FILES and count > 0 and sys.executable:
+                try:
+                    self._pool = _Workers(count, self._max_file_bytes, self._tokenize)
+                except OSError as exc:  # no processes to be had: do it all here
+                    log.warning("indexing without worker processes: %s", exc)
+                    self._workers = 0
+                else:
+                    yield from self._pool.outcomes(self._items[number:])
+                    return
+            outcome = prepare(source, sha, self._max_file_bytes)
+            chunked += isinstance(outcome, tuple)
+            yield source, outcome
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
 
 # -- worker processes -----------------------------------------------------------------

@@ -155,6 +155,15 @@ def test_terms_computed_ahead_are_indexed_as_given(store: IndexStore, repo: int)
     zulu = store.search_lexical(repo, ["zulu"], 10, ANY)
     assert ranked_paths(store, zulu) == ["a.py", "b.py"]
     assert store.check_integrity(repo) == []
+    # Terms travel through JSON and SQL text: non-ASCII and `$` come back as they went.
+    odd = ["straße", "日本語", "$scope", "naïve_ünïcode"]
+    store.replace_files(repo, [(state("c.py"), [Chunk("c.py", 1, 1, "x",
+                                                      terms=IndexTerms.of(odd))])])
+    for term in odd:
+        assert paths(store, store.search_lexical(repo, [term], 10, ANY)) == {"c.py"}, term
+    store.delete_files(repo, ["c.py"])
+    assert store.search_lexical(repo, ["日本語"], 10, ANY) == []
+    assert store.check_integrity(repo) == []
 
 
 def test_many_files_replaced_and_deleted_keep_the_statistics(

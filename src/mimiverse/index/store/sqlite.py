@@ -798,15 +798,19 @@ class _Changes:
         else:  # only new chunks (a first index): no arithmetic
             deltas = list(added.items())
         if deltas:
-            self.con.executemany(
-                "INSERT INTO term_df (term, df) VALUES (?, ?)"
+            # One statement over a JSON object: a quarter faster than a row per term.
+            # (`WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.)
+            self.con.execute(
+                "INSERT INTO term_df (term, df) SELECT key, value FROM json_each(?) WHERE true"
                 " ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
-                deltas,
+                (json.dumps(dict(deltas), ensure_ascii=False),),
             )
-            self.con.executemany(
-                "DELETE FROM term_df WHERE term = ? AND df <= 0",
-                [(term,) for term, n in deltas if n < 0],
-            )
+            gone = [term for term, n in deltas if n < 0]
+            if gone:
+                self.con.execute(
+                    f"DELETE FROM term_df WHERE term IN {_JSON_VALUES} AND df <= 0",
+                    (json.dumps(gone, ensure_ascii=False),),
+                )
         if self.chunks or self.tokens:
             self.con.execute(
                 "UPDATE repos SET chunk_count = chunk_count + ?, token_count = token_count + ?"
