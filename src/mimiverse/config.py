@@ -193,9 +193,6 @@ class Settings(BaseSettings):
                     )
         return self
 
-    def backend(self, name: str) -> BackendSettings:
-        return next(b for b in self.backends if b.name == name)
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -25,7 +25,7 @@ class Probe:
     models: tuple[str, ...] = ()
 
 
-def _fix_for(config: BackendSettings, error: str) -> str:
+def _fix_for(config: BackendSettings) -> str:
     if config.kind == "ollama":
         return (f"start Ollama (`ollama serve`) so it listens on {config.url}, "
                 "or point this backend's url at a running one")
@@ -47,7 +47,7 @@ async def _probe(config: BackendSettings) -> Probe:
     if config.kind == "llamacpp":
         if importlib.util.find_spec("llama_cpp") is None:
             return Probe(config.name, False, "llama-cpp-python is not installed",
-                         _fix_for(config, ""))
+                         _fix_for(config))
         if not await asyncio.to_thread(Path(config.model_path or "").is_file):
             return Probe(config.name, False, f"model file {config.model_path} not found",
                          "set model_path to an existing GGUF file")
@@ -55,7 +55,7 @@ async def _probe(config: BackendSettings) -> Probe:
         importlib.util.find_spec("sentence_transformers") is None
     ):
         return Probe(config.name, False, "sentence-transformers is not installed",
-                     _fix_for(config, ""))
+                     _fix_for(config))
     backend: Backend | None = None
     # An in-process model may take seconds to load the first time; a server should not.
     limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers") else (
@@ -67,9 +67,9 @@ async def _probe(config: BackendSettings) -> Probe:
             models = tuple(await backend.list_models())
         return Probe(config.name, True, f"reachable, {len(models)} models listed", models=models)
     except TimeoutError:
-        return Probe(config.name, False, "timed out", _fix_for(config, "timeout"))
+        return Probe(config.name, False, "timed out", _fix_for(config))
     except MimiverseError as exc:
-        return Probe(config.name, False, str(exc), _fix_for(config, str(exc)))
+        return Probe(config.name, False, str(exc), _fix_for(config))
     finally:
         if backend is not None:
             await backend.aclose()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mimiverse.backends.base import Backend, Delta
 from mimiverse.config import ModelRoute, Settings, Task, Timeouts
@@ -27,6 +27,7 @@ from mimiverse.errors import (
 from mimiverse.routing.breaker import CircuitBreaker
 
 StreamFactory = Callable[[Backend, str], AsyncIterator[Delta]]
+T = TypeVar("T")
 
 
 class RoutedStream:
@@ -126,82 +127,73 @@ class Router:
 
     async def open_stream(self, task: Task, start: StreamFactory) -> RoutedStream:
         """Start `start(backend, model)` on the first backend that yields a first delta."""
-        route = self.route(task)
-        failures: list[tuple[str, str]] = []
+        model = self.route(task).model
         loop = asyncio.get_running_loop()
-        for backend in self.candidates(task):
-            if not backend.supports(task):
-                failures.append((backend.name, f"{backend.kind} cannot serve {task}"))
-                continue
-            breaker = self.breakers[backend.name]
-            if not breaker.allow():
-                failures.append((backend.name, _cooling(breaker)))
-                continue
+
+        async def attempt(backend: Backend) -> RoutedStream:
             timeouts = backend.config.timeouts
             deadline = loop.time() + timeouts.total_s
-            upstream: AsyncIterator[Delta] | None = None
+            upstream = start(backend, model)
             try:
-                upstream = start(backend, route.model)
                 async with asyncio.timeout(min(timeouts.first_token_s, timeouts.total_s)):
                     first: Delta | None = await anext(upstream)
             except StopAsyncIteration:
                 first = None  # an empty answer is still an answer
             except TimeoutError:
                 await _close(upstream)
-                why = f"no first token within {timeouts.first_token_s:g}s"
-                breaker.record_failure(why)
-                failures.append((backend.name, why))
+                raise BackendTimeout(f"no first token within {timeouts.first_token_s:g}s",
+                                     backend=backend.name) from None
+            except BaseException:
+                await _close(upstream)
+                raise
+            return RoutedStream(self, backend, model, first, upstream, timeouts, deadline)
+
+        return await self._first_to_answer(task, attempt)
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
+        """Embed with the first embedding backend that answers; returns vectors, backend, model."""
+        model = self.route("embedding").model
+
+        async def attempt(backend: Backend) -> tuple[list[list[float]], Backend, str]:
+            limit = backend.config.timeouts.total_s
+            try:
+                async with asyncio.timeout(limit):
+                    return await backend.embed_batch(model, texts), backend, model
+            except TimeoutError:
+                raise BackendTimeout(f"no answer within {limit:g}s",
+                                     backend=backend.name) from None
+
+        return await self._first_to_answer("embedding", attempt)
+
+    async def _first_to_answer(self, task: Task, attempt: Callable[[Backend], Awaitable[T]]) -> T:
+        """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
+        every verdict. All failing -> AllBackendsFailed naming each backend and why."""
+        failures: list[tuple[str, str]] = []
+        for backend in self.candidates(task):
+            breaker = self.breakers[backend.name]
+            if not backend.supports(task):
+                failures.append((backend.name, f"{backend.kind} cannot serve {task}"))
                 continue
+            if not breaker.allow():
+                failures.append((backend.name, _cooling(breaker)))
+                continue
+            try:
+                result = await attempt(backend)
             except Unsupported as exc:
-                breaker.release_probe()
+                breaker.release_probe()  # a capability gap, not a failure of the backend
                 failures.append((backend.name, exc.reason))
                 continue
             except BackendError as exc:
-                await _close(upstream)
                 breaker.record_failure(exc.reason)
                 failures.append((backend.name, exc.reason))
                 continue
             except BaseException:
                 # Cancelled (client went away) or a bug: no verdict on the backend.
                 breaker.release_probe()
-                await _close(upstream)
                 raise
             breaker.record_success()
-            assert upstream is not None
-            return RoutedStream(self, backend, route.model, first, upstream, timeouts, deadline)
+            return result
         raise AllBackendsFailed(task, failures)
-
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
-        """Embed with the first embedding backend that answers; returns vectors, backend, model."""
-        route = self.route("embedding")
-        failures: list[tuple[str, str]] = []
-        for backend in self.candidates("embedding"):
-            breaker = self.breakers[backend.name]
-            if not backend.supports("embedding"):
-                failures.append((backend.name, f"{backend.kind} cannot serve embedding"))
-                continue
-            if not breaker.allow():
-                failures.append((backend.name, _cooling(breaker)))
-                continue
-            timeouts = backend.config.timeouts
-            try:
-                async with asyncio.timeout(timeouts.total_s):
-                    vectors = await backend.embed_batch(route.model, texts)
-            except TimeoutError:
-                why = f"no answer within {timeouts.total_s:g}s"
-                breaker.record_failure(why)
-                failures.append((backend.name, why))
-                continue
-            except BackendError as exc:
-                breaker.record_failure(exc.reason)
-                failures.append((backend.name, exc.reason))
-                continue
-            except BaseException:
-                breaker.release_probe()
-                raise
-            breaker.record_success()
-            return vectors, backend, route.model
-        raise AllBackendsFailed("embedding", failures)
 
     def status(self) -> dict[str, BackendStatus]:
         return {
@@ -218,7 +210,7 @@ class Router:
         }
 
     async def check(self, name: str) -> None:
-        """Actively probe one backend (doctor, readiness); updates its breaker."""
+        """Actively probe one backend (readiness); raises a BackendError saying why not."""
         backend = self.backends[name]
         try:
             async with asyncio.timeout(backend.config.timeouts.connect_s + 1.0):
