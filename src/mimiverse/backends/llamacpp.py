@@ -21,7 +21,6 @@ import math
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import Any, ClassVar, TypeVar
 import llama_cpp
 from llama_cpp import Llama
 
-from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.inprocess import InProcessBackend
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendError, BackendRejected, BackendUnavailable, Unsupported
 
@@ -56,7 +56,7 @@ class GenerationStats:
     seconds: float
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(InProcessBackend):
     """One GGUF model, loaded lazily on first use; generations run one at a time."""
 
     kind: ClassVar[str] = "llamacpp"
@@ -65,14 +65,12 @@ class LlamaCppBackend(Backend):
     def __init__(self, config: BackendSettings) -> None:
         super().__init__(config)
         self.model_path = Path(config.model_path or "")
-        # One thread: llama.cpp contexts are single-threaded, and queued work keeps order.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llamacpp-{self.name}")
+        # One worker thread (the base's): llama.cpp contexts are single-threaded.
         self._lock = asyncio.Lock()
         self._llm: Llama | None = None
         self._embedder: Llama | None = None
         self._cancel: threading.Event | None = None
         self._worker: asyncio.Future[None] | None = None
-        self._closed = False
         self.last_generation: GenerationStats | None = None
 
     @property
@@ -126,20 +124,14 @@ class LlamaCppBackend(Backend):
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
         if self._cancel is not None:
             self._cancel.set()
         models = [m for m in (self._llm, self._embedder) if m is not None]
         self._llm = self._embedder = None
         # Queued behind any running generation, so the model is freed after it stops.
-        await asyncio.get_running_loop().run_in_executor(self._executor, _free, models)
-        self._executor.shutdown(wait=False)
+        await self._close_worker(lambda: _free(models))
 
     # -- plumbing -----------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendUnavailable("backend is closed", backend=self.name)
 
     async def _model(self) -> Llama:
         """The generation model, loaded on the worker thread the first time. Needs _lock."""
@@ -148,17 +140,8 @@ class LlamaCppBackend(Backend):
             self._llm = await self._in_worker(self._load, False)
         return self._llm
 
-    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except RuntimeError as exc:  # the executor was shut down by aclose()
-            raise BackendUnavailable("backend is closed", backend=self.name) from exc
-        try:
-            return await future
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(f"llama.cpp failed: {exc}", backend=self.name) from exc
+    def _describe_failure(self, exc: Exception) -> str:
+        return f"llama.cpp failed: {exc}"
 
     def _load(self, embedding: bool) -> Llama:
         path = self.model_path

@@ -36,7 +36,6 @@ query waits for at most one batch of a long indexing request, not for all of it.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import hashlib
@@ -49,14 +48,14 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from mimiverse.backends.base import Backend
+from mimiverse.backends.inprocess import InProcessBackend
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendError, BackendUnavailable
 
@@ -168,7 +167,7 @@ class _Loaded:
     folder: Path  # what was loaded: the model folder, or its ONNX export
 
 
-class SentenceTransformersBackend(Backend):
+class SentenceTransformersBackend(InProcessBackend):
     """One local sentence-transformers model, in two variants (fp32 and `-int8`), each
     loaded on first use; batches run one at a time.
 
@@ -206,14 +205,12 @@ class SentenceTransformersBackend(Backend):
             else DEFAULT_MODEL_NAME
         )
         self.int8_model_name = self.model_name + INT8_SUFFIX
-        # One thread: every batch runs alone with all `threads`, and loading happens once.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{self.name}")
+        # One worker thread (the base's): every batch runs alone with all `threads`.
         # The other replicas' threads; the worker thread itself drives the first replica.
         self._helpers: ThreadPoolExecutor | None = None
         self._loaded: dict[Variant, _Loaded] = {}  # written only on the worker thread
         self._current: Variant = "fp32"  # the variant last asked for
         self._dimension: int | None = None
-        self._closed = False
 
     # -- public API ---------------------------------------------------------------------
 
@@ -276,31 +273,13 @@ class SentenceTransformersBackend(Backend):
         return vectors
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         # Queued behind a running batch, so the model is dropped after it finishes.
-        with contextlib.suppress(RuntimeError):
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._unload)
-        self._executor.shutdown(wait=False)
+        await self._close_worker(self._unload)
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise BackendUnavailable("backend is closed", backend=self.name)
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except RuntimeError as exc:  # the executor was shut down by aclose()
-            raise BackendUnavailable("backend is closed", backend=self.name) from exc
-        try:
-            return await future
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(
-                f"sentence-transformers failed: {_brief(exc)}", backend=self.name
-            ) from exc
+    def _describe_failure(self, exc: Exception) -> str:
+        return f"sentence-transformers failed: {_brief(exc)}"
 
     def _unload(self) -> None:
         self._loaded.clear()
