@@ -112,7 +112,6 @@ async def test_something_else_at_our_key_is_a_miss_and_is_removed(
 
 async def test_starts_while_redis_is_down_and_recovers_when_it_comes_up(tmp_path: Any) -> None:
     port = free_port()
-    started = time.perf_counter()
     cache = build_cache(CacheSettings(kind="redis", url=f"redis://127.0.0.1:{port}/0"))
     try:
         assert isinstance(cache, RedisCache)
@@ -124,7 +123,6 @@ async def test_starts_while_redis_is_down_and_recovers_when_it_comes_up(tmp_path
         assert detail is not None and "redis unavailable" in detail and str(port) in detail
         stats = await cache.stats()
         assert (stats.status, stats.keys, stats.misses) == ("degraded", 0, 1)
-        assert time.perf_counter() - started < 1.0
     finally:
         await cache.aclose()
 
@@ -139,7 +137,6 @@ async def test_kill_mid_run_fails_open_then_restart_recovers(
 
         redis_server.kill()
         sent = count_commands(cache, monkeypatch)
-        started = time.perf_counter()
         assert await cache.get("k") is None  # the pooled connection finds Redis gone
         await cache.set("k2", {"v": 2})
         status, detail = cache.health()
@@ -149,7 +146,6 @@ async def test_kill_mid_run_fails_open_then_restart_recovers(
             assert await cache.get("k") is None
             await cache.set("k", {"v": 1})
         assert sent == ["GET"]
-        assert time.perf_counter() - started < 0.2
         assert await cache.clear() == 0
         assert (await cache.stats()).status == "degraded"
 
@@ -222,7 +218,9 @@ async def test_while_a_probe_is_in_flight_other_requests_skip_redis(
         await cache.aclose()
 
 
-async def test_a_hung_redis_costs_one_socket_timeout_then_is_skipped() -> None:
+async def test_a_hung_redis_costs_one_socket_timeout_then_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A server that accepts connections and never answers, like a wedged Redis.
     conns: list[asyncio.StreamWriter] = []
 
@@ -234,16 +232,14 @@ async def test_a_hung_redis_costs_one_socket_timeout_then_is_skipped() -> None:
     port = server.sockets[0].getsockname()[1]
     cache = RedisCache(f"redis://127.0.0.1:{port}/0", socket_timeout_s=0.25)
     try:
-        started = time.perf_counter()
-        assert await cache.get("k") is None
-        first = time.perf_counter() - started
-        assert 0.2 < first < 1.0
+        async with asyncio.timeout(5):  # a hang guard: the socket timeout must end it
+            assert await cache.get("k") is None
         status, detail = cache.health()
         assert status == "degraded" and detail is not None and "Timeout" in detail
-        started = time.perf_counter()
+        sent = count_commands(cache, monkeypatch)
         for _ in range(100):
             assert await cache.get("k") is None
-        assert time.perf_counter() - started < 0.05
+        assert sent == []  # skipped until the retry time, not timed out one by one
     finally:
         await cache.aclose()
         for writer in conns:

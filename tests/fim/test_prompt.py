@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mimiverse.fim.prompt import estimate_tokens, trim_to_budget
@@ -24,15 +22,12 @@ def test_estimate_tokens(text: str, tokens: int) -> None:
     assert estimate_tokens(text) == tokens
 
 
-def test_estimate_tokens_is_cheap_on_large_inputs() -> None:
+def test_estimate_tokens_on_large_inputs_is_utf8_bytes_over_3_5() -> None:
     ascii_text = "for (int i = 0; i < n; i++) { total += values[i]; }\n" * 2000  # ~100 KB
     other = "変数 = 値  # コメント\n" * 5000
-    started = time.perf_counter()
-    for _ in range(100):
-        estimate_tokens(ascii_text)
-        estimate_tokens(other)
-    # A regex or per-character loop takes ~10 ms per call; this is microseconds.
-    assert time.perf_counter() - started < 0.5
+    # A formula over the byte length, nothing per character (its speed is bench material).
+    assert estimate_tokens(ascii_text) == -(-2 * len(ascii_text.encode()) // 7)
+    assert estimate_tokens(other) == -(-2 * len(other.encode()) // 7)  # ceil(bytes / 3.5)
 
 
 def chars(text: str) -> int:
@@ -97,16 +92,13 @@ def test_multi_megabyte_lines_are_trimmed_without_recounting() -> None:
     line = "abc = def(ghi)\n"  # 15 bytes = 5 estimated tokens
     text = line * 300_000  # 4.5 MB each side
     counter = CountingCounter()
-    started = time.perf_counter()
     prefix, suffix = trim_to_budget(text, text, 2048, count=counter)
-    elapsed = time.perf_counter() - started
     # Prefix share 1536 -> 307 whole lines (1535); the suffix gets 2048 - 1535 = 513 -> 102.
     assert prefix == line * 307
     assert suffix == line * 102
     # Each side is counted once in full, then only what is kept (plus the line that
     # did not fit): re-counting per dropped line would be quadratic.
     assert counter.chars <= 2 * len(text) + len(prefix) + len(suffix) + 2 * len(line)
-    assert elapsed < 1.0
 
 
 def test_a_giant_single_line_is_cut_inside() -> None:
