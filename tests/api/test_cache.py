@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.conftest import Serve
 from tests.api.test_fim import sse_events
-from tests.servers.harness import ServerHandle
+from tests.servers.harness import ServerHandle, free_port
 from tests.support.app_server import settings_for
 from tests.support.redis_server import RedisServer
 
@@ -159,8 +159,6 @@ async def test_redis_cache_survives_redis_dying_and_recovers(
 async def test_server_starts_while_redis_is_down(
     serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient
 ) -> None:
-    from tests.servers.harness import free_port
-
     settings = settings_for(("ollama", "ollama", ollama_server.url),
                             cache={"kind": "redis", "url": f"redis://127.0.0.1:{free_port()}/0"})
     app = serve(settings)

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from mimiverse.cache.base import build_cache
 from mimiverse.cache.redis import RedisCache
 from mimiverse.config import CacheSettings
-from tests.support.redis_server import RedisServer, free_port
+from tests.servers.harness import free_port
+from tests.support.redis_server import RedisServer
 
 
 class FakeClock:
