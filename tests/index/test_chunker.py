@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mimiverse.index.chunker import chunk_file, strip_docstrings, syntax_languages
+from mimiverse.index.chunker import chunk_file, syntax_languages
 from mimiverse.index.model import Chunk
 
 PYTHON = '''\
@@ -593,71 +592,3 @@ def test_parsers_are_safe_across_threads() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         chunk_file("a.py", "x = 1\n", "python", max_chunk_lines=0)
-
-
-def test_strip_docstrings() -> None:
-    text = '''\
-"""Module doc."""
-import os
-
-
-def documented(a):
-    """Return a.
-
-    More words.
-    """
-    # a comment stays
-    return a
-
-
-def only_doc():
-    """Nothing else."""
-
-
-class K:
-    \'\'\'Class doc.\'\'\'
-
-    def m(self):
-        "one-line doc"
-        x = "not a docstring"
-        return x
-
-
-def inline(): "shares its line with code"; return 1
-
-
-def one_liner(): "doc"
-'''
-    expected = '''\
-import os
-
-
-def documented(a):
-    # a comment stays
-    return a
-
-
-def only_doc():
-    pass
-
-
-class K:
-
-    def m(self):
-        x = "not a docstring"
-        return x
-
-
-def inline(): return 1
-
-
-def one_liner(): pass
-'''
-    stripped = strip_docstrings(text, "python")
-    assert stripped == expected
-    ast.parse(stripped)
-
-
-def test_strip_docstrings_leaves_other_languages_alone() -> None:
-    assert strip_docstrings(JAVASCRIPT, "javascript") == JAVASCRIPT
-    assert strip_docstrings("", "python") == ""
