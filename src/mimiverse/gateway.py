@@ -184,7 +184,7 @@ class Gateway:
             return backend.stream_generate(plan.request)
 
         stream = await self.router.open_stream("completion", start)
-        events = _fim_events(stream, attempts[-1], started)
+        events = _text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events
 
@@ -228,7 +228,7 @@ class Gateway:
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             return backend.stream_chat(request)
 
-        events = _chat_events(await self.router.open_stream("chat", start), started)
+        events = _text_events(await self.router.open_stream("chat", start), started)
         return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
@@ -310,42 +310,31 @@ class Gateway:
             yield event
 
 
-async def _fim_events(stream: RoutedStream, post: FimPostprocessor, started: float) -> Events:
-    """Post-processed deltas, then the answer; stops the upstream as soon as a rule fires."""
+async def _text_events(
+    stream: RoutedStream, started: float, post: FimPostprocessor | None = None
+) -> Events:
+    """Deltas (post-processed for FIM), then the answer; with a post-processor, the
+    upstream is stopped as soon as one of its rules fires."""
     parts: list[str] = []
     last = Delta()
     finish: str | None = None
     try:
         async for delta in stream:
             last = delta
-            text = post.feed(delta.text)
+            text = post.feed(delta.text) if post is not None else delta.text
             if text:
                 parts.append(text)
                 yield TextEvent("delta", text)
-            if post.done:
+            if post is not None and post.done:
                 finish = "stop"
                 break
-        tail = post.finish()
+        tail = post.finish() if post is not None else ""
         if tail:
             parts.append(tail)
             yield TextEvent("delta", tail)
     finally:
         await stream.aclose()
     yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, finish))
-
-
-async def _chat_events(stream: RoutedStream, started: float) -> Events:
-    parts: list[str] = []
-    last = Delta()
-    try:
-        async for delta in stream:
-            last = delta
-            if delta.text:
-                parts.append(delta.text)
-                yield TextEvent("delta", delta.text)
-    finally:
-        await stream.aclose()
-    yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, None))
 
 
 def _answer(stream: RoutedStream, text: str, last: Delta, started: float,
