@@ -24,7 +24,7 @@ from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import trim_to_budget
-from mimiverse.fim.templates import FimTemplate, template_for
+from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
 
@@ -42,6 +42,10 @@ class FimInput:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     single_line: bool | None = None
+    # Code the client sent along (Tabby declarations/snippets, llama.cpp input_extra):
+    # shown to the model before the current file, ahead of the index's own matches.
+    snippets: tuple[ContextFile, ...] = ()
+    repo_context: bool = True  # add the index's best matches when a repository is indexed
 
 
 @dataclass(frozen=True, slots=True)
