@@ -10,8 +10,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
 from mimiverse.api import ai, cache, codebase, health, models
+from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
 from mimiverse.config import Settings
+from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
 
@@ -71,6 +73,7 @@ def create_app(
     """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks."""
     gateway = gateway or Gateway(settings)
     codebase_service = CodebaseService(settings.index, gateway.router)
+    gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +95,9 @@ def create_app(
     app.state.codebase = codebase_service
     install_error_handlers(app)
     for router in (ai.router, cache.router, codebase.router, models.router, health.router):
+        app.include_router(router)
+    # The protocols editors already speak, each answering errors in its own shape.
+    for router in (openai.router, ollama.router, tabby.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
     return app

@@ -32,7 +32,7 @@ from mimiverse.errors import ConfigError
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
-BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers"]
+BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton"]
 Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
 
 _config_file: ContextVar[Path | None] = ContextVar("mimiverse_config_file", default=None)
@@ -56,6 +56,47 @@ class ServerSettings(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class TritonOptions(_Strict):
+    """How a `triton` backend talks to its model (KServe v2 / Open Inference protocol)."""
+
+    model: str | None = Field(
+        None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Triton model name; default: the route's model name",
+    )
+    model_version: str = Field("", max_length=32, pattern=r"^[0-9]*$",
+                               description="empty: the server's version policy")
+    protocol: Literal["http", "grpc"] = "http"
+    input_name: str = Field("TEXT", min_length=1, max_length=128, description="BYTES input")
+    output_name: str = Field("EMBEDDING", min_length=1, max_length=128, description="FP32 output")
+    max_batch: int = Field(
+        64, ge=1, le=4096, description="texts per request when the model config does not say"
+    )
+    metrics_url: str | None = Field(
+        None, description="Prometheus endpoint; default: the url's host, port 8002, /metrics"
+    )
+
+    @field_validator("metrics_url")
+    @classmethod
+    def _http_metrics(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("metrics_url must start with http:// or https://")
+        return url
+
+
+def _check_triton_url(name: str, url: str | None, protocol: str) -> None:
+    """http: http(s)://host:port; grpc: host:port (gRPC has no scheme in tritonclient)."""
+    if not url:
+        raise ValueError(f"backend {name!r} (triton) needs url = "
+                         + ("host:port (gRPC)" if protocol == "grpc" else "http://host:port"))
+    if protocol == "http":
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"backend {name!r}: url must start with http:// or https://")
+        return
+    host, sep, port = url.rpartition(":")
+    if "://" in url or "/" in url or not sep or not host or not port.isdigit():
+        raise ValueError(f"backend {name!r}: a grpc url is host:port (no scheme), got {url!r}")
+
+
 class BackendSettings(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     kind: BackendKind
@@ -68,10 +109,20 @@ class BackendSettings(_Strict):
     n_threads: int | None = Field(None, ge=1, le=256)
     max_connections: int = Field(64, ge=1, le=4096)
     timeouts: Timeouts = Timeouts()
+    triton: TritonOptions | None = Field(
+        None, description="triton: model, tensors, protocol (defaults when absent)"
+    )
+    # Seconds between background readiness probes of backends that offer one (triton);
+    # a failed probe takes the backend out of routing until a probe succeeds again.
+    health_interval_s: float = Field(5.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _needs_location(self) -> BackendSettings:
-        if self.kind == "llamacpp":
+        if self.triton is not None and self.kind != "triton":
+            raise ValueError(f"backend {self.name!r}: [triton] options need kind = 'triton'")
+        if self.kind == "triton":
+            _check_triton_url(self.name, self.url, (self.triton or TritonOptions()).protocol)
+        elif self.kind == "llamacpp":
             if not self.model_path:
                 raise ValueError(f"backend {self.name!r} (llamacpp) needs model_path = a GGUF file")
         elif self.kind == "sentence-transformers":
@@ -159,6 +210,30 @@ class IndexSettings(_Strict):
         return self
 
 
+class RepoContextSettings(_Strict):
+    """Repository snippets put into completion prompts (repository-aware FIM)."""
+
+    enabled: bool = Field(True, description="add the index's best matches to FIM prompts")
+    share: float = Field(0.25, ge=0, le=0.75, description="of models.completion.max_prompt_tokens")
+    max_tokens: int | None = Field(None, ge=0, le=65536, description="absolute budget; wins")
+    max_per_file: int = Field(2, ge=1, le=20)
+    max_snippets: int = Field(6, ge=1, le=50)
+    candidates: int = Field(20, ge=1, le=100, description="matches asked of the index")
+    mode: Literal["hybrid", "lexical"] = "hybrid"
+    min_shared_identifiers: int = Field(
+        2, ge=0, le=20, description="names a match must share with the code at the cursor"
+    )
+    # Completions wait this long for the index at most, then go ahead without context.
+    timeout_ms: float = Field(150.0, gt=0, le=10_000)
+    region_lines: int = Field(16, ge=1, le=1000, description="cursor region matches are cached by")
+    cache_ttl_s: float = Field(60.0, ge=0, le=3600)
+
+    def budget(self, max_prompt_tokens: int) -> int:
+        if self.max_tokens is not None:
+            return min(self.max_tokens, max_prompt_tokens // 2)
+        return int(max_prompt_tokens * self.share)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIMIVERSE_", env_nested_delimiter="__", extra="forbid"
@@ -170,6 +245,7 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
     index: IndexSettings = IndexSettings()
+    repo_context: RepoContextSettings = RepoContextSettings()
 
     @field_validator("backends")
     @classmethod

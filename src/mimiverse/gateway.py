@@ -22,8 +22,10 @@ from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings
+from mimiverse.fim.context import clip_to_lines, select
 from mimiverse.fim.postprocess import FimPostprocessor
-from mimiverse.fim.prompt import trim_to_budget
+from mimiverse.fim.prompt import conservative_tokens, trim_to_budget
+from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
@@ -51,6 +53,17 @@ class FimInput:
 @dataclass(frozen=True, slots=True)
 class ChatInput:
     messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawInput:
+    """A prompt sent to the completion model exactly as given (Ollama's `raw: true`)."""
+
+    prompt: str
     max_tokens: int | None = None
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
@@ -102,6 +115,7 @@ class FimPlan:
     single_line: bool | None
     key: str | None  # cache key, when the answer is deterministic
     params_key: str  # what type-ahead reuse must match besides prefix and suffix
+    context: tuple[ContextFile, ...] = ()  # repository snippets in the prompt, in order
 
     def postprocessor(self) -> FimPostprocessor:
         return FimPostprocessor(self.prefix, self.suffix, self.request.stop,
@@ -129,6 +143,8 @@ class Gateway:
         completion = settings.models.completion
         # Resolved once: an unknown family fails at start, not on the first request.
         self.fim_template: FimTemplate = template_for(completion.model, completion.family)
+        # Set by create_app once the codebase service exists: the index's matches for FIM.
+        self.retriever: RepoRetriever | None = None
 
     async def aclose(self) -> None:
         await self.router.aclose()
@@ -139,14 +155,26 @@ class Gateway:
 
     # -- FIM -------------------------------------------------------------------------
 
-    def plan_fim(self, fim: FimInput) -> FimPlan:
+    async def plan_fim(self, fim: FimInput) -> FimPlan:
+        """The prompt for `fim`: repository context first, the file in what is left."""
+        context, used, repo_name, path = await self._fim_context(fim)
+        return self.render_fim(fim, context, used, repo_name, path)
+
+    def render_fim(
+        self, fim: FimInput, context: Sequence[ContextFile] = (), context_tokens: int = 0,
+        repo_name: str | None = None, path: str | None = None,
+    ) -> FimPlan:
+        """`path` names the file in the prompt (relative to its repository), else fim.path."""
         route = self.settings.models.completion
         template = self.fim_template
-        prefix, suffix = trim_to_budget(fim.prefix, fim.suffix, route.max_prompt_tokens)
+        prefix, suffix = trim_to_budget(
+            fim.prefix, fim.suffix, route.max_prompt_tokens - context_tokens
+        )
         stops = tuple(dict.fromkeys((*template.stop, *fim.stop)))
         request = GenerateRequest(
             model=route.model,
-            prompt=template.render(prefix, suffix, path=fim.path),
+            prompt=template.render(prefix, suffix, path=path or fim.path, context=context,
+                                   repo_name=repo_name if context else None),
             max_tokens=min(fim.max_tokens or route.max_tokens, route.max_tokens),
             temperature=fim.temperature,
             stop=stops,
@@ -163,7 +191,51 @@ class Gateway:
             key=cache_key("completion", prompt=request.prompt, **params) if deterministic
             else None,
             params_key=cache_key("completion-params", **params) if deterministic else "",
+            context=tuple(context),
         )
+
+    async def _fim_context(
+        self, fim: FimInput
+    ) -> tuple[list[ContextFile], int, str | None, str | None]:
+        """Snippets for the prompt within the context budget: the client's, then the
+        index's best matches (best last, next to the file); their cost; the repository's
+        name and the file's path in it, when the file is in an indexed repository."""
+        settings = self.settings.repo_context
+        use_index = fim.repo_context and settings.enabled and self.retriever is not None
+        if not (use_index or fim.snippets):
+            return [], 0, None, None
+        route = self.settings.models.completion
+        budget = settings.budget(route.max_prompt_tokens)
+        matches = None
+        if use_index:
+            assert self.retriever is not None
+            # What the prompt can show of the file at most: matches inside it are dropped.
+            shown = trim_to_budget(fim.prefix, fim.suffix, route.max_prompt_tokens)
+            matches = await self.retriever.matches(fim.path, fim.prefix, *shown)
+        clip = budget * 8  # characters: no snippet longer than the budget could ever fit
+        client = [ContextFile(s.path, clip_to_lines(s.text, clip)) for s in fim.snippets]
+        found = matches.files if matches is not None else []
+        repo_name = matches.repo_name if matches is not None else None
+        path = matches.path if matches is not None else fim.path
+        template = self.fim_template
+        chosen, used = select(
+            [*client, *found], budget=budget, count=self._count_tokens,
+            block=template.context_block, max_per_file=settings.max_per_file,
+            max_items=settings.max_snippets,
+            overhead=self._count_tokens(template.context_overhead(path, repo_name)),
+        )
+        from_client = [c for c in chosen if c in client]
+        from_index = [c for c in chosen if c not in client]
+        return [*from_client, *reversed(from_index)], used, repo_name, path
+
+    def _count_tokens(self, text: str) -> int:
+        """By the completion model's tokenizer when a backend has it at hand, else a
+        conservative estimate: context must never push the prompt over its budget."""
+        for name in self.settings.models.completion.backends:
+            counted = self.router.backends[name].count_tokens(text)
+            if counted is not None:
+                return counted
+        return conservative_tokens(text)
 
     async def stream_fim(self, fim: FimInput, plan: FimPlan | None = None) -> Events:
         """Open a completion: from the cache, type-ahead reuse, or a backend's first token.
@@ -171,7 +243,7 @@ class Gateway:
         Returns its events; failures before the first token raise here, not in the stream.
         """
         started = time.perf_counter()
-        plan = plan or self.plan_fim(fim)
+        plan = plan or await self.plan_fim(fim)
         if plan.key is not None:
             hit = await self._cached_events(plan.key, started)
             if hit is not None:
@@ -198,8 +270,42 @@ class Gateway:
         return self._storing(events, plan.key, remember)
 
     async def complete(self, fim: FimInput) -> Answer:
-        plan = self.plan_fim(fim)
+        plan = await self.plan_fim(fim)
         return await self._collect(plan.key, lambda: self.stream_fim(fim, plan))
+
+    # -- raw generation --------------------------------------------------------------
+
+    def _raw_plan(self, raw: RawInput) -> tuple[GenerateRequest, str | None]:
+        route = self.settings.models.completion
+        request = GenerateRequest(
+            model=route.model, prompt=raw.prompt,
+            max_tokens=min(raw.max_tokens or route.max_tokens, route.max_tokens),
+            temperature=raw.temperature, stop=raw.stop, seed=raw.seed,
+        )
+        key = cache_key("raw", model=request.model, prompt=request.prompt,
+                        max_tokens=request.max_tokens, temperature=request.temperature,
+                        seed=request.seed, stop=list(request.stop)) \
+            if self._deterministic(raw.temperature, raw.seed) else None
+        return request, key
+
+    async def stream_raw(self, raw: RawInput) -> Events:
+        """The prompt goes to the completion model unchanged: no template, no FIM
+        post-processing; cached like FIM when deterministic."""
+        started = time.perf_counter()
+        request, key = self._raw_plan(raw)
+        if key is not None:
+            hit = await self._cached_events(key, started)
+            if hit is not None:
+                return hit
+
+        def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
+            return backend.stream_generate(request)
+
+        events = _text_events(await self.router.open_stream("completion", start), started)
+        return events if key is None else self._storing(events, key)
+
+    async def generate_raw(self, raw: RawInput) -> Answer:
+        return await self._collect(self._raw_plan(raw)[1], lambda: self.stream_raw(raw))
 
     # -- chat ------------------------------------------------------------------------
 

@@ -96,6 +96,11 @@ class Backend:
         """Model names this backend can serve now (may be empty if it cannot tell)."""
         return []
 
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` by the model's own tokenizer, when this backend has it at hand
+        without a round trip (an in-process model already loaded); else None."""
+        return None
+
     async def check_health(self) -> None:
         """Return if the backend is reachable; raise a BackendError saying why not."""
         await self.list_models()

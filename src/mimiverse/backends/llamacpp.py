@@ -95,6 +95,11 @@ class LlamaCppBackend(InProcessBackend):
             llm = await self._model()
             return await self._in_worker(_tokenize, llm, text)
 
+    def count_tokens(self, text: str) -> int | None:
+        # Tokenizing only reads the vocabulary: safe beside a generation on the worker.
+        llm = self._llm
+        return None if llm is None else len(_tokenize(llm, text))
+
     async def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         async with self._lock:
             llm = await self._model()

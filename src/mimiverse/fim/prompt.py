@@ -26,6 +26,13 @@ def estimate_tokens(text: str) -> int:
     return (2 * size + _BYTES_PER_TOKEN_X2 - 1) // _BYTES_PER_TOKEN_X2
 
 
+def conservative_tokens(text: str) -> int:
+    """An upper-leaning estimate, ceil(utf8_bytes / 2.5), for budgets that must hold when
+    no tokenizer is at hand (repository context): dense code runs near 2.5 bytes a token."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return (2 * size + 4) // 5
+
+
 def trim_to_budget(
     prefix: str,
     suffix: str,

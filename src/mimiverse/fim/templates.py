@@ -61,8 +61,28 @@ class FimTemplate:
         if self.repo_style == "starcoder" and (context or repo_name is not None):
             return self._render_starcoder_repo(prefix, suffix, path, context, repo_name)
         if context:
-            prefix = _comment_blocks(context, path) + prefix
+            prefix = _comment_blocks(self, context, path) + prefix
         return self._fim(prefix, suffix)
+
+    def context_block(self, item: ContextFile) -> str:
+        """The exact text one context file adds to a prompt (what its budget counts)."""
+        if self.repo_style == "qwen":
+            return f"<|file_sep|>{item.path}\n{item.text}\n"
+        if self.repo_style == "starcoder":
+            return f"<file_sep>{item.path}\n{item.text}"
+        text = item.text if item.text.endswith("\n") else item.text + "\n"
+        # The blank line separates the snippet from whatever follows it.
+        return f"{comment_prefix(item.path)} {item.path}\n{text}\n"
+
+    def context_overhead(self, path: str | None, repo_name: str | None) -> str:
+        """What adding any context costs besides its blocks: repository and file headers."""
+        if self.repo_style == "qwen":
+            repo = f"<|repo_name|>{repo_name}\n" if repo_name is not None else ""
+            return repo + "<|file_sep|>" + (f"{path}\n" if path is not None else "")
+        if self.repo_style == "starcoder":
+            repo = f"<repo_name>{repo_name}" if repo_name is not None else ""
+            return repo + "<file_sep>" + (f"{path}\n" if path is not None else "")
+        return f"{comment_prefix(path)} {path}\n" if path is not None else ""
 
     def _fim(self, prefix: str, suffix: str) -> str:
         if self.suffix_first:
@@ -81,8 +101,7 @@ class FimTemplate:
         parts: list[str] = []
         if repo_name is not None:
             parts.append(f"<|repo_name|>{repo_name}\n")
-        for item in context:
-            parts.append(f"<|file_sep|>{item.path}\n{item.text}\n")
+        parts.extend(self.context_block(item) for item in context)
         parts.append("<|file_sep|>")
         if path is not None:
             parts.append(f"{path}\n")
@@ -102,8 +121,7 @@ class FimTemplate:
         parts: list[str] = []
         if repo_name is not None:
             parts.append(f"<repo_name>{repo_name}")
-        for item in context:
-            parts.append(f"<file_sep>{item.path}\n{item.text}")
+        parts.extend(self.context_block(item) for item in context)
         parts.append("<file_sep>")
         head = f"{path}\n" if path is not None else ""
         parts.append(self._fim(head + prefix, suffix))
@@ -130,12 +148,9 @@ def comment_prefix(path: str) -> str:
     return "#"
 
 
-def _comment_blocks(context: Sequence[ContextFile], path: str | None) -> str:
-    parts: list[str] = []
-    for item in context:
-        text = item.text if item.text.endswith("\n") else item.text + "\n"
-        # The blank line separates the snippet from whatever follows it.
-        parts.append(f"{comment_prefix(item.path)} {item.path}\n{text}\n")
+def _comment_blocks(template: FimTemplate, context: Sequence[ContextFile],
+                    path: str | None) -> str:
+    parts = [template.context_block(item) for item in context]
     if path is not None:
         # Name the current file too, so the model knows where the snippets end.
         parts.append(f"{comment_prefix(path)} {path}\n")
