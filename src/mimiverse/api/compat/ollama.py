@@ -1,0 +1,395 @@
+"""The Ollama API: /api/generate, /api/chat, /api/embed, /api/embeddings, /api/tags,
+/api/show, /api/version — NDJSON streams (the default, as in Ollama) and Ollama's bodies.
+
+Decisions where Ollama leaves room:
+- /api/generate with a model that names the chat task chats (the prompt as the user
+  message, `system` before it), as Ollama applies a chat model's template; otherwise it
+  completes: `suffix` -> FIM through our template (also with `raw: true`: a suffix only
+  makes sense as FIM); `raw: true` -> the prompt unchanged, no post-processing; a prompt
+  that already holds our family's FIM tokens (Twinny, llm-ls) -> as is, with the family's
+  stop tokens; else FIM with an empty suffix. An empty prompt only loads (done_reason
+  "load"), as in Ollama. `template`, `context`, `format`, `images`, `keep_alive` and
+  options other than num_predict/temperature/stop/seed are accepted and ignored.
+- Durations are nanoseconds measured here: prompt_eval_duration is the wait for the first
+  token, eval_duration the rest; load_duration is 0 (backends keep models loaded).
+  Non-streamed answers report their whole time as eval_duration.
+- /api/show reports, for the completion model, capabilities ["completion", "insert"] and
+  a template with {{ .Suffix }} spelled in the family's FIM tokens (what Continue checks to
+  enable FIM), and `stop`/`num_ctx` parameters from our settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from starlette.responses import Response
+
+from mimiverse.api.compat.shared import (
+    ModelCatalog,
+    ParseError,
+    catalog,
+    describe,
+    is_fim_prompt,
+    json_object,
+    parse,
+    route_class,
+    usage,
+)
+from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
+from mimiverse.api.errors import status_for
+from mimiverse.backends.base import ChatMessage
+from mimiverse.config import Task
+from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound, RequestError
+from mimiverse.fim.prompt import estimate_tokens
+from mimiverse.fim.templates import FimTemplate
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
+
+VERSION = "0.12.6"  # the Ollama API level these routes follow
+MAX_TEXT = 1_000_000
+NDJSON = "application/x-ndjson"
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+# -- errors: the one mapping for this protocol --------------------------------------------
+
+def map_error(exc: Exception) -> Response:
+    if isinstance(exc, ValidationError):
+        return JSONResponse({"error": describe(exc)[0]}, status_code=400)
+    if isinstance(exc, ParseError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    assert isinstance(exc, MimiverseError)
+    if isinstance(exc, RequestError) and not isinstance(exc, ModelNotFound):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"error": str(exc)}, status_code=status_for(exc))
+
+
+router = APIRouter(prefix="/api", tags=["ollama"], route_class=route_class(map_error))
+
+
+# -- request bodies -----------------------------------------------------------------------
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # Ollama accepts many knobs we do not use
+
+
+class Options(_Lenient):
+    num_predict: int | None = Field(None, ge=-2, le=131072)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
+    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
+
+    def max_tokens(self) -> int | None:
+        # -1 (no limit) and -2 (fill the context) mean "as many as the route allows".
+        return self.num_predict if self.num_predict and self.num_predict > 0 else None
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def fixed_seed(self) -> int | None:
+        return self.seed if self.seed is not None and self.seed >= 0 else None  # -1: random
+
+
+class _Request(_Lenient):
+    model: str | None = Field(None, max_length=256)
+    options: Options = Field(default_factory=Options)
+    stream: bool = True  # Ollama streams unless told not to
+
+
+class GenerateBody(_Request):
+    prompt: str = Field("", max_length=MAX_TEXT)
+    suffix: str | None = Field(None, max_length=MAX_TEXT)
+    system: str | None = Field(None, max_length=MAX_TEXT)
+    raw: bool = False
+
+
+class Message(_Lenient):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field("", max_length=MAX_TEXT)
+
+
+class ChatBody(_Request):
+    messages: list[Message] = Field(default_factory=list, max_length=256)
+
+
+class EmbedBody(_Lenient):
+    model: str | None = Field(None, max_length=256)
+    input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
+    dimensions: int | None = None
+
+    @field_validator("dimensions")
+    @classmethod
+    def _no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
+
+
+class EmbeddingsBody(_Lenient):
+    model: str | None = Field(None, max_length=256)
+    prompt: EmbedText
+
+
+class ShowBody(_Lenient):
+    model: str | None = Field(None, max_length=256)
+    name: str | None = Field(None, max_length=256)  # the older spelling (Continue sends it)
+
+
+# -- answers ------------------------------------------------------------------------------
+
+def created_at() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+def final_fields(answer: Answer, prompt_text: str, wait_s: float, eval_s: float
+                 ) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = usage(prompt_text, answer)
+    return {
+        "done": True,
+        "done_reason": answer.finish_reason if answer.finish_reason == "length" else "stop",
+        "total_duration": _ns(wait_s + eval_s),
+        "load_duration": 0,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": _ns(wait_s),
+        "eval_count": completion_tokens,
+        "eval_duration": _ns(eval_s),
+    }
+
+
+def line(obj: object) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+async def ndjson(
+    events: Events, started: float, model: str, prompt_text: str,
+    content: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """One line per delta, then the `done` line; a failure after the status line is a final
+    `{"error": ...}` line, as Ollama sends it."""
+    first: float | None = None
+    try:
+        async for event in events:
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            if event.answer is None:
+                yield line({"model": model, "created_at": created_at(), **content(event.text),
+                            "done": False})
+                continue
+            yield line({"model": event.answer.model, "created_at": created_at(),
+                        **content(""),
+                        **final_fields(event.answer, prompt_text, first - started, now - first)})
+    except MimiverseError as exc:
+        yield line({"error": str(exc)})
+
+
+def ndjson_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(body, media_type=NDJSON)
+
+
+async def _respond(
+    request: Request, gateway: Gateway, source: FimInput | RawInput | ChatInput,
+    prompt_text: str, content: Callable[[str], dict[str, Any]], stream: bool,
+) -> Response:
+    started = time.perf_counter()
+    model = gateway.settings.models.route("chat" if isinstance(source, ChatInput)
+                                          else "completion").model
+    if stream:
+        events = await cancel_on_disconnect(request, _open(gateway, source))
+        return ndjson_response(ndjson(events, started, model, prompt_text, content))
+    answer = await cancel_on_disconnect(request, _answer(gateway, source))
+    return JSONResponse({"model": answer.model, "created_at": created_at(),
+                         **content(answer.text),
+                         **final_fields(answer, prompt_text, 0.0, answer.latency_ms / 1000)})
+
+
+async def _open(gateway: Gateway, source: FimInput | RawInput | ChatInput) -> Events:
+    if isinstance(source, ChatInput):
+        return await gateway.stream_chat(source)
+    if isinstance(source, RawInput):
+        return await gateway.stream_raw(source)
+    return await gateway.stream_fim(source)
+
+
+async def _answer(gateway: Gateway, source: FimInput | RawInput | ChatInput) -> Answer:
+    if isinstance(source, ChatInput):
+        return await gateway.chat(source)
+    if isinstance(source, RawInput):
+        return await gateway.generate_raw(source)
+    return await gateway.complete(source)
+
+
+def _loaded(model: str, content: dict[str, Any]) -> JSONResponse:
+    # Ollama answers a request with nothing to generate by loading the model.
+    return JSONResponse({"model": model, "created_at": created_at(), **content,
+                         "done": True, "done_reason": "load"})
+
+
+async def _task(cat: ModelCatalog, name: str | None, default: Task) -> Task:
+    if not name:
+        raise InvalidRequest("model is required")
+    return await cat.task_of(name, default)
+
+
+# -- /api/generate, /api/chat -------------------------------------------------------------
+
+def generate_source(body: GenerateBody, task: Task, template: FimTemplate
+                    ) -> FimInput | RawInput | ChatInput:
+    o = body.options
+    temperature = o.temperature or 0.0
+    if task == "chat":
+        system = (ChatMessage("system", body.system),) if body.system else ()
+        return ChatInput((*system, ChatMessage("user", body.prompt)), o.max_tokens(),
+                         temperature, o.stops(), o.fixed_seed())
+    if body.suffix is None and body.raw:
+        return RawInput(body.prompt, o.max_tokens(), temperature, o.stops(), o.fixed_seed())
+    if body.suffix is None and is_fim_prompt(body.prompt, template):
+        stops = tuple(dict.fromkeys((*template.stop, *o.stops())))
+        return RawInput(body.prompt, o.max_tokens(), temperature, stops, o.fixed_seed())
+    return FimInput(prefix=body.prompt, suffix=body.suffix or "", max_tokens=o.max_tokens(),
+                    temperature=temperature, stop=o.stops(), seed=o.fixed_seed())
+
+
+@router.post("/generate", response_model=None)
+async def generate(request: Request, gateway: GatewayDep) -> Response:
+    body = parse(GenerateBody, await json_object(request))
+    task = await _task(catalog(request), body.model, "completion")
+    if task == "embedding":
+        raise InvalidRequest(f"\"{body.model}\" does not support generate")
+    if body.prompt == "" and body.suffix is None:
+        return _loaded(gateway.settings.models.route(task).model, {"response": ""})
+    source = generate_source(body, task, gateway.fim_template)
+    prompt_text = (body.system or "") + body.prompt + (body.suffix or "")
+    return await _respond(request, gateway, source, prompt_text,
+                          lambda text: {"response": text}, body.stream)
+
+
+@router.post("/chat", response_model=None)
+async def chat(request: Request, gateway: GatewayDep) -> Response:
+    body = parse(ChatBody, await json_object(request))
+    task = await _task(catalog(request), body.model, "chat")
+    if task == "embedding":
+        raise InvalidRequest(f"\"{body.model}\" does not support chat")
+
+    def content(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}}
+
+    if not body.messages:
+        return _loaded(gateway.settings.models.chat.model, content(""))
+    o = body.options
+    chat_input = ChatInput(tuple(ChatMessage(m.role, m.content or "") for m in body.messages),
+                           o.max_tokens(), o.temperature or 0.0, o.stops(), o.fixed_seed())
+    prompt_text = "".join(m.content for m in chat_input.messages)
+    return await _respond(request, gateway, chat_input, prompt_text, content, body.stream)
+
+
+# -- /api/embed, /api/embeddings ----------------------------------------------------------
+
+@router.post("/embed")
+async def embed(request: Request, gateway: GatewayDep) -> JSONResponse:
+    body = parse(EmbedBody, await json_object(request))
+    await _embedding_model(catalog(request), body.model)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    result = await cancel_on_disconnect(request, gateway.embed(texts))
+    return JSONResponse({
+        "model": result.model, "embeddings": result.vectors,
+        "total_duration": _ns(result.latency_ms / 1000), "load_duration": 0,
+        "prompt_eval_count": sum(estimate_tokens(t) for t in texts),
+    })
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
+    body = parse(EmbeddingsBody, await json_object(request))
+    await _embedding_model(catalog(request), body.model)
+    result = await cancel_on_disconnect(request, gateway.embed([body.prompt]))
+    return JSONResponse({"embedding": result.vectors[0]})
+
+
+async def _embedding_model(cat: ModelCatalog, name: str | None) -> None:
+    if not name:
+        raise InvalidRequest("model is required")
+    await cat.resolve(name, "embedding")
+
+
+# -- /api/tags, /api/show, /api/version ---------------------------------------------------
+
+def _details(family: str | None) -> dict[str, Any]:
+    families = [family] if family else None
+    return {"parent_model": "", "format": "gguf", "family": family or "",
+            "families": families, "parameter_size": "", "quantization_level": ""}
+
+
+@router.get("/tags")
+async def tags(request: Request, gateway: GatewayDep) -> JSONResponse:
+    stamp = created_at()
+    models = [{
+        "name": m.name, "model": m.name, "modified_at": stamp, "size": 0,
+        "digest": hashlib.sha256(m.name.encode()).hexdigest(),
+        "details": _details(gateway.fim_template.family if m.task == "completion" else None),
+    } for m in await catalog(request).all()]
+    return JSONResponse({"models": models})
+
+
+def fim_template_text(template: FimTemplate) -> str:
+    """An Ollama (Go) template that spells our FIM form, so clients see {{ .Suffix }}."""
+    prompt, suffix = "{{ .Prompt }}", "{{ .Suffix }}"
+    if template.suffix_first:
+        fim = f"{template.suf}{suffix}{template.pre}{prompt}{template.mid}"
+    else:
+        fim = f"{template.pre}{prompt}{template.suf}{suffix}{template.mid}"
+    return "{{- if .Suffix }}" + fim + "{{- else }}" + prompt + "{{- end }}"
+
+
+@router.post("/show")
+async def show(request: Request, gateway: GatewayDep) -> JSONResponse:
+    body = parse(ShowBody, await json_object(request))
+    name = body.model or body.name
+    task = await _task(catalog(request), name, "completion")
+    route = gateway.settings.models.route(task)
+    template = gateway.fim_template
+    family = template.family if task == "completion" else route.family
+    # Each line `key value`: Continue parses them with exactly that pattern.
+    parameters = [f"num_ctx {route.max_prompt_tokens + route.max_tokens}"]
+    if task == "completion":
+        capabilities, text = ["completion", "insert"], fim_template_text(template)
+        parameters += [f"stop {orjson.dumps(s).decode()}" for s in template.stop]
+    elif task == "chat":
+        capabilities, text = ["completion"], "{{ .Prompt }}"
+    else:
+        capabilities, text = ["embedding"], ""
+    return JSONResponse({
+        "modelfile": f"# served by Mimiverse as the {task} model\nFROM {route.model}\n",
+        "parameters": "\n".join(parameters),
+        "template": text,
+        "details": _details(family),
+        "model_info": {"general.architecture": family or "", "general.basename": route.model},
+        "capabilities": capabilities,
+        "modified_at": created_at(),
+    })
+
+
+@router.get("/version")
+async def version() -> JSONResponse:
+    return JSONResponse({"version": VERSION})

@@ -1,0 +1,401 @@
+"""The OpenAI API: /v1/completions (FIM with `suffix`), /v1/chat/completions,
+/v1/embeddings, /v1/models — objects exactly as OpenAI defines them.
+
+Decisions where the OpenAI API leaves room:
+- `model` is required everywhere (as OpenAI does); it must be a known name (see
+  shared.ModelCatalog); the endpoint decides the task, and `model` in the answer names the
+  model that answered.
+- /v1/completions: `prompt` + `suffix` is FIM through our template; a prompt without
+  `suffix` is FIM with an empty suffix, unless the client already rendered our family's FIM
+  tokens into it (Twinny, llm-ls): then it is sent as is, with the family's stop tokens.
+- Defaults differ from OpenAI's on purpose: no `max_tokens` means the configured default
+  (OpenAI's 16 is too short for code), no `temperature` means 0 (greedy, cacheable).
+- Only what we can honour is accepted: n=1, echo=false, logprobs=null, best_of=1;
+  `dimensions` on embeddings is refused. Unknown fields are ignored (clients add their own).
+- `usage` counts come from the backend when it reported them, else estimates.
+- Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from starlette.responses import Response
+
+from mimiverse.api.compat import tabby
+from mimiverse.api.compat.shared import (
+    OWNER,
+    ParseError,
+    catalog,
+    describe,
+    is_fim_prompt,
+    json_object,
+    parse,
+    route_class,
+    unix_now,
+    usage,
+)
+from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
+from mimiverse.api.errors import error_type, status_for
+from mimiverse.backends.base import ChatMessage
+from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
+from mimiverse.fim.prompt import estimate_tokens
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
+
+MAX_TEXT = 1_000_000
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Stops = StopText | Annotated[list[StopText], Field(max_length=16)] | None
+EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+# -- errors: the one mapping for this protocol --------------------------------------------
+
+def error_response(status: int, message: str, *, kind: str, param: str | None = None,
+                   code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error_object(message, kind=kind, param=param, code=code)},
+                        status_code=status)
+
+
+def error_object(message: str, *, kind: str, param: str | None = None,
+                 code: str | None = None) -> dict[str, Any]:
+    return {"message": message, "type": kind, "param": param, "code": code}
+
+
+def mimiverse_error(exc: MimiverseError) -> tuple[int, dict[str, Any]]:
+    status = status_for(exc)
+    if isinstance(exc, ModelNotFound):
+        return status, error_object(str(exc), kind="invalid_request_error", param="model",
+                                    code="model_not_found")
+    if isinstance(exc, RequestError):  # OpenAI answers every other bad request with 400
+        return 400, error_object(str(exc), kind="invalid_request_error")
+    return status, error_object(str(exc), kind="server_error", code=error_type(exc))
+
+
+def map_error(exc: Exception) -> Response:
+    if isinstance(exc, ValidationError):
+        message, param = describe(exc)
+        return error_response(400, message, kind="invalid_request_error", param=param)
+    if isinstance(exc, ParseError):
+        return error_response(400, str(exc), kind="invalid_request_error")
+    assert isinstance(exc, MimiverseError)
+    status, body = mimiverse_error(exc)
+    return JSONResponse({"error": body}, status_code=status)
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=route_class(map_error))
+
+
+# -- request bodies -----------------------------------------------------------------------
+
+def _only(allowed: object, what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is not None and value != allowed:
+            raise ValueError(f"only {what} is supported")
+        return value
+    return check
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send their own extras
+
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    stop: Stops = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+
+    _n = field_validator("n")(_only(1, "n=1"))
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionBody(_Body):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = ""
+    suffix: str | None = Field(None, max_length=MAX_TEXT)
+    echo: bool | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+
+    _echo = field_validator("echo")(_only(False, "echo=false"))
+    _logprobs = field_validator("logprobs")(_only(None, "logprobs=null"))
+    _best_of = field_validator("best_of")(_only(1, "best_of=1"))
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_size(cls, value: str | list[str]) -> str | list[str]:
+        text = value if isinstance(value, str) else value[0]
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"prompt is longer than {MAX_TEXT} characters")
+        return value
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str = Field(max_length=MAX_TEXT)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(None, max_length=MAX_TEXT)
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatBody(_Body):
+    messages: list[Message] = Field(min_length=1, max_length=256)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    logprobs: bool | None = None
+
+    _logprobs = field_validator("logprobs")(_only(False, "logprobs=false"))
+
+    def to_input(self) -> ChatInput:
+        # "developer" is OpenAI's newer name for the system role.
+        messages = tuple(ChatMessage("system" if m.role == "developer" else m.role, m.text())
+                         for m in self.messages)
+        return ChatInput(messages=messages,
+                         max_tokens=self.max_completion_tokens or self.max_tokens,
+                         temperature=self.temperature or 0.0, stop=self.stops(), seed=self.seed)
+
+
+class EmbeddingBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=256)
+    input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+    @field_validator("dimensions")
+    @classmethod
+    def _no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+# -- streaming ----------------------------------------------------------------------------
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def data(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def finish(answer: Answer) -> str:
+    return answer.finish_reason if answer.finish_reason in ("stop", "length") else "stop"
+
+
+def usage_object(prompt_text: str, answer: Answer) -> dict[str, int]:
+    prompt, completion = usage(prompt_text, answer)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+async def sse(
+    events: Events, chunk: Callable[[str, str | None], dict[str, Any]],
+    usage_chunk: Callable[[Answer], dict[str, Any]] | None, head: dict[str, Any] | None = None,
+) -> AsyncIterator[bytes]:
+    """`chunk(text, finish_reason)` per delta, the finish chunk, usage if asked, [DONE]; a
+    failure after the status line is a final `data: {"error": ...}` event."""
+    try:
+        if head is not None:
+            yield data(head)
+        async for event in events:
+            if event.answer is None:
+                yield data(chunk(event.text, None))
+                continue
+            yield data(chunk("", finish(event.answer)))
+            if usage_chunk is not None:
+                yield data(usage_chunk(event.answer))
+        yield DONE
+    except MimiverseError as exc:
+        yield data({"error": mimiverse_error(exc)[1]})
+
+
+def stream_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+# -- /v1/completions ----------------------------------------------------------------------
+
+def _completion_source(body: CompletionBody, gateway: Gateway) -> FimInput | RawInput:
+    prompt = body.prompt_text()
+    temperature = body.temperature or 0.0
+    template = gateway.fim_template
+    if body.suffix is None and is_fim_prompt(prompt, template):
+        stops = tuple(dict.fromkeys((*template.stop, *body.stops())))
+        return RawInput(prompt, body.max_tokens, temperature, stops, body.seed)
+    return FimInput(prefix=prompt, suffix=body.suffix or "", max_tokens=body.max_tokens,
+                    temperature=temperature, stop=body.stops(), seed=body.seed)
+
+
+async def _open(gateway: Gateway, source: FimInput | RawInput) -> Events:
+    if isinstance(source, RawInput):
+        return await gateway.stream_raw(source)
+    return await gateway.stream_fim(source)
+
+
+async def _answer(gateway: Gateway, source: FimInput | RawInput) -> Answer:
+    if isinstance(source, RawInput):
+        return await gateway.generate_raw(source)
+    return await gateway.complete(source)
+
+
+@router.post("/completions", response_model=None)
+async def completions(request: Request, gateway: GatewayDep) -> Response:
+    raw = await json_object(request)
+    if "segments" in raw:
+        return await tabby.complete(raw, request, gateway)
+    body = parse(CompletionBody, raw)
+    await catalog(request).resolve(body.model, "completion")
+    source = _completion_source(body, gateway)
+    prompt_text = body.prompt_text() + (body.suffix or "")
+    ident, created = "cmpl-" + uuid.uuid4().hex, unix_now()
+
+    def base(model: str) -> dict[str, Any]:
+        return {"id": ident, "object": "text_completion", "created": created, "model": model}
+
+    if not body.stream:
+        answer = await cancel_on_disconnect(request, _answer(gateway, source))
+        choice = {"text": answer.text, "index": 0, "logprobs": None,
+                  "finish_reason": finish(answer)}
+        return JSONResponse({**base(answer.model), "choices": [choice],
+                             "usage": usage_object(prompt_text, answer)})
+    events = await cancel_on_disconnect(request, _open(gateway, source))
+    model = gateway.settings.models.completion.model
+
+    def chunk(text: str, reason: str | None) -> dict[str, Any]:
+        return {**base(model), "choices": [{"text": text, "index": 0, "logprobs": None,
+                                            "finish_reason": reason}]}
+
+    def usage_chunk(answer: Answer) -> dict[str, Any]:
+        return {**base(answer.model), "choices": [],
+                "usage": usage_object(prompt_text, answer)}
+
+    return stream_response(sse(events, chunk, usage_chunk if body.include_usage() else None))
+
+
+# -- /v1/chat/completions -----------------------------------------------------------------
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
+    body = parse(ChatBody, await json_object(request))
+    await catalog(request).resolve(body.model, "chat")
+    chat = body.to_input()
+    prompt_text = "".join(m.content for m in chat.messages)
+    ident, created = "chatcmpl-" + uuid.uuid4().hex, unix_now()
+
+    def base(model: str, kind: str) -> dict[str, Any]:
+        return {"id": ident, "object": kind, "created": created, "model": model}
+
+    if not body.stream:
+        answer = await cancel_on_disconnect(request, gateway.chat(chat))
+        message = {"role": "assistant", "content": answer.text, "refusal": None}
+        only = {"index": 0, "message": message, "logprobs": None,
+                "finish_reason": finish(answer)}
+        return JSONResponse({**base(answer.model, "chat.completion"), "choices": [only],
+                             "usage": usage_object(prompt_text, answer)})
+    events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
+    model = gateway.settings.models.chat.model
+
+    def choice(delta: dict[str, str], reason: str | None) -> dict[str, Any]:
+        return {**base(model, "chat.completion.chunk"), "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+
+    def chunk(text: str, reason: str | None) -> dict[str, Any]:
+        return choice({} if reason is not None else {"content": text}, reason)
+
+    def usage_chunk(answer: Answer) -> dict[str, Any]:
+        return {**base(answer.model, "chat.completion.chunk"), "choices": [],
+                "usage": usage_object(prompt_text, answer)}
+
+    head = choice({"role": "assistant", "content": ""}, None)
+    return stream_response(sse(events, chunk, usage_chunk if body.include_usage() else None,
+                               head))
+
+
+# -- /v1/embeddings -----------------------------------------------------------------------
+
+def _base64(vector: list[float]) -> str:
+    # As OpenAI does: the little-endian float32 bytes of the vector, base64-encoded.
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
+    body = parse(EmbeddingBody, await json_object(request))
+    await catalog(request).resolve(body.model, "embedding")
+    texts = body.texts()
+    result = await cancel_on_disconnect(request, gateway.embed(texts))
+    encode: Callable[[list[float]], Any] = _base64 if body.encoding_format == "base64" \
+        else (lambda v: v)
+    items = [{"object": "embedding", "index": i, "embedding": encode(v)}
+             for i, v in enumerate(result.vectors)]
+    tokens = sum(estimate_tokens(t) for t in texts)
+    return JSONResponse({"object": "list", "data": items, "model": result.model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+# -- /v1/models ---------------------------------------------------------------------------
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSONResponse:
+    models = await catalog(request).all()
+    return JSONResponse({"object": "list", "data": [model_object(m.name) for m in models]})
+
+
+@router.get("/models/{name:path}")
+async def retrieve_model(name: str, request: Request) -> JSONResponse:
+    if not any(m.name == name for m in await catalog(request).all()):
+        raise ModelNotFound(f"model '{name}' not found")
+    return JSONResponse(model_object(name))
+

@@ -1,0 +1,79 @@
+"""Mimiverse on loopback in front of the protocol test servers, with realistic model names
+(the ones the recorded client bodies in fixtures/ name), and the official clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from mimiverse.config import Settings, load_settings
+from tests.servers.harness import ServerHandle
+from tests.support.app_server import AppServer, serve_app
+
+COMPLETION_MODEL = "qwen2.5-coder:1.5b-base"
+CHAT_MODEL = "qwen2.5-coder:7b-instruct"
+EMBEDDING_MODEL = "nomic-embed-text"
+QWEN = "<|fim_prefix|>{}<|fim_suffix|>{}<|fim_middle|>"
+
+Start = Callable[..., AppServer]
+
+
+def compat_settings(*backends: tuple[str, str, str], **overrides: Any) -> Settings:
+    names = [name for name, _, _ in backends]
+    return load_settings(
+        None,
+        backends=[{"name": n, "kind": k, "url": u} for n, k, u in backends],
+        models={
+            "completion": {"model": COMPLETION_MODEL, "family": "qwen2.5-coder",
+                           "backends": names},
+            "chat": {"model": CHAT_MODEL, "backends": names},
+            "embedding": {"model": EMBEDDING_MODEL, "backends": names},
+        },
+        **overrides,
+    )
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    started: list[AppServer] = []
+
+    def run(settings: Settings) -> AppServer:
+        server = serve_app(settings)
+        started.append(server)
+        return server
+
+    yield run
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def app(start: Start, ollama_server: ServerHandle) -> AppServer:
+    """Mimiverse whose every task routes to the loopback Ollama."""
+    return start(compat_settings(("ollama", "ollama", ollama_server.url)))
+
+
+@pytest.fixture
+async def oai(app: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0,
+                                http_client=httpx.AsyncClient(trust_env=False, timeout=10))
+    async with client:
+        yield client
+
+
+@pytest.fixture
+async def oll(app: AppServer) -> AsyncIterator[ollama.AsyncClient]:
+    client = ollama.AsyncClient(host=app.url, trust_env=False, timeout=10)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
