@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
-from mimiverse.api import ai, cache, codebase, health, models
+from mimiverse.api import ai, cache, codebase, health, models, triton
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
 from mimiverse.config import Settings
@@ -77,6 +77,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.router.start_probes()  # readiness loops of backends that have one (triton)
         for repo in repos:
             await codebase_service.start(repo)
         try:
@@ -94,7 +95,8 @@ def create_app(
     app.state.gateway = gateway
     app.state.codebase = codebase_service
     install_error_handlers(app)
-    for router in (ai.router, cache.router, codebase.router, models.router, health.router):
+    for router in (ai.router, cache.router, codebase.router, models.router, health.router,
+                   triton.router):
         app.include_router(router)
     # The protocols editors already speak, each answering errors in its own shape.
     for router in (openai.router, ollama.router, tabby.router):

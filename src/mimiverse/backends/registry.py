@@ -30,6 +30,18 @@ def _load_llamacpp() -> type[Backend]:
     return cls
 
 
+def _load_triton() -> type[Backend]:
+    # tritonclient (with grpc and protobuf) costs ~0.3 s to import: only when configured.
+    try:
+        module = importlib.import_module("mimiverse.backends.triton")
+    except ImportError as exc:
+        raise ConfigError(
+            f"backend kind 'triton' needs tritonclient: install mimiverse[triton] ({exc})"
+        ) from exc
+    cls: type[Backend] = module.TritonBackend
+    return cls
+
+
 class _BackendKinds(Mapping[str, type[Backend]]):
     """kind -> Backend class; lazy kinds are imported on first lookup, then remembered.
 
@@ -67,7 +79,7 @@ BACKEND_KINDS: Mapping[str, type[Backend]] = _BackendKinds(
         # Imports nothing heavy until first use; without the extra it says how to install it.
         SentenceTransformersBackend.kind: SentenceTransformersBackend,
     },
-    {"llamacpp": _load_llamacpp},
+    {"llamacpp": _load_llamacpp, "triton": _load_triton},
 )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mimiverse.backends.base import Backend, Delta
-from mimiverse.config import ModelRoute, Settings, Task, Timeouts
+from mimiverse.config import TASKS, ModelRoute, Settings, Task, Timeouts
 from mimiverse.errors import (
     AllBackendsFailed,
     BackendError,
@@ -25,6 +25,8 @@ from mimiverse.errors import (
     Unsupported,
 )
 from mimiverse.routing.breaker import CircuitBreaker
+from mimiverse.routing.health import HealthMonitor
+from mimiverse.telemetry import NO_OBSERVER, Observer
 
 StreamFactory = Callable[[Backend, str], AsyncIterator[Delta]]
 T = TypeVar("T")
@@ -118,6 +120,19 @@ class Router:
             name: CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s, clock)
             for name in backends
         }
+        self.observer: Observer = NO_OBSERVER  # what it reports to (the app's metrics)
+        # Backends with a readiness probe (triton) are skipped while their last one failed.
+        self.health = HealthMonitor(backends, self._routed_models, self._recovered)
+
+    def start_probes(self) -> None:
+        """Start the background readiness probes (needs the running event loop)."""
+        self.health.start()
+
+    def _routed_models(self, name: str) -> list[str]:
+        return [self.route(t).model for t in TASKS if name in self.route(t).backends]
+
+    def _recovered(self, name: str) -> None:
+        self.breakers[name].record_success()  # the probe saw it healed: route to it again
 
     def route(self, task: Task) -> ModelRoute:
         return self.settings.models.route(task)
@@ -158,7 +173,10 @@ class Router:
             limit = backend.config.timeouts.total_s
             try:
                 async with asyncio.timeout(limit):
-                    return await backend.embed_batch(model, texts), backend, model
+                    started = time.perf_counter()
+                    vectors = await backend.embed_batch(model, texts)
+                    self.observer.embedding_batch(backend.name, time.perf_counter() - started)
+                    return vectors, backend, model
             except TimeoutError:
                 raise BackendTimeout(f"no answer within {limit:g}s",
                                      backend=backend.name) from None
@@ -170,9 +188,14 @@ class Router:
         every verdict. All failing -> AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         for backend in self.candidates(task):
+            if failures:  # each candidate not answering adds one: we moved past the last
+                self.observer.fell_back(task, failures[-1][0])
             breaker = self.breakers[backend.name]
             if not backend.supports(task):
                 failures.append((backend.name, f"{backend.kind} cannot serve {task}"))
+                continue
+            if not self.health.allows(backend.name):
+                failures.append((backend.name, _unready(self.health, backend.name)))
                 continue
             if not breaker.allow():
                 failures.append((backend.name, _cooling(breaker)))
@@ -192,6 +215,7 @@ class Router:
                 breaker.release_probe()
                 raise
             breaker.record_success()
+            self.observer.answered(task, backend.name)
             return result
         raise AllBackendsFailed(task, failures)
 
@@ -201,7 +225,7 @@ class Router:
                 name=name,
                 kind=backend.kind,
                 state=self.breakers[name].state,
-                healthy=self.breakers[name].state == "closed",
+                healthy=self.breakers[name].state == "closed" and self.health.allows(name),
                 consecutive_failures=self.breakers[name].consecutive_failures,
                 last_error=self.breakers[name].last_error,
                 cooldown_left_s=round(self.breakers[name].cooldown_left(), 3),
@@ -219,7 +243,13 @@ class Router:
             raise BackendTimeout("health check timed out", backend=name) from None
 
     async def aclose(self) -> None:
+        await self.health.aclose()
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
+
+
+def _unready(health: HealthMonitor, name: str) -> str:
+    result = health.result(name)
+    return f"failed its readiness probe: {result.error if result else 'unknown'}"
 
 
 def _cooling(breaker: CircuitBreaker) -> str:
