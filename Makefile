@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-run install-test bench clean
+.PHONY: run test lint install install-run install-test install-triton bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-run
 
+# A real tritonserver for the tests (pytriton, which pins numpy<2): a venv of its own.
+TRITON_VENV ?= .venv-triton
+$(TRITON_VENV)/.installed: tests/tritonserver/requirements.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q -r tests/tritonserver/requirements.txt
+	touch $@
+
 install: $(VENV)/.installed
 install-run: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
+install-triton: $(TRITON_VENV)/.installed
 
 run: install-run
 	$(BIN)/mimiverse serve
@@ -34,7 +42,7 @@ lint: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint install-triton
 	$(BIN)/pytest -q
 
 bench: install-test
@@ -46,4 +54,4 @@ bench: install-test
 	$(BIN)/python bench/embed_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 from mimiverse.config import IndexSettings
-from mimiverse.errors import BackendError, InvalidRequest, MimiverseError, NotReady
+from mimiverse.errors import (
+    BackendError,
+    CodeIndexError,
+    InvalidRequest,
+    MimiverseError,
+    NotReady,
+)
 from mimiverse.index.fusion import cap_per_key, fuse
 from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import Hit, SearchFilter
@@ -121,13 +127,15 @@ class CodebaseService:
         job.embedding_error = None
         try:
             await self._check_model(job)
+            recorded = (await asyncio.to_thread(job.store.stats, job.repo)).embedding_dim
             while batch := await asyncio.to_thread(
                 job.store.pending_embeddings, job.repo, self.settings.embed_batch
             ):
-                vectors, _backend, _model = await self.router.embed([t for _, t in batch])
+                vectors, backend, model = await self.router.embed([t for _, t in batch])
+                _check_dimension(vectors, recorded, backend.name, model)
                 pairs = [(cid, vec) for (cid, _), vec in zip(batch, vectors, strict=True)]
                 await asyncio.to_thread(job.store.store_embeddings, job.repo, pairs)
-        except BackendError as exc:
+        except (BackendError, CodeIndexError) as exc:
             job.embedding_error = str(exc)
             log.warning("embedding for %s paused: %s", job.root, exc)
 
@@ -203,3 +211,18 @@ class CodebaseService:
         capped = cap_per_key(fused, lambda cid: chunks[cid].path, self.settings.max_hits_per_file)
         hits = [Hit(chunks[f.id], round(f.score, 6), f.signals) for f in capped[:limit]]
         return SearchResult(hits, round((time.perf_counter() - started) * 1000, 2), mode, notes)
+
+
+def _check_dimension(vectors: list[list[float]], recorded: int | None, backend: str,
+                     model: str) -> None:
+    """Refuse vectors whose dimension differs from the index's: they come from another
+    model than the one the index records (e.g. a fallback backend serving a different
+    model under the same name), and mixing two vector spaces would corrupt search."""
+    if recorded is None or not vectors or len(vectors[0]) == recorded:
+        return
+    raise CodeIndexError(
+        f"backend {backend!r} returned {len(vectors[0])}-dimensional vectors for model "
+        f"{model!r}, but this index holds {recorded}-dimensional ones: it serves another "
+        "model under that name; nothing was stored (point models.embedding at backends "
+        "that serve the same model, or rename the model to re-embed the index)"
+    )
