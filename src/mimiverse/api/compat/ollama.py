@@ -91,7 +91,7 @@ class _Lenient(BaseModel):
 class Options(_Lenient):
     num_predict: int | None = Field(None, ge=-2, le=131072)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
     seed: int | None = Field(None, ge=-1, le=2**31 - 1)
 
     def max_tokens(self) -> int | None:
@@ -165,15 +165,16 @@ def _ns(seconds: float) -> int:
 def final_fields(answer: Answer, prompt_text: str, wait_s: float, eval_s: float
                  ) -> dict[str, Any]:
     prompt_tokens, completion_tokens = usage(prompt_text, answer)
+    wait_ns, eval_ns = _ns(wait_s), _ns(eval_s)
     return {
         "done": True,
         "done_reason": answer.finish_reason if answer.finish_reason == "length" else "stop",
-        "total_duration": _ns(wait_s + eval_s),
+        "total_duration": wait_ns + eval_ns,
         "load_duration": 0,
         "prompt_eval_count": prompt_tokens,
-        "prompt_eval_duration": _ns(wait_s),
+        "prompt_eval_duration": wait_ns,
         "eval_count": completion_tokens,
-        "eval_duration": _ns(eval_s),
+        "eval_duration": eval_ns,
     }
 
 

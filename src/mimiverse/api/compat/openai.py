@@ -59,7 +59,7 @@ from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawI
 
 MAX_TEXT = 1_000_000
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Stops = StopText | Annotated[list[StopText], Field(max_length=16)] | None
+Stops = StopText | Annotated[list[StopText], Field(max_length=64)] | None
 EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
 
 
