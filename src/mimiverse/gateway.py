@@ -184,6 +184,8 @@ class Gateway:
             "model": request.model, "family": template.family, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "seed": request.seed, "stop": list(stops),
             "single_line": fim.single_line, "path": fim.path,
+            # Type-ahead reuse must not carry an answer across different context.
+            "context": [[c.path, c.text] for c in context],
         }
         deterministic = self._deterministic(fim.temperature, fim.seed)
         return FimPlan(

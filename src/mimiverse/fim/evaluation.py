@@ -1,0 +1,150 @@
+"""`eval fim`: what repository context buys on a user's own code.
+
+Spans inside functions of a repository are masked, one per task: a single line (from its
+first non-blank character to its end) or a few consecutive lines (from the first one's
+indentation). The completion model fills each hole twice, with and without repository
+context, through the same gateway as every editor request. Scores: exact match (lines
+compared without trailing blanks; single-line tasks by their first line) and edit
+similarity (rapidfuzz's normalised indel similarity, as CrossCodeEval reports it).
+
+The repository is indexed as is: the hole's own file never reaches the prompt as
+context (matches inside the file's visible window are always dropped), so the answer
+cannot leak from the index; other files that repeat the code may help, as they would
+for a user.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rapidfuzz import fuzz
+
+from mimiverse.gateway import Answer, FimInput
+from mimiverse.index.chunker import chunk_file
+from mimiverse.index.walker import SourceText, read_source, walk
+
+Kind = Literal["single", "multi"]
+KINDS: tuple[Kind, ...] = ("single", "multi")
+MULTI_LINES = 3  # lines a multi-line hole spans at most
+
+
+@dataclass(frozen=True, slots=True)
+class FimTask:
+    path: str  # relative to the repository root
+    kind: Kind
+    prefix: str
+    suffix: str
+    expected: str
+
+
+@dataclass(slots=True)
+class FimScores:
+    tasks: int = 0
+    exact_match: float = 0.0
+    edit_similarity: float = 0.0
+    latency_p50_ms: float = 0.0
+    results: list[tuple[bool, float]] = field(default_factory=list)
+
+
+def _lines_of_functions(path: str, text: str, language: str | None) -> list[tuple[int, int]]:
+    """0-based (first body line, last line) of each function or method of 4+ lines."""
+    spans = []
+    for chunk in chunk_file(path, text, language):
+        if chunk.kind in ("function", "method") and chunk.end_line - chunk.start_line >= 3:
+            spans.append((chunk.start_line, chunk.end_line - 1))  # skip the header line
+    return spans
+
+
+def _holes(text: str, first: int, last: int, rng: random.Random) -> list[FimTask]:
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    body = [i for i in range(first, last + 1) if len(lines[i].strip()) >= 4]
+    if not body:
+        return []
+    tasks = []
+    i = rng.choice(body)
+    start = offsets[i] + len(lines[i]) - len(lines[i].lstrip())
+    end = offsets[i] + len(lines[i])
+    tasks.append(FimTask("", "single", text[:start], text[end:], text[start:end]))
+    starts = [j for j in body if j + 1 <= last]
+    if starts:
+        j = rng.choice(starts)
+        stop = min(j + MULTI_LINES - 1, last)
+        start = offsets[j] + len(lines[j]) - len(lines[j].lstrip())
+        end = offsets[stop] + len(lines[stop])
+        if text[start:end].count("\n") >= 1:
+            tasks.append(FimTask("", "multi", text[:start], text[end:], text[start:end]))
+    return tasks
+
+
+def build_fim_tasks(root: Path, *, limit: int, seed: int = 0) -> list[FimTask]:
+    """Up to `limit` tasks of each kind from functions of the repository at `root`, sampled
+    with `seed`: at most one hole of each kind per function."""
+    rng = random.Random(seed)
+    found: dict[Kind, list[FimTask]] = {"single": [], "multi": []}
+    for file in walk(root).files:
+        source = read_source(file)
+        if not isinstance(source, SourceText) or file.language is None:
+            continue
+        for first, last in _lines_of_functions(file.path, source.text, file.language):
+            for task in _holes(source.text, first, last, rng):
+                found[task.kind].append(
+                    FimTask(file.path, task.kind, task.prefix, task.suffix, task.expected)
+                )
+    chosen: list[FimTask] = []
+    for kind in KINDS:
+        rng.shuffle(found[kind])
+        chosen.extend(found[kind][:limit])
+    return chosen
+
+
+def _normal(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.strip("\n").split("\n")).strip()
+
+
+def exact_match(task: FimTask, completion: str) -> bool:
+    if task.kind == "single":
+        first = completion.split("\n", 1)[0]
+        return first.strip() == task.expected.strip()
+    return _normal(completion) == _normal(task.expected)
+
+
+def edit_similarity(task: FimTask, completion: str) -> float:
+    got = completion.split("\n", 1)[0] if task.kind == "single" else completion
+    return fuzz.ratio(_normal(got), _normal(task.expected)) / 100
+
+
+Complete = Callable[[FimInput], Awaitable[Answer]]
+
+
+async def score_fim(
+    complete: Complete, tasks: Sequence[FimTask], *, repo_context: bool,
+    on_done: Callable[[], None] = lambda: None,
+) -> dict[Kind, FimScores]:
+    """Ask for every task (greedy) and score the answers per kind."""
+    scores: dict[Kind, FimScores] = {kind: FimScores() for kind in KINDS}
+    latencies: dict[Kind, list[float]] = {kind: [] for kind in KINDS}
+    for task in tasks:
+        answer = await complete(FimInput(
+            prefix=task.prefix, suffix=task.suffix, path=task.path, temperature=0.0,
+            single_line=True if task.kind == "single" else None, repo_context=repo_context,
+        ))
+        scores[task.kind].results.append(
+            (exact_match(task, answer.text), edit_similarity(task, answer.text))
+        )
+        latencies[task.kind].append(answer.latency_ms)
+        on_done()
+    for kind, s in scores.items():
+        s.tasks = len(s.results)
+        if s.tasks:
+            s.exact_match = round(sum(em for em, _ in s.results) / s.tasks, 4)
+            s.edit_similarity = round(sum(es for _, es in s.results) / s.tasks, 4)
+            s.latency_p50_ms = round(statistics.median(latencies[kind]), 1)
+    return scores
