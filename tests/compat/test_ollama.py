@@ -199,3 +199,17 @@ async def test_first_token_timeout_is_503_naming_the_timeout(
     assert r.status_code == 503
     assert r.json()["error"] == ("all backends for completion failed: "
                                  "ollama: no first token within 0.2s")
+
+
+async def test_raw_generation_is_cached_only_when_greedy(
+    oll: ollama.AsyncClient, ollama_server: ServerHandle
+) -> None:
+    first = await oll.generate(model="completion", prompt="<p>", raw=True)
+    again = [p async for p in await oll.generate(model="completion", prompt="<p>", raw=True,
+                                                 stream=True)]
+    assert "".join(p.response or "" for p in again) == first.response == default_reply("<p>")
+    assert ollama_server.behaviour.requests["/api/generate"] == 1
+    for _ in range(2):
+        await oll.generate(model="completion", prompt="<p>", raw=True,
+                           options={"temperature": 0.7})
+    assert ollama_server.behaviour.requests["/api/generate"] == 3
