@@ -42,10 +42,13 @@ from starlette.responses import Response
 from mimiverse.api.compat.shared import (
     ModelCatalog,
     ParseError,
+    Source,
     catalog,
+    collect,
     describe,
     is_fim_prompt,
     json_object,
+    open_events,
     parse,
     route_class,
     usage,
@@ -210,35 +213,19 @@ def ndjson_response(body: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 async def _respond(
-    request: Request, gateway: Gateway, source: FimInput | RawInput | ChatInput,
+    request: Request, gateway: Gateway, source: Source,
     prompt_text: str, content: Callable[[str], dict[str, Any]], stream: bool,
 ) -> Response:
     started = time.perf_counter()
     model = gateway.settings.models.route("chat" if isinstance(source, ChatInput)
                                           else "completion").model
     if stream:
-        events = await cancel_on_disconnect(request, _open(gateway, source))
+        events = await cancel_on_disconnect(request, open_events(gateway, source))
         return ndjson_response(ndjson(events, started, model, prompt_text, content))
-    answer = await cancel_on_disconnect(request, _answer(gateway, source))
+    answer = await cancel_on_disconnect(request, collect(gateway, source))
     return JSONResponse({"model": answer.model, "created_at": created_at(),
                          **content(answer.text),
                          **final_fields(answer, prompt_text, 0.0, answer.latency_ms / 1000)})
-
-
-async def _open(gateway: Gateway, source: FimInput | RawInput | ChatInput) -> Events:
-    if isinstance(source, ChatInput):
-        return await gateway.stream_chat(source)
-    if isinstance(source, RawInput):
-        return await gateway.stream_raw(source)
-    return await gateway.stream_fim(source)
-
-
-async def _answer(gateway: Gateway, source: FimInput | RawInput | ChatInput) -> Answer:
-    if isinstance(source, ChatInput):
-        return await gateway.chat(source)
-    if isinstance(source, RawInput):
-        return await gateway.generate_raw(source)
-    return await gateway.complete(source)
 
 
 def _loaded(model: str, content: dict[str, Any]) -> JSONResponse:

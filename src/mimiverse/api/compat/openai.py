@@ -42,9 +42,11 @@ from mimiverse.api.compat.shared import (
     OWNER,
     ParseError,
     catalog,
+    collect,
     describe,
     is_fim_prompt,
     json_object,
+    open_events,
     parse,
     route_class,
     unix_now,
@@ -274,18 +276,6 @@ def _completion_source(body: CompletionBody, gateway: Gateway) -> FimInput | Raw
                     temperature=temperature, stop=body.stops(), seed=body.seed)
 
 
-async def _open(gateway: Gateway, source: FimInput | RawInput) -> Events:
-    if isinstance(source, RawInput):
-        return await gateway.stream_raw(source)
-    return await gateway.stream_fim(source)
-
-
-async def _answer(gateway: Gateway, source: FimInput | RawInput) -> Answer:
-    if isinstance(source, RawInput):
-        return await gateway.generate_raw(source)
-    return await gateway.complete(source)
-
-
 @router.post("/completions", response_model=None)
 async def completions(request: Request, gateway: GatewayDep) -> Response:
     raw = await json_object(request)
@@ -301,12 +291,12 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
         return {"id": ident, "object": "text_completion", "created": created, "model": model}
 
     if not body.stream:
-        answer = await cancel_on_disconnect(request, _answer(gateway, source))
+        answer = await cancel_on_disconnect(request, collect(gateway, source))
         choice = {"text": answer.text, "index": 0, "logprobs": None,
                   "finish_reason": finish(answer)}
         return JSONResponse({**base(answer.model), "choices": [choice],
                              "usage": usage_object(prompt_text, answer)})
-    events = await cancel_on_disconnect(request, _open(gateway, source))
+    events = await cancel_on_disconnect(request, open_events(gateway, source))
     model = gateway.settings.models.completion.model
 
     def chunk(text: str, reason: str | None) -> dict[str, Any]:

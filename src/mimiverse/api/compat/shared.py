@@ -25,7 +25,7 @@ from mimiverse.config import TASKS, Task
 from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.fim.templates import FimTemplate
-from mimiverse.gateway import Answer, Gateway
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
 
 LISTING_TTL_S = 30.0
 OWNER = "mimiverse"
@@ -139,6 +139,27 @@ async def json_object(request: Request) -> dict[str, Any]:
 def parse(model: type[M], body: dict[str, Any]) -> M:
     """Validate with pydantic; the protocol's route class maps ValidationError."""
     return model.model_validate(body)
+
+
+Source = FimInput | RawInput | ChatInput
+
+
+async def open_events(gateway: Gateway, source: Source) -> Events:
+    """Open the stream for a request whichever way it is answered."""
+    if isinstance(source, ChatInput):
+        return await gateway.stream_chat(source)
+    if isinstance(source, RawInput):
+        return await gateway.stream_raw(source)
+    return await gateway.stream_fim(source)
+
+
+async def collect(gateway: Gateway, source: Source) -> Answer:
+    """The whole answer (identical requests in flight share one upstream call)."""
+    if isinstance(source, ChatInput):
+        return await gateway.chat(source)
+    if isinstance(source, RawInput):
+        return await gateway.generate_raw(source)
+    return await gateway.complete(source)
 
 
 def is_fim_prompt(prompt: str, template: FimTemplate) -> bool:
