@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from mimiverse import __version__
-from mimiverse.api.compat.shared import parse
+from mimiverse.api.compat.shared import collect, parse
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.fim.templates import ContextFile
 from mimiverse.gateway import FimInput, Gateway, RawInput
@@ -115,11 +115,7 @@ def to_input(body: CompletionBody) -> FimInput | RawInput:
 
 async def complete(raw: dict[str, Any], request: Request, gateway: Gateway) -> JSONResponse:
     body = parse(CompletionBody, raw)
-    source = to_input(body)
-    if isinstance(source, RawInput):
-        answer = await cancel_on_disconnect(request, gateway.generate_raw(source))
-    else:
-        answer = await cancel_on_disconnect(request, gateway.complete(source))
+    answer = await cancel_on_disconnect(request, collect(gateway, to_input(body)))
     s = body.segments
     crlf = "\r\n" in s.prefix or "\r\n" in (s.suffix or "")
     text = answer.text.replace("\n", "\r\n") if crlf else answer.text
