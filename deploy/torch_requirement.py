@@ -7,6 +7,7 @@ from PyPI. Reading the pin here keeps pyproject.toml its only source.
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 def torch_requirement(pyproject: Path) -> str:
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     for requirement in project["optional-dependencies"]["embed"]:
-        name = requirement.split("==", 1)[0].strip().lower()
-        if name == "torch":
+        name = re.match(r"\s*([A-Za-z0-9_.\-]+)", requirement)
+        if name and name.group(1).lower() == "torch":
             if "==" not in requirement:
                 raise SystemExit(f"{pyproject}: torch must be pinned (==) in the embed extra")
             return str(requirement).strip()
