@@ -185,25 +185,34 @@ class CodebaseService:
         where = where or SearchFilter()
         job = self.job_for(repo)
         notes: list[str] = []
-        ranked: dict[str, list[tuple[int, float]]] = {}
         terms = query_tokens(query)
-        if mode in ("lexical", "hybrid"):
-            if terms:
-                ranked["lexical"] = await asyncio.to_thread(
-                    job.store.search_lexical, job.repo, terms, CANDIDATES, where
-                )
-            else:
+
+        async def lexical() -> list[tuple[int, float]] | None:
+            if not terms:
                 notes.append("the query has no searchable terms")
-        if mode in ("vector", "hybrid"):
+                return None
+            return await asyncio.to_thread(
+                job.store.search_lexical, job.repo, terms, CANDIDATES, where
+            )
+
+        async def vector() -> list[tuple[int, float]] | None:
             try:
                 [vector], _backend, _model = await self.router.embed([query])
-                ranked["vector"] = await asyncio.to_thread(
-                    job.store.search_vector, job.repo, vector, CANDIDATES, where
-                )
             except BackendError as exc:
                 if mode == "vector":
                     raise
                 notes.append(f"vector search unavailable, lexical only: {exc}")
+                return None
+            return await asyncio.to_thread(
+                job.store.search_vector, job.repo, vector, CANDIDATES, where
+            )
+
+        # Hybrid: the full-text search runs while the query is being embedded.
+        signals = [(name, run) for name, run in (("lexical", lexical), ("vector", vector))
+                   if mode in (name, "hybrid")]
+        found = await asyncio.gather(*(run() for _, run in signals))
+        ranked = {name: hits for (name, _), hits in zip(signals, found, strict=True)
+                  if hits is not None}
         weights = {"lexical": self.settings.lexical_weight, "vector": self.settings.vector_weight}
         fused = fuse(ranked, k=self.settings.rrf_k, weights=weights)
         chunks = await asyncio.to_thread(job.store.chunks, [f.id for f in fused])
