@@ -9,6 +9,7 @@ from mimiverse.cli.doctor import doctor, models
 from mimiverse.cli.evaluate import eval_app
 from mimiverse.cli.index import index, search
 from mimiverse.cli.serve import serve
+from mimiverse.cli.triton import triton_app
 
 app = typer.Typer(
     name="mimiverse",
@@ -20,6 +21,7 @@ app = typer.Typer(
 for command in (serve, complete, chat, models, doctor, index, search):
     app.command()(command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(triton_app, name="triton")
 
 if __name__ == "__main__":
     app()
