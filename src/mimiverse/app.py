@@ -10,12 +10,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
 from mimiverse.api import ai, cache, codebase, health, models, triton
+from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
 from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
+from mimiverse.telemetry.gpu import GpuCollector
+from mimiverse.telemetry.metrics import HttpMetrics, Metrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -74,6 +77,9 @@ def create_app(
     gateway = gateway or Gateway(settings)
     codebase_service = CodebaseService(settings.index, gateway.router)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
+    gpus = GpuCollector()
+    metrics = Metrics(gateway, codebase_service, collectors=[gpus])
+    gateway.observe(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +91,7 @@ def create_app(
         finally:
             await codebase_service.aclose()
             await gateway.aclose()
+            gpus.close()
 
     app = FastAPI(
         title="Mimiverse", version=__version__, lifespan=lifespan,
@@ -94,12 +101,14 @@ def create_app(
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.codebase = codebase_service
+    app.state.metrics = metrics
     install_error_handlers(app)
     for router in (ai.router, cache.router, codebase.router, models.router, health.router,
-                   triton.router):
+                   triton.router, metrics_api.router):
         app.include_router(router)
     # The protocols editors already speak, each answering errors in its own shape.
     for router in (openai.router, ollama.router, tabby.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: sees 413s too
     return app

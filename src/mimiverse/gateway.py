@@ -29,6 +29,7 @@ from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
+from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
 
 CACHE_BACKEND = "cache"  # the `backend` reported for answers served without a model call
 
@@ -140,6 +141,7 @@ class Gateway:
         self.cache = cache or build_cache(settings.cache)
         self.typeahead = TypeaheadIndex(self.cache)
         self._flights: SingleFlight[Answer] = SingleFlight()
+        self.observer: Observer = NO_OBSERVER  # see observe()
         completion = settings.models.completion
         # Resolved once: an unknown family fails at start, not on the first request.
         self.fim_template: FimTemplate = template_for(completion.model, completion.family)
@@ -149,6 +151,10 @@ class Gateway:
     async def aclose(self) -> None:
         await self.router.aclose()
         await self.cache.aclose()
+
+    def observe(self, observer: Observer) -> None:
+        """Report answers, and the router's choices, to `observer` from now on."""
+        self.observer = self.router.observer = observer
 
     def _deterministic(self, temperature: float, seed: int | None) -> bool:
         return is_deterministic(temperature, seed, self.settings.cache.cache_seeded)
@@ -239,6 +245,7 @@ class Gateway:
                 return counted
         return conservative_tokens(text)
 
+    @observed_stream("completion")
     async def stream_fim(self, fim: FimInput, plan: FimPlan | None = None) -> Events:
         """Open a completion: from the cache, type-ahead reuse, or a backend's first token.
 
@@ -290,6 +297,7 @@ class Gateway:
             if self._deterministic(raw.temperature, raw.seed) else None
         return request, key
 
+    @observed_stream("completion")
     async def stream_raw(self, raw: RawInput) -> Events:
         """The prompt goes to the completion model unchanged: no template, no FIM
         post-processing; cached like FIM when deterministic."""
@@ -328,6 +336,7 @@ class Gateway:
             seed=request.seed, stop=list(request.stop),
         )
 
+    @observed_stream("chat")
     async def stream_chat(self, chat: ChatInput) -> Events:
         started = time.perf_counter()
         request = self._chat_request(chat)
@@ -349,6 +358,7 @@ class Gateway:
 
     # -- embeddings ------------------------------------------------------------------
 
+    @observed_embedding
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """Embeddings are always cached, per text, so overlapping batches reuse them."""
         started = time.perf_counter()

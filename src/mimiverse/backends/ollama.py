@@ -7,6 +7,7 @@ and token counts. Ollama reports a failure after the status line as an `{"error"
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -19,6 +20,16 @@ from mimiverse.errors import BackendProtocolError, BackendUnavailable
 # How long Ollama keeps a model in memory after a request; its default (5m) unloads a
 # completion model between typing bursts and the next keystroke pays the load time.
 KEEP_ALIVE = "30m"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model Ollama holds in memory, as /api/ps reports it."""
+
+    name: str
+    size: int  # bytes in memory, on all devices
+    size_vram: int  # bytes of it in GPU memory (== size when fully offloaded)
+    expires_at: str | None  # when Ollama unloads it unless used again (RFC 3339)
 
 
 class OllamaBackend(HttpBackend):
@@ -64,6 +75,16 @@ class OllamaBackend(HttpBackend):
     async def loaded_models(self) -> list[str]:
         """Models Ollama holds in memory now (/api/ps): these answer without a load delay."""
         return self._model_names(await self.get_json("/api/ps"), "/api/ps")
+
+    async def running_models(self) -> list[LoadedModel]:
+        """The loaded models (/api/ps) with their memory sizes and unload time."""
+        body = await self.get_json("/api/ps")
+        names = self._model_names(body, "/api/ps")  # checks the list and every name
+        return [
+            LoadedModel(name, _count(m.get("size")) or 0, _count(m.get("size_vram")) or 0,
+                        m["expires_at"] if isinstance(m.get("expires_at"), str) else None)
+            for name, m in zip(names, body["models"], strict=True)
+        ]
 
     async def check_health(self) -> None:
         # /api/version is the cheapest endpoint: no disk scan of the model store.

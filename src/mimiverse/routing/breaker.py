@@ -24,6 +24,7 @@ class CircuitBreaker:
         self.last_error: str | None = None
         self._opened_at: float | None = None
         self._probing = False
+        self.times_opened = 0  # cooldowns started (metrics)
 
     @property
     def state(self) -> State:
@@ -57,6 +58,8 @@ class CircuitBreaker:
         self.last_error = reason
         self.consecutive_failures += 1
         if self._probing or self.consecutive_failures >= self.threshold:
+            if self.state != "open":  # a new cooldown, not a running one extended
+                self.times_opened += 1
             self._opened_at = self._clock()
         self._probing = False
 

@@ -1,0 +1,371 @@
+"""Prometheus metrics of one app, served at GET /metrics.
+
+One `Metrics` per app, with its own registry (tests build many apps in one process, and
+the library's global registry would mix them). Three ways in:
+
+- the core reports as it works (`Metrics` is the gateway's and router's Observer):
+  per-task requests, durations, time to first token, tokens, in-flight, fallbacks,
+  embedding batches;
+- `HttpMetrics`, an ASGI middleware, counts every HTTP request by its route template;
+- at scrape time, state the services already keep is read: breakers (cooldowns, up),
+  cache counters and size, index sizes; and GPUs through NVML (telemetry/gpu.py).
+
+Label values come only from configuration or fixed sets, never from a request: route =
+a route template of the app or "other", backend = a configured name, "cache" (answered
+without a model) or "none" (no backend answered). The metric names are a contract with
+deploy/ (Prometheus alerts, Grafana dashboards): keep them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mimiverse.config import TASKS, Task
+from mimiverse.errors import BackendError
+from mimiverse.telemetry import Observer
+
+if TYPE_CHECKING:
+    from mimiverse.gateway import Answer, Embeddings, Events, Gateway
+    from mimiverse.index.service import CodebaseService, Job
+
+log = logging.getLogger("mimiverse.telemetry")
+
+CACHE = "cache"  # backend label of answers served without a model call
+NONE = "none"  # backend label of requests no backend answered
+OTHER = "other"  # route of a path the app has no route for; method outside METHODS
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Seconds. HTTP covers cache hits (~1 ms) to long streams; model calls start at ~10 ms.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
+    """`metric.labels(*values)`, remembered: the library's lookup costs a lock and label
+    checks on every call, and this runs several times per request."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """One answer being followed, from opening to its end."""
+
+    task: Task
+    model: str
+    started: float
+    backend: str | None = None  # set by the router's report, or "cache"
+    first_event: bool = False
+    ended: bool = False
+    unread: weakref.finalize[..., Any] | None = None  # ends a stream dropped unread
+
+
+# The answer being opened in this task: the router's report lands on it. A context
+# variable because the router is called deep inside the gateway's opening code.
+_opening: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
+    "mimiverse_opening", default=None
+)
+
+
+class Metrics(Observer):
+    def __init__(
+        self,
+        gateway: Gateway,
+        codebase: CodebaseService | None = None,
+        collectors: Sequence[Collector] = (),
+    ) -> None:
+        self.gateway = gateway
+        self.codebase = codebase
+        self.registry = CollectorRegistry()
+        self._backends = frozenset(gateway.router.backends) | {CACHE, NONE}
+        r = self.registry
+        self.http_requests = _Children(Counter(
+            "mimiverse_http_requests", "HTTP requests by route template, method and status "
+            "class", ["route", "method", "status"], registry=r))
+        self.http_duration = _Children(Histogram(
+            "mimiverse_http_request_duration_seconds", "HTTP request time, to the end of "
+            "the body (whole stream)", ["route"], buckets=HTTP_BUCKETS, registry=r))
+        self.requests = _Children(Counter(
+            "mimiverse_requests", "Answers by task, model and backend; status ok, error or "
+            "cancelled", ["task", "model", "backend", "status"], registry=r))
+        self.duration = _Children(Histogram(
+            "mimiverse_request_duration_seconds", "Time of answers that completed (ok)",
+            ["task", "model", "backend"], buckets=REQUEST_BUCKETS, registry=r))
+        self.ttft = _Children(Histogram(
+            "mimiverse_time_to_first_token_seconds", "Time to the first event sent to the "
+            "client", ["task", "model", "backend"], buckets=TTFT_BUCKETS, registry=r))
+        self.tokens = _Children(Counter(
+            "mimiverse_tokens", "Tokens models processed (in: prompt, out: generated), as "
+            "the backends report them; cache answers count none",
+            ["task", "model", "direction"], registry=r))
+        self.in_flight = _Children(Gauge(
+            "mimiverse_in_flight_requests", "Answers open now (waiting or streaming)",
+            ["task"], registry=r))
+        self.fallbacks = _Children(Counter(
+            "mimiverse_fallbacks", "Times the router moved past a backend (failed, or "
+            "its breaker open) to the next candidate", ["task", "backend"], registry=r))
+        self.embedding_batches = _Children(Histogram(
+            "mimiverse_embedding_batch_seconds", "Time of embedding batches that returned "
+            "(requests and background indexing)", ["backend"], buckets=BATCH_BUCKETS,
+            registry=r))
+        for task in TASKS:
+            self.in_flight(task).set(0)  # present from the first scrape
+        self._state = _ScrapeTime()
+        r.register(self._state)
+        for collector in collectors:
+            r.register(collector)
+
+    # -- scraping --------------------------------------------------------------------
+
+    async def render(self) -> bytes:
+        """The exposition text: state read now, then every collector (NVML calls may
+        block for a while, so that part runs in a thread)."""
+        self._state.families = await self._read_state()
+        return await asyncio.to_thread(generate_latest, self.registry)
+
+    async def _read_state(self) -> list[Metric]:
+        router = self.gateway.router
+        up = GaugeMetricFamily("mimiverse_backend_up", "1 while the router sends requests "
+                               "to the backend (breaker closed, probes passing)",
+                               labels=["backend", "kind"])
+        cooldowns = CounterMetricFamily("mimiverse_backend_cooldowns", "Times the "
+                                        "backend's breaker opened", labels=["backend"])
+        for name, status in router.status().items():
+            up.add_metric([name, status.kind], 1.0 if status.healthy else 0.0)
+            cooldowns.add_metric([name], router.breakers[name].times_opened)
+        cache = self.gateway.cache
+        lookups = CounterMetricFamily("mimiverse_cache_requests", "Cache lookups",
+                                      labels=["result"])
+        lookups.add_metric(["hit"], cache.hits)
+        lookups.add_metric(["miss"], cache.misses)
+        families: list[Metric] = [up, cooldowns, lookups]
+        # Only the memory cache: sizing Redis means a SCAN of its keys at every scrape,
+        # and every replica would report the same shared number.
+        if cache.kind == "memory":
+            stats = await cache.stats()
+            families.append(GaugeMetricFamily("mimiverse_cache_entries", "Entries in the "
+                                              "in-process cache", value=stats.keys))
+            families.append(GaugeMetricFamily("mimiverse_cache_bytes", "Bytes of values "
+                                              "in the in-process cache", value=stats.bytes))
+        if self.codebase is not None:
+            files, chunks, pending = await asyncio.to_thread(
+                _index_sizes, list(self.codebase.jobs.values())
+            )
+            families += [
+                GaugeMetricFamily("mimiverse_index_files", "Files indexed, all "
+                                  "repositories", value=files),
+                GaugeMetricFamily("mimiverse_index_chunks", "Chunks indexed, all "
+                                  "repositories", value=chunks),
+                GaugeMetricFamily("mimiverse_index_pending_embeddings", "Chunks waiting "
+                                  "for their vector, all repositories", value=pending),
+            ]
+        return families
+
+    # -- what the gateway reports ----------------------------------------------------
+
+    async def stream(self, task: Task, model: str, opening: Awaitable[Events]) -> Events:
+        request = self._start(task, model)
+        token = _opening.set(request)
+        try:
+            events = await opening
+        except BaseException as exc:
+            self._end(request, _status_of(exc), exc)
+            raise
+        finally:
+            _opening.reset(token)
+        watched = self._watch(request, events)
+        # A stream nobody ever iterates (the client left between opening and the first
+        # read) never runs its `finally`: end it when it is dropped instead.
+        request.unread = weakref.finalize(
+            watched, _end_soon, asyncio.get_running_loop(), self._end, request
+        )
+        request.unread.atexit = False
+        return watched
+
+    async def _watch(self, request: _Request, events: Events) -> Events:
+        status = "cancelled"  # closed or cancelled before its final event
+        error: Exception | None = None
+        try:
+            async for event in events:
+                if not request.first_event:
+                    request.first_event = True
+                    if request.backend is None:
+                        request.backend = CACHE  # the router reports before any event
+                    self.ttft(request.task, request.model, self._backend(request)).observe(
+                        time.perf_counter() - request.started)
+                if event.answer is not None:
+                    self._count_tokens(request, event.answer)
+                    status = "ok"
+                yield event
+        except Exception as exc:
+            status, error = "error", exc
+            raise
+        finally:
+            self._end(request, status, error)
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()  # closed early: stop the upstream now, not at collection
+
+    async def embedding(self, model: str, call: Awaitable[Embeddings]) -> Embeddings:
+        request = self._start("embedding", model)
+        token = _opening.set(request)
+        try:
+            result = await call
+        except BaseException as exc:
+            self._end(request, _status_of(exc), exc)
+            raise
+        finally:
+            _opening.reset(token)
+        request.backend = CACHE if result.cached else result.backend
+        self._end(request, "ok")
+        return result
+
+    def _start(self, task: Task, model: str) -> _Request:
+        self.in_flight(task).inc()
+        return _Request(task, model, time.perf_counter())
+
+    def _end(self, request: _Request, status: str, exc: BaseException | None = None) -> None:
+        if request.ended:
+            return
+        request.ended = True
+        if request.unread is not None:
+            request.unread.detach()
+            request.unread = None
+        self.in_flight(request.task).dec()
+        if request.backend is None and isinstance(exc, BackendError) and exc.backend:
+            request.backend = exc.backend
+        backend = self._backend(request)
+        self.requests(request.task, request.model, backend, status).inc()
+        if status == "ok":
+            self.duration(request.task, request.model, backend).observe(
+                time.perf_counter() - request.started)
+
+    def _count_tokens(self, request: _Request, answer: Answer) -> None:
+        if answer.cached:
+            return  # the model did no work for this one
+        if answer.prompt_tokens:
+            self.tokens(request.task, request.model, "in").inc(answer.prompt_tokens)
+        if answer.completion_tokens:
+            self.tokens(request.task, request.model, "out").inc(answer.completion_tokens)
+
+    def _backend(self, request: _Request) -> str:
+        backend = request.backend
+        return backend if backend is not None and backend in self._backends else NONE
+
+    # -- what the router reports -----------------------------------------------------
+
+    def answered(self, task: Task, backend: str) -> None:
+        request = _opening.get()
+        if request is not None:
+            request.backend = backend
+
+    def fell_back(self, task: Task, backend: str) -> None:
+        self.fallbacks(task, backend).inc()
+
+    def embedding_batch(self, backend: str, seconds: float) -> None:
+        self.embedding_batches(backend).observe(seconds)
+
+    # -- what the HTTP middleware reports --------------------------------------------
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests(route, method, f"{status // 100}xx").inc()
+        self.http_duration(route).observe(seconds)
+
+
+class _ScrapeTime:
+    """Families read from the services just before each scrape (see Metrics.render)."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _index_sizes(jobs: Sequence[Job]) -> tuple[int, int, int]:
+    files = chunks = pending = 0
+    for job in jobs:
+        try:
+            stats = job.store.stats(job.repo)
+        except Exception as exc:  # a store closing or being replaced: skip it this time
+            log.debug("index stats unavailable: %s", exc)
+            continue
+        files += stats.files
+        chunks += stats.chunks
+        pending += stats.pending_embeddings
+    return files, chunks, pending
+
+
+def _end_soon(loop: asyncio.AbstractEventLoop, end: Callable[[_Request, str], None],
+              request: _Request) -> None:
+    """Garbage collection may run anywhere, even inside a metric's (non-reentrant) lock:
+    only schedule the end on the loop from here."""
+    if not request.ended and not loop.is_closed():
+        loop.call_soon_threadsafe(end, request, "cancelled")
+
+
+def _status_of(exc: BaseException) -> str:
+    # Cancelled: the client went away (or single-flight abandoned the call).
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+class HttpMetrics:
+    """ASGI middleware: every HTTP request counted by route template, method and status
+    class once its response ends (a stream when its last byte is sent).
+
+    The template is the route the app's router matched (it leaves it in the scope), so
+    a made-up path counts as "other" and can never add a series.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            method = scope["method"]
+            self.metrics.http_request(
+                route if isinstance(route, str) else OTHER,
+                method if method in METHODS else OTHER,
+                status, time.perf_counter() - started,
+            )

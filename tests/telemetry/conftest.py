@@ -1,0 +1,7 @@
+"""Telemetry tests reuse the end-to-end fixtures: our server on loopback, real clients."""
+
+from __future__ import annotations
+
+from tests.api.conftest import http, serve
+
+__all__ = ["http", "serve"]
