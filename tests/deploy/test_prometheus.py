@@ -82,11 +82,13 @@ def test_every_scrape_target_is_a_compose_service_port() -> None:
     }
 
 
-def test_gateway_replicas_are_discovered_by_dns() -> None:
-    """`--scale mimiverse=N` must give N targets, not one name load-balanced by DNS."""
-    [config] = [c for c in scrape_configs() if c["job_name"] == "mimiverse"]
-    assert "static_configs" not in config
-    assert config["metrics_path"] == "/metrics"
+def test_compose_services_are_discovered_by_dns() -> None:
+    """`--scale mimiverse=N` must give N targets, not one name load-balanced by DNS; a
+    service whose profile is off must give no target rather than one always down."""
+    for config in scrape_configs():
+        if config["job_name"] != "prometheus":
+            assert "static_configs" not in config, config["job_name"]
+            assert config["metrics_path"] == "/metrics"
 
 
 def test_rule_files_are_the_mounted_alerts_file() -> None:
@@ -123,7 +125,8 @@ def test_alert_expression_parses_and_names_known_metrics(rule: dict[str, Any]) -
 def test_the_alerts_the_deployment_promises_exist() -> None:
     exprs = {r["alert"]: r["expr"] for r in alert_rules()}
     wanted = {
-        "MimiverseBackendDown": {"mimiverse_backend_up"},
+        # ... except a triton backend while Triton has no scrape target (profile off)
+        "MimiverseBackendDown": {"mimiverse_backend_up", "up"},
         "MimiverseFallbackRateHigh": {"mimiverse_fallbacks_total", "mimiverse_requests_total"},
         "MimiverseCompletionLatencyHigh": {"mimiverse_request_duration_seconds_bucket",
                                            "mimiverse_request_duration_seconds_count"},
@@ -135,6 +138,8 @@ def test_the_alerts_the_deployment_promises_exist() -> None:
     for alert, metrics in wanted.items():
         assert metric_names(exprs[alert]) == metrics, alert
     assert 'task="completion"' in exprs["MimiverseCompletionLatencyHigh"]
+    assert 'absent(up{job="triton"})' in exprs["MimiverseBackendDown"]
+    assert 'absent(up{job="mimiverse"} == 1)' in exprs["MimiverseDown"]
 
 
 def test_a_broken_expression_is_caught() -> None:
