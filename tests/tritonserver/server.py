@@ -94,13 +94,16 @@ class TritonServer:
         if process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # pytriton stops tritonserver itself
         try:
             process.wait(STOP_WITHIN_S)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+        # A Python-backend stub can outlive an interrupted tritonserver: end the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         deadline = time.monotonic() + STOP_WITHIN_S
         while self._answers():
             if time.monotonic() > deadline:
