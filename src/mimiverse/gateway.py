@@ -27,6 +27,7 @@ from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
+from mimiverse.index.walker import detect_language
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
@@ -117,10 +118,11 @@ class FimPlan:
     key: str | None  # cache key, when the answer is deterministic
     params_key: str  # what type-ahead reuse must match besides prefix and suffix
     context: tuple[ContextFile, ...] = ()  # repository snippets in the prompt, in order
+    language: str | None = None  # given, or told by the file's extension
 
     def postprocessor(self) -> FimPostprocessor:
         return FimPostprocessor(self.prefix, self.suffix, self.request.stop,
-                                single_line=self.single_line)
+                                single_line=self.single_line, language=self.language)
 
 
 def _ms_since(start: float) -> float:
@@ -196,6 +198,7 @@ class Gateway:
         deterministic = self._deterministic(fim.temperature, fim.seed)
         return FimPlan(
             request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
+            language=fim.language or (detect_language(fim.path) if fim.path else None),
             key=cache_key("completion", prompt=request.prompt, **params) if deterministic
             else None,
             params_key=cache_key("completion-params", **params) if deterministic else "",

@@ -21,12 +21,17 @@ Rules (each one only ever shortens the answer):
    run, or the text right before a closer rule 3 cut at).
 6. Trailing whitespace is dropped only when the suffix's first line is blank, where it
    cannot change the code; whitespace in the middle is never touched.
+7. Block end (multi-line answers, see `blocks`): a line indented less than the block
+   being written, a new top-level definition, or a blank line after a complete statement
+   ends the answer before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from re import compile as re_compile
+
+from mimiverse.fim.blocks import BlockEnd
 
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -55,9 +60,11 @@ def postprocess(
     stop: Sequence[str] = (),
     *,
     single_line: bool | None = None,
+    language: str | None = None,
 ) -> str:
     """The whole answer at once; identical to feeding it in any split."""
-    processor = FimPostprocessor(prefix, suffix, stop, single_line=single_line)
+    processor = FimPostprocessor(prefix, suffix, stop, single_line=single_line,
+                                 language=language)
     return processor.feed(text) + processor.finish()
 
 
@@ -71,6 +78,7 @@ class FimPostprocessor:
         stop: Sequence[str] = (),
         *,
         single_line: bool | None = None,
+        language: str | None = None,
     ) -> None:
         self.done = False  # a rule fired: the caller should stop the upstream
         self._closed = False
@@ -141,6 +149,10 @@ class FimPostprocessor:
         # Rule 6.
         self._strip_trailing = not _first_line(suffix).strip()
 
+        # Rule 7: a statement is complete when the answer left no bracket or string open.
+        self._block = BlockEnd(prefix, language,
+                               lambda: not self._brackets.own and self._brackets.quote is None)
+
     # -- public -------------------------------------------------------------------------
 
     def feed(self, text: str) -> str:
@@ -166,6 +178,10 @@ class FimPostprocessor:
         if self._closed:
             return ""
         end = len(self._raw) if self._pending_break is None else self._pending_break
+        if not self._single:
+            block_end = self._block.finish(self._raw)
+            if block_end is not None:
+                end = min(end, block_end)
         return self._close(end)
 
     # -- scanning -----------------------------------------------------------------------
@@ -192,6 +208,11 @@ class FimPostprocessor:
             self._line_start = i + 1
             if cut is not None:
                 return cut
+
+        # Rule 7 (it follows every line, so it learns the block while single-line too).
+        cut = self._block.scan(raw, i, ch)
+        if cut is not None and not self._single:
+            return cut
 
         # Rule 3.
         return self._track_bracket(i, ch)
@@ -300,6 +321,8 @@ class FimPostprocessor:
         if self._pending_break is not None:
             end = min(end, self._pending_break)
         end = min(end, self._repeat_hold(end))
+        if not self._single:
+            end = min(end, self._block.hold(raw))
         # Rules 5 and 6 remove a tail of the final text; any end >= `end` only has
         # tails that start with a tail of raw[:end], so holding those is enough.
         safe = self._end_rules_hold(end)
