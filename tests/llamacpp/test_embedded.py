@@ -117,6 +117,24 @@ async def test_stop_string_ends_generation_without_it(backend: LlamaCppBackend) 
     assert deltas[-1].completion_tokens < 64
 
 
+async def test_a_special_stop_token_ends_generation_by_its_id(tmp_path: Path) -> None:
+    # This model says `x`, then <|fim_prefix|> (which decodes to no text), then `y`...
+    from tests.support.tiny_gguf import write_tiny_gguf
+
+    info = write_tiny_gguf(tmp_path / "scripted.gguf", script={
+        "<|fim_middle|>": "x", "x": "<|fim_prefix|>", "<|fim_prefix|>": "y",
+    })
+    backend = LlamaCppBackend(llamacpp_settings(info.path))
+    try:
+        text, deltas = await collect(backend.stream_generate(fim(8)))
+        assert text.startswith("xy")  # no stop asked: the special token passes unseen
+        text, deltas = await collect(backend.stream_generate(fim(8, stop=("<|fim_prefix|>",))))
+        assert text == "x"
+        assert (deltas[-1].finish_reason, deltas[-1].completion_tokens) == ("stop", 1)
+    finally:
+        await backend.aclose()
+
+
 async def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
     sampled = fim(32, temperature=1.5, seed=1234, top_p=0.9)
     first, _ = await collect(backend.stream_generate(sampled))

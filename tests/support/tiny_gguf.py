@@ -10,6 +10,10 @@ decoding always picks a printable token, so the text is plain ASCII. EOS is deli
 unreachable too: generation always runs until `max_tokens` or a stop string, which makes
 token counts exact and lets cancellation be tested on a stream that would otherwise go
 on. Pass `max_tokens` in every request.
+
+`script={"a": "b", ...}` writes a model whose layers are all zero, so each next token
+depends only on the last one: after token `a` it answers `b` (any token, special ones
+included), and otherwise as above. Tests use it to make a model say a special token.
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ def _vocabulary() -> tuple[list[str], list[int], set[int]]:
     return tokens, types, printable
 
 
-def write_tiny_gguf(path: Path, *, seed: int = 0, embedding: bool = False) -> TinyModelInfo:
+def write_tiny_gguf(
+    path: Path, *, seed: int = 0, embedding: bool = False, script: dict[str, str] | None = None
+) -> TinyModelInfo:
     """Write the model to `path` and describe it. Same seed, same bytes.
 
     `embedding=True` also records mean pooling, so llama.cpp's embedding mode returns one
@@ -153,7 +159,8 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, embedding: bool = False) -> Ti
     writer.add_add_space_prefix(False)  # else " " is glued before the first FIM token
     writer.add_chat_template(CHAT_TEMPLATE)
 
-    writer.add_tensor("token_embd.weight", matrix(n_vocab, N_EMBD))
+    embeddings = matrix(n_vocab, N_EMBD)
+    writer.add_tensor("token_embd.weight", embeddings)
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     output = matrix(n_vocab, N_EMBD)
     # Printable rows come in (r, -r) pairs, so the best printable logit is |r.h| > 0 for
@@ -161,16 +168,23 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, embedding: bool = False) -> Ti
     ordered = sorted(printable)
     output[ordered[1::2]] = -output[ordered[0::2][: len(ordered) // 2]]
     output[[i for i in range(n_vocab) if i not in printable]] = 0
+    index = {t: i for i, t in enumerate(tokens)}
+    for before, after in (script or {}).items():
+        # Zero layers leave the last token's embedding as the hidden state: a row along
+        # it, much longer than the random ones, wins after that token and only there.
+        e = embeddings[index[before]].astype(np.float32)
+        output[index[after]] = (8.0 * e / np.linalg.norm(e)).astype(np.float16)
     writer.add_tensor("output.weight", output)
+    weights = matrix if script is None else (lambda r, c: np.zeros((r, c), np.float16))
     for layer in range(N_LAYER):
         blk = f"blk.{layer}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            writer.add_tensor(f"{blk}.{name}.weight", matrix(N_EMBD, N_EMBD))
+            writer.add_tensor(f"{blk}.{name}.weight", weights(N_EMBD, N_EMBD))
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", matrix(N_FF, N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_up.weight", matrix(N_FF, N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_down.weight", matrix(N_EMBD, N_FF))
+        writer.add_tensor(f"{blk}.ffn_gate.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(f"{blk}.ffn_up.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(f"{blk}.ffn_down.weight", weights(N_EMBD, N_FF))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -232,6 +232,7 @@ class LlamaCppBackend(InProcessBackend):
         budget = min(request.max_tokens, n_ctx - len(prompt))
         stops = [s for s in request.stop if s]
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        stop_ids = _special_token_ids(llm, vocab, stops)
         seed = request.seed if request.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
         llm.set_seed(seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -257,7 +258,7 @@ class LlamaCppBackend(InProcessBackend):
                 if cancel.is_set():
                     finish = "cancelled"
                     break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
                 n += 1
@@ -344,6 +345,17 @@ def _tokenize(llm: Llama, text: str) -> list[int]:
     # add_bos=False: the rendered template decides what comes first (Qwen has no BOS).
     ids: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
     return ids
+
+
+def _special_token_ids(llm: Llama, vocab: Any, stops: list[str]) -> frozenset[int]:
+    """Stops that are one special token (`<|file_sep|>`), by id: special tokens decode
+    to no text, so a stop string alone would never see them."""
+    ids = set()
+    for stop in stops:
+        tokens = _tokenize(llm, stop)
+        if len(tokens) == 1 and llama_cpp.llama_vocab_is_control(vocab, tokens[0]):
+            ids.add(tokens[0])
+    return frozenset(ids)
 
 
 def _piece(llm: Llama, prev: int, token: int) -> bytes:
