@@ -45,13 +45,14 @@ lint: install-test
 test: lint install-triton
 	$(BIN)/pytest -q
 
-bench: install-test
+bench: install-test install-triton
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| echo "no wrk: bench/loadgen.py generates the load"
 	$(BIN)/python bench/gateway_overhead.py
 	$(BIN)/python bench/index_speed.py
 	$(BIN)/python bench/search_latency.py
 	$(BIN)/python bench/embed_throughput.py
+	$(BIN)/python bench/embed_paths.py
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

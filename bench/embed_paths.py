@@ -159,6 +159,7 @@ async def measure(opts: argparse.Namespace, servers: Servers,
     }
     samples: dict[str, dict[str, list[float]]] = {p: {"b32": [], "b1": []} for p in PATHS}
     cosines: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
     try:
         warm = {path: await paths[path][0].embed_batch(paths[path][1], chunks[:32])
                 for path in PATHS}  # loads, exports, first-request costs
@@ -180,6 +181,7 @@ async def measure(opts: argparse.Namespace, servers: Servers,
         for backend, _ in paths.values():
             await backend.aclose()
     return {"samples": samples, "cosines": cosines, "rounds": opts.rounds,
+            "load": (load_before, os.getloadavg()[0]),
             "singles": opts.singles, "command": bl.command_line(),
             "revision": bl.revision(), "nproc": len(os.sched_getaffinity(0))}
 
@@ -229,7 +231,9 @@ def report(r: dict[str, Any]) -> str:
     )
     table = bl.table(["path", "chunks/s (batch 32)", "batch-1 p50 ms", "batch-1 p90 ms",
                       "batch-32 p50 ms", "batch-32 p90 ms", "min cosine vs embedded"], rows)
-    return head + table + bl.stamp(r)
+    load = (f"\n\nLoad average (1 min, start → end): {r['load'][0]:.2f} → {r['load'][1]:.2f}: "
+            "other work on these CPUs lowers every row alike; compare rows, not runs.")
+    return head + table + load + bl.stamp(r)
 
 
 def main() -> None:
