@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mimiverse.fim.prompt import estimate_tokens, trim_to_budget
+from mimiverse.fim.prompt import PREFIX_STEP_LINES, estimate_tokens, trim_to_budget
 
 
 @pytest.mark.parametrize(
@@ -93,12 +93,15 @@ def test_multi_megabyte_lines_are_trimmed_without_recounting() -> None:
     text = line * 300_000  # 4.5 MB each side
     counter = CountingCounter()
     prefix, suffix = trim_to_budget(text, text, 2048, count=counter)
-    # Prefix share 1536 -> 307 whole lines (1535); the suffix gets 2048 - 1535 = 513 -> 102.
-    assert prefix == line * 307
-    assert suffix == line * 102
+    # Prefix share 1536 -> 307 whole lines, from line 299,693: snapped to line 299,696 (a
+    # multiple of 8), 304 lines (1520); the suffix gets 2048 - 1520 = 528 -> 105 lines.
+    assert prefix == line * 304
+    assert suffix == line * 105
     # Each side is counted once in full, then only what is kept (plus the line that
-    # did not fit): re-counting per dropped line would be quadratic.
-    assert counter.chars <= 2 * len(text) + len(prefix) + len(suffix) + 2 * len(line)
+    # did not fit, and the lines the snap drops): re-counting per dropped line would be
+    # quadratic.
+    assert counter.chars <= (2 * len(text) + len(prefix) + len(suffix)
+                             + (2 + PREFIX_STEP_LINES) * len(line))
 
 
 def test_a_giant_single_line_is_cut_inside() -> None:
@@ -115,8 +118,24 @@ def test_a_giant_single_line_is_cut_inside() -> None:
 def test_non_ascii_costs_more_per_character() -> None:
     prefix = "x = 1\n" + "s = '日本語'\n" * 10
     kept, _ = trim_to_budget(prefix, "", 20)
-    # Each Japanese line is 17 bytes = 5 tokens: 4 lines fit in 20.
-    assert kept == "s = '日本語'\n" * 4
+    # Each Japanese line is 17 bytes = 5 tokens: 4 lines (from line 7) fit in 20; the
+    # start snaps to line 8.
+    assert kept == "s = '日本語'\n" * 3
+
+
+def test_typing_keeps_the_start_of_a_trimmed_prefix() -> None:
+    """Consecutive prompts share their beginning (an engine's prompt cache reuses it)
+    until the prefix has grown by PREFIX_STEP_LINES lines."""
+    file = "".join(f"value_{i} = compute({i})\n" for i in range(400)) + "result = "
+    starts = set()
+    typed = ""
+    for ch in "total_of_values(values)\nprint(result)\n":
+        typed += ch
+        kept, _ = trim_to_budget(file + typed, "", 1024)
+        starts.add(len(file + typed) - len(kept))
+    assert len(starts) == 1
+    first_line = file.count("\n", 0, starts.pop())
+    assert first_line % PREFIX_STEP_LINES == 0
 
 
 @pytest.mark.parametrize(("budget", "share"), [(-1, 0.75), (100, -0.1), (100, 1.5)])

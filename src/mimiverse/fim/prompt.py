@@ -4,6 +4,11 @@ Counting is an estimate (no tokenizer on the request path); budgets leave headro
 Trimming keeps the text nearest the cursor and cuts at line boundaries, so the model sees
 whole lines; only a single line next to the cursor that is larger than its whole share is
 cut inside.
+
+A trimmed prefix starts at a line whose number is a multiple of `PREFIX_STEP_LINES`: as a
+developer types, the start stays put until the prefix has grown by that many lines, so
+consecutive prompts for one file share their beginning and an engine with a prompt cache
+(llama.cpp, Ollama) re-reads only what changed near the cursor.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ _BYTES_PER_TOKEN_X2 = 7  # 3.5 as a fraction, to stay in integers
 # Upper bound on characters per token: a longer line is not counted at all, and the
 # search for a cut inside a line looks at no more than this many characters per token.
 _MAX_CHARS_PER_TOKEN = 32
+
+PREFIX_STEP_LINES = 8
 
 
 def estimate_tokens(text: str) -> int:
@@ -65,6 +72,22 @@ def trim_to_budget(
     return kept, _keep_head(suffix, budget_tokens - used, count)
 
 
+def _snap(text: str, start: int, count: Callable[[str], int], used: int) -> tuple[int, int]:
+    """Move a kept tail's start forward to the next line numbered a multiple of
+    PREFIX_STEP_LINES (never past the cursor's line); returns it and the new cost."""
+    line = text.count("\n", 0, start)
+    target = -(-line // PREFIX_STEP_LINES) * PREFIX_STEP_LINES
+    snapped = start
+    for _ in range(target - line):
+        newline = text.find("\n", snapped)
+        if newline < 0 or newline + 1 >= len(text):
+            return start, used
+        snapped = newline + 1
+    if snapped == start or "\n" not in text[snapped:]:
+        return start, used
+    return snapped, used - count(text[start:snapped])
+
+
 def _keep_tail(text: str, budget: int, count: Callable[[str], int]) -> tuple[str, int]:
     """Longest run of whole lines at the end of `text` within `budget`, and its cost."""
     start = len(text)
@@ -84,6 +107,7 @@ def _keep_tail(text: str, budget: int, count: Callable[[str], int]) -> tuple[str
             return text, used
         line_start = text.rfind("\n", 0, start - 1) + 1
     if text[start:].strip():
+        start, used = _snap(text, start, count, used)
         return text[start:], used
     # Nothing but blank space fits: cut inside the line next to the cursor.
     line = text[line_start:start]
