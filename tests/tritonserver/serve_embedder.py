@@ -7,10 +7,12 @@ Runs in the pytriton venv (`.venv-triton`, numpy < 2), started by the tests' fix
         [--calls-log FILE] [--repo DIR --repo-model NAME]
 
 Model `--model` (TEXT BYTES [batch, 1] -> EMBEDDING FP32 [batch, 64]) is the hashed bag
-of words in bow.py, so the tests know each vector exactly; every batch it executes is
-appended to `--calls-log` as its size, one line each. With `--repo`, model `--repo-model`
-serves what `mimiverse triton prepare` wrote there, the way a GPU tritonserver would run
-it: the repository's own tokenizer model.py, then its ONNX encoder on onnxruntime.
+of words in bow.py, so the tests know each vector exactly; `<model>-flat` is the same
+without Triton's batching (TEXT [n] -> [n, 64], max_batch_size 0). Every batch either
+executes is appended to `--calls-log` as its size, one line each. With `--repo`, model
+`--repo-model` serves what `mimiverse triton prepare` wrote there, the way a GPU
+tritonserver would run it: the repository's own tokenizer model.py, then its ONNX encoder
+on onnxruntime.
 """
 
 from __future__ import annotations
@@ -53,6 +55,22 @@ def bow_model(calls_log: Path | None) -> Any:
             with open(calls_log, "a", encoding="ascii") as f:
                 f.write(f"{len(texts)}\n")
         return {"EMBEDDING": np.stack([bow_vector(t) for t in texts]).astype(np.float32)}
+
+    return infer
+
+
+def flat_bow_model(calls_log: Path | None) -> Any:
+    """The same embedding without Triton's batching: TEXT is [n], EMBEDDING [n, 64]."""
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        answers = []
+        for request in requests:
+            texts = _texts(request["TEXT"])
+            if calls_log is not None:
+                with open(calls_log, "a", encoding="ascii") as f:
+                    f.write(f"{len(texts)}\n")
+            answers.append({"EMBEDDING": np.stack([bow_vector(t) for t in texts])})
+        return answers
 
     return infer
 
@@ -106,6 +124,12 @@ def main() -> None:
             model_name=args.model, infer_func=bow_model(args.calls_log), inputs=text_in,
             outputs=[Tensor(name="EMBEDDING", dtype=np.float32, shape=(DIM,))],
             config=ModelConfig(max_batch_size=args.max_batch),
+        )
+        triton.bind(
+            model_name=f"{args.model}-flat", infer_func=flat_bow_model(args.calls_log),
+            inputs=[Tensor(name="TEXT", dtype=bytes, shape=(-1,))],
+            outputs=[Tensor(name="EMBEDDING", dtype=np.float32, shape=(-1, DIM))],
+            config=ModelConfig(batching=False),
         )
         if args.repo is not None:
             triton.bind(

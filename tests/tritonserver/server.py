@@ -48,7 +48,7 @@ class TritonServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.model = model
-        self.ready_models = (model, *ready_models)
+        self.ready_models = (model, f"{model}-flat", *ready_models)
         self.calls_log = workdir / "calls.log"
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None

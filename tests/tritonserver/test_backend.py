@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mimiverse.backends.registry import build_backend
-from mimiverse.backends.triton import TritonBackend
+from mimiverse.backends.triton import ModelShape, TritonBackend
 from mimiverse.config import BackendSettings, load_settings
 from mimiverse.errors import BackendRejected, BackendUnavailable, ConfigError
 from tests.servers.harness import free_port
@@ -58,6 +58,21 @@ async def test_large_input_is_split_into_the_models_max_batch(
     # max_batch_size 16 from the model's config wins over the setting's default (64).
     assert (await backend.model_shape("bow")).max_batch == 16
     assert sorted(triton_server.calls()[before:]) == [4, 16, 16, 16, 16, 16, 16]
+
+
+async def test_unbatched_model_takes_a_flat_tensor_and_the_settings_max_batch(
+    triton_server: TritonServer,
+) -> None:
+    backend = triton_backend(triton_server, "grpc", max_batch=2)
+    try:
+        texts = [f"word{i} shared" for i in range(5)]
+        before = len(triton_server.calls())
+        assert await backend.embed_batch("bow-flat", texts) == expected(texts)
+        # max_batch_size 0 in its config: [n] tensors of at most the setting's 2 texts.
+        assert await backend.model_shape("bow-flat") == ModelShape(input_rank=1, max_batch=2)
+        assert sorted(triton_server.calls()[before:]) == [1, 2, 2]
+    finally:
+        await backend.aclose()
 
 
 async def test_probe_and_metadata(backend: TritonBackend) -> None:
