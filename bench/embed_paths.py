@@ -17,7 +17,7 @@ repository's source, each path through the backend class the router would use:
 
 Per path: throughput of `embed_batch` with 32 chunks per call (chunks/s), and latency per
 call with 1 chunk and with 32 chunks (p50, p90), the paths interleaved round by round so
-each sees the same machine. Needs the embed and triton extras and `make .venv-triton`.
+each sees the same machine. Needs the embed and triton extras and `make install-triton`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Servers:
     def __enter__(self) -> Servers:
         triton_python = bl.ROOT / ".venv-triton" / "bin" / "python"
         if not triton_python.is_file():
-            raise SystemExit("no .venv-triton: run `make .venv-triton/.installed` first")
+            raise SystemExit("no .venv-triton: run `make install-triton` first")
         p = self.ports
         with open(self.workdir / "servers.log", "ab") as log:
             try:

@@ -1,7 +1,7 @@
 """A real tritonserver (pytriton's) as a subprocess of the test, which a test can stop and
 start again on the same ports.
 
-pytriton pins numpy < 2, so it lives in its own venv (`make .venv-triton`); without it the
+pytriton pins numpy < 2, so it lives in its own venv (`make install-triton`); without it the
 tests skip, except under CI=true where that is a broken install and fails.
 """
 
@@ -31,7 +31,7 @@ def triton_python() -> Path:
     """The pytriton venv's interpreter, or skip (fail under CI) saying how to make it."""
     python = Path(os.environ.get("MIMIVERSE_TRITON_PYTHON", ROOT / ".venv-triton/bin/python"))
     if not python.is_file():
-        why = f"no pytriton venv at {python}: run `make .venv-triton`"
+        why = f"no pytriton venv at {python}: run `make install-triton`"
         if os.environ.get("CI"):
             pytest.fail(why)  # CI builds it: a skip there would hide a broken install
         pytest.skip(why)
