@@ -108,6 +108,12 @@ class BackendSettings(_Strict):
     n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
     n_threads: int | None = Field(None, ge=1, le=256)
     max_connections: int = Field(64, ge=1, le=4096)
+    # FIM prompt size for this backend: a fixed cap, and/or the size it reads within
+    # `target_prompt_s`, learned from the prompt speed it shows (llama.cpp, Ollama).
+    max_prompt_tokens: int | None = Field(None, ge=64, le=131072)
+    target_prompt_s: float | None = Field(
+        None, gt=0, le=60, description="learn a prompt budget (llamacpp, ollama: 1.5 s)"
+    )
     timeouts: Timeouts = Timeouts()
     triton: TritonOptions | None = Field(
         None, description="triton: model, tensors, protocol (defaults when absent)"

@@ -176,7 +176,7 @@ class Gateway:
         route = self.settings.models.completion
         template = self.fim_template
         prefix, suffix = trim_to_budget(
-            fim.prefix, fim.suffix, route.max_prompt_tokens - context_tokens
+            fim.prefix, fim.suffix, self.prompt_budget() - context_tokens
         )
         stops = tuple(dict.fromkeys((*template.stop, *fim.stop)))
         request = GenerateRequest(
@@ -215,13 +215,13 @@ class Gateway:
         use_index = fim.repo_context and settings.enabled and self.retriever is not None
         if not (use_index or fim.snippets):
             return [], 0, None, None
-        route = self.settings.models.completion
-        budget = settings.budget(route.max_prompt_tokens)
+        total = self.prompt_budget()
+        budget = settings.budget(total)
         matches = None
         if use_index:
             assert self.retriever is not None
             # What the prompt can show of the file at most: matches inside it are dropped.
-            shown = trim_to_budget(fim.prefix, fim.suffix, route.max_prompt_tokens)
+            shown = trim_to_budget(fim.prefix, fim.suffix, total)
             matches = await self.retriever.matches(fim.path, fim.prefix, *shown)
         clip = budget * 8  # characters: no snippet longer than the budget could ever fit
         client = [ContextFile(s.path, clip_to_lines(s.text, clip)) for s in fim.snippets]
@@ -238,6 +238,14 @@ class Gateway:
         from_client = [c for c in chosen if c in client]
         from_index = [c for c in chosen if c not in client]
         return [*from_client, *reversed(from_index)], used, repo_name, path
+
+    def prompt_budget(self) -> int:
+        """FIM prompt tokens: the route's ceiling, or less where the first backend of the
+        route reads prompts slowly (its own cap, or what it reads in its target time)."""
+        ceiling = self.settings.models.completion.max_prompt_tokens
+        first = self.router.backends[self.settings.models.completion.backends[0]]
+        own = first.prompt_budget()
+        return ceiling if own is None else min(ceiling, own)
 
     def _count_tokens(self, text: str) -> int:
         """By the completion model's tokenizer when a backend has it at hand, else a

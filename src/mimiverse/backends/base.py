@@ -70,15 +70,52 @@ class Delta:
     token_ids: tuple[int, ...] = field(default=())  # when the backend exposes them
 
 
+class PromptSpeed:
+    """How fast a backend reads prompts, learned, and the FIM prompt that fits a target time.
+
+    The budget moves in steps of 128 tokens and only when it is off by more than a quarter:
+    a budget that followed every measurement would move the prompt's start with every
+    request and defeat the engine's prompt cache.
+    """
+
+    STEP = 128
+    FLOOR = 256
+
+    def __init__(self, target_s: float) -> None:
+        self.target_s = target_s
+        self.tokens_per_s: float | None = None
+        self._budget: int | None = None
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        if tokens < 32 or seconds <= 0:
+            return  # a prompt mostly served from cache says nothing about speed
+        rate = tokens / seconds
+        self.tokens_per_s = rate if self.tokens_per_s is None else (
+            0.7 * self.tokens_per_s + 0.3 * rate)
+        fresh = max(self.FLOOR, int(self.tokens_per_s * self.target_s) // self.STEP * self.STEP)
+        if self._budget is None or abs(fresh - self._budget) > self._budget / 4:
+            self._budget = fresh
+
+    @property
+    def budget(self) -> int | None:
+        return self._budget
+
+
 class Backend:
     """Base of all backends. Subclasses set `kind` and `tasks` and override what they do."""
 
     kind: ClassVar[str] = ""
     tasks: ClassVar[frozenset[Task]] = frozenset()
 
+    # Learned prompt budgets default to off; backends that report prompt timing and are
+    # often slow (in-process llama.cpp) turn them on with a target.
+    default_target_prompt_s: ClassVar[float | None] = None
+
     def __init__(self, config: BackendSettings) -> None:
         self.config = config
         self.name = config.name
+        target = config.target_prompt_s or self.default_target_prompt_s
+        self.prompt_speed = PromptSpeed(target) if target is not None else None
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
@@ -95,6 +132,14 @@ class Backend:
     async def list_models(self) -> list[str]:
         """Model names this backend can serve now (may be empty if it cannot tell)."""
         return []
+
+    def prompt_budget(self) -> int | None:
+        """The FIM prompt size this backend should get: its configured cap and/or what
+        it reads within its target time; None when neither is known."""
+        budgets = [b for b in (self.config.max_prompt_tokens,
+                               self.prompt_speed.budget if self.prompt_speed else None)
+                   if b is not None]
+        return min(budgets) if budgets else None
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens of `text` by the model's own tokenizer, when this backend has it at hand

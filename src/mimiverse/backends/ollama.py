@@ -33,6 +33,8 @@ class LoadedModel:
 
 
 class OllamaBackend(HttpBackend):
+    # Ollama reports prompt timing; on a CPU it is slow enough for the budget to matter.
+    default_target_prompt_s: ClassVar[float | None] = 1.5
     kind: ClassVar[str] = "ollama"
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
 
@@ -92,6 +94,11 @@ class OllamaBackend(HttpBackend):
         if not isinstance(body, dict) or not isinstance(body.get("version"), str):
             raise BackendProtocolError("/api/version did not name a version", backend=self.name)
 
+    def _observe_prompt(self, final: dict[str, Any]) -> None:
+        count, nanos = final.get("prompt_eval_count"), final.get("prompt_eval_duration")
+        if self.prompt_speed is not None and isinstance(count, int) and isinstance(nanos, int):
+            self.prompt_speed.observe(count, nanos / 1e9)
+
     async def _stream(
         self, path: str, payload: dict[str, Any], text_of: Callable[[dict[str, Any]], str]
     ) -> AsyncIterator[Delta]:
@@ -111,6 +118,7 @@ class OllamaBackend(HttpBackend):
                     raise BackendUnavailable(f"{path}: {why}", backend=self.name)
                 text = text_of(obj)
                 if obj.get("done") is True:
+                    self._observe_prompt(obj)
                     final = Delta(
                         text=text,
                         finish_reason="length" if obj.get("done_reason") == "length" else "stop",
