@@ -29,7 +29,7 @@ async def test_index_sizes_and_embedding_batches(
     root = make_repo(tmp_path / "repo").resolve()
     app = serve(settings(embed_batch=3), {"bow": embedder}, repos=[str(root)])
     status = await wait_ready(http, app.url)
-    assert (status["state"], status["files"], status["chunks"]) == ("ready", 4, 7)
+    assert (status["state"], status["files"], status["chunks"]) == ("ready", 4, 7), status
 
     m = await scrape(http, app.url)
 
@@ -122,4 +122,21 @@ async def test_without_metrics_the_gateway_reports_to_the_no_op_observer() -> No
     metrics = Metrics(gateway)
     gateway.observe(metrics)
     assert gateway.observer is metrics and gateway.router.observer is metrics
+    await gateway.aclose()
+
+
+async def test_an_embedding_while_opening_a_completion_does_not_label_it() -> None:
+    """Repository context may embed a query before a completion is served from the cache:
+    the completion is the cache's, not the embedding backend's."""
+    gateway = Gateway(settings_for(("b", "ollama", "http://127.0.0.1:9")))
+    metrics = Metrics(gateway)
+
+    async def opening() -> AsyncIterator[TextEvent]:
+        metrics.answered("embedding", "b")  # the query embedding, reported by the router
+        return events(Answer("hi", "test-model", "cache", 0.1, cached=True))
+
+    stream = await metrics.stream("completion", "test-model", opening())
+    assert [e.kind async for e in stream] == ["delta", "done"]
+    assert metrics.registry.get_sample_value("mimiverse_requests_total", {
+        "task": "completion", "model": "test-model", "backend": "cache", "status": "ok"}) == 1
     await gateway.aclose()

@@ -281,7 +281,8 @@ class Metrics(Observer):
 
     def answered(self, task: Task, backend: str) -> None:
         request = _opening.get()
-        if request is not None:
+        # The task check: opening a completion may embed a query first (repository context).
+        if request is not None and request.task == task:
             request.backend = backend
 
     def fell_back(self, task: Task, backend: str) -> None:
