@@ -19,6 +19,7 @@ deploy/ (Prometheus alerts, Grafana dashboards): keep them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -229,7 +230,10 @@ class Metrics(Observer):
             self._end(request, status, error)
             closer = getattr(events, "aclose", None)
             if closer is not None:
-                await closer()  # closed early: stop the upstream now, not at collection
+                # Closed early: stop the upstream now, not at garbage collection; best
+                # effort, as the router's own closing (the answer is over either way).
+                with contextlib.suppress(Exception):
+                    await closer()
 
     async def embedding(self, model: str, call: Awaitable[Embeddings]) -> Embeddings:
         request = self._start("embedding", model)
