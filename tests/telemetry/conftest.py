@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import http, serve
+from tests.api.conftest import http, redis_server, serve
 
-__all__ = ["http", "serve"]
+__all__ = ["http", "redis_server", "serve"]

@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
+import redis
 
 from tests.api.conftest import Serve
 from tests.servers.behaviour import chat_prompt, split_tokens
 from tests.servers.harness import ServerHandle, run_in_thread
 from tests.servers.ollama_server import OllamaApp
 from tests.support.app_server import settings_for
+from tests.support.redis_server import RedisServer
 from tests.telemetry.scrape import Samples, labels, scrape
 
 REPLY = "x = 1"  # 3 tokens for the test servers' tokenizer
@@ -253,3 +255,22 @@ async def until_async(check: Callable[[], Awaitable[bool]], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+async def test_redis_cache_counts_lookups_but_not_its_size(
+    serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient,
+    redis_server: RedisServer,
+) -> None:
+    """Sizing Redis would SCAN the shared keyspace at every scrape of every replica."""
+    app = serve(settings_for(("b", "ollama", ollama_server.url),
+                             cache={"kind": "redis", "url": redis_server.url}))
+    for _ in range(2):
+        await http.post(f"{app.url}/api/ai/fim", json={"prefix": "def f("})
+    m = await scrape(http, app.url)
+    assert m.series("mimiverse_cache_requests_total") == {
+        labels(result="hit"): 1, labels(result="miss"): 1,
+    }
+    assert m.get_value("mimiverse_cache_entries") is None
+    assert m.get_value("mimiverse_cache_bytes") is None
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert "cmdstat_scan" not in client.info("commandstats")
