@@ -18,6 +18,7 @@ import asyncio
 import codecs
 import functools
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -160,7 +161,9 @@ class LlamaCppBackend(InProcessBackend):
             return Llama(
                 model_path=str(path),
                 n_ctx=self.config.n_ctx,
-                n_threads=self.config.n_threads,
+                # llama-cpp-python would generate on half the CPUs; this process's own
+                # CPUs, all of them, are what a local completion server is for.
+                n_threads=self.config.n_threads or len(os.sched_getaffinity(0)),
                 embedding=embedding,
                 verbose=False,
             )

@@ -52,8 +52,9 @@ _ALIASES = {"typescriptreact": "tsx", "javascriptreact": "javascript", "js": "ja
             "h": "c", "cc": "cpp", "cxx": "cpp"}
 
 # A line ending in one of these continues on the next line: no statement is complete.
+# Not ".": prose in docstrings and comments ends with it far more often than code does.
 _CONTINUES = ("\\", ",", "(", "[", "{", "=", "+", "-", "*", "/", "%", "&", "|", "<", ">",
-              "?", ".", ":", "->", "=>")
+              "?", ":", "->", "=>")
 _CLOSERS = ")]}"
 _BLOCK_OPENERS = (":", "{", "(", "[")
 

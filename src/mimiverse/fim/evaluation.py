@@ -1,11 +1,13 @@
 """`eval fim`: what repository context buys on a user's own code.
 
-Spans inside functions of a repository are masked, one per task: a single line (from its
-first non-blank character to its end) or a few consecutive lines (from the first one's
-indentation). The completion model fills each hole twice, with and without repository
-context, through the same gateway as every editor request. Scores: exact match (lines
-compared without trailing blanks; single-line tasks by their first line) and edit
-similarity (rapidfuzz's normalised indel similarity, as CrossCodeEval reports it).
+Spans inside functions of a repository are masked, one per task: a single line of code
+(from its first non-blank character to its end) or a line of code and the rest of its
+block, up to 4 lines (from the first one's indentation). Comments and docstrings are
+never masked: they measure prose, not code. The completion model fills each hole twice,
+with and without repository context, through the same gateway as every editor request.
+Scores: exact match (lines compared without trailing blanks; single-line tasks by their
+first line) and edit similarity (rapidfuzz's normalised indel similarity, as
+CrossCodeEval reports it).
 
 The repository is indexed as is: the hole's own file never reaches the prompt as
 context (matches inside the file's visible window are always dropped), so the answer
@@ -30,7 +32,7 @@ from mimiverse.index.walker import SourceText, read_source, walk
 
 Kind = Literal["single", "multi"]
 KINDS: tuple[Kind, ...] = ("single", "multi")
-MULTI_LINES = 3  # lines a multi-line hole spans at most
+MULTI_LINES = 4  # lines a multi-line hole spans at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +62,69 @@ def _lines_of_functions(path: str, text: str, language: str | None) -> list[tupl
     return spans
 
 
+_COMMENT_LEADS = ("#", "//", "/*", "*", '"""', "'''")
+
+
+def _code_lines(lines: list[str], first: int, last: int) -> list[int]:
+    """Body lines that are code: not comments, not inside a docstring or block string,
+    at least 4 characters. A completion inside prose measures prose, not code."""
+    code = []
+    in_string = False
+    for i in range(first, last + 1):
+        stripped = lines[i].strip()
+        quotes = stripped.count('"""') + stripped.count("'''")
+        if in_string or stripped.startswith(_COMMENT_LEADS):
+            in_string = in_string != (quotes % 2 == 1)
+            continue
+        in_string = quotes % 2 == 1
+        if len(stripped) >= 4 and not in_string:
+            code.append(i)
+    return code
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _block_end(lines: list[str], j: int, last: int) -> int | None:
+    """The last line of the block line j sits in, when that block ends (a dedent, or the
+    function's end) within MULTI_LINES lines from j; None otherwise."""
+    end = j
+    for k in range(j + 1, last + 1):
+        if not lines[k].strip() or lines[k].lstrip().startswith(_COMMENT_LEADS):
+            continue  # a trailing comment is not code to complete
+        if _indent(lines[k]) < _indent(lines[j]):
+            break
+        end = k
+        if end - j + 1 > MULTI_LINES:
+            return None
+    return end
+
+
 def _holes(text: str, first: int, last: int, rng: random.Random) -> list[FimTask]:
     lines = text.split("\n")
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line) + 1)
-    body = [i for i in range(first, last + 1) if len(lines[i].strip()) >= 4]
+    body = _code_lines(lines, first, last)
     if not body:
         return []
     tasks = []
     i = rng.choice(body)
-    start = offsets[i] + len(lines[i]) - len(lines[i].lstrip())
+    start = offsets[i] + _indent(lines[i])
     end = offsets[i] + len(lines[i])
     tasks.append(FimTask("", "single", text[:start], text[end:], text[start:end]))
-    starts = [j for j in body if j + 1 <= last]
+    # Multi-line: from a line of code to where its block ends (as a developer writes
+    # the rest of a block), 2 to MULTI_LINES lines.
+    ends = {j: _block_end(lines, j, last) for j in body}
+    starts = [j for j, stop in ends.items() if stop is not None and stop > j]
     if starts:
         j = rng.choice(starts)
-        stop = min(j + MULTI_LINES - 1, last)
-        start = offsets[j] + len(lines[j]) - len(lines[j].lstrip())
+        stop = ends[j]
+        assert stop is not None
+        start = offsets[j] + _indent(lines[j])
         end = offsets[stop] + len(lines[stop])
-        if text[start:end].count("\n") >= 1:
-            tasks.append(FimTask("", "multi", text[:start], text[end:], text[start:end]))
+        tasks.append(FimTask("", "multi", text[:start], text[end:], text[start:end]))
     return tasks
 
 
