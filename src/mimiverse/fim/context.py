@@ -48,7 +48,7 @@ class Cursor:
 
 def cursor_identifiers(
     prefix: str, suffix: str, *, before_lines: int = 12, after_lines: int = 4,
-    max_identifiers: int = 12,
+    max_identifiers: int = 8,
 ) -> list[str]:
     """Identifiers used nearest to the cursor: its own line first, then the lines before
     it (most recent first), then a few after it; keywords dropped, each once."""
