@@ -22,10 +22,9 @@ from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings
-from mimiverse.fim.context import clip_to_lines, select
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, trim_to_budget
-from mimiverse.fim.retrieval import RepoRetriever
+from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.walker import detect_language
 from mimiverse.routing.router import RoutedStream, Router
@@ -165,8 +164,16 @@ class Gateway:
 
     async def plan_fim(self, fim: FimInput) -> FimPlan:
         """The prompt for `fim`: repository context first, the file in what is left."""
-        context, used, repo_name, path = await self._fim_context(fim)
-        return self.render_fim(fim, context, used, repo_name, path)
+        settings = self.settings.repo_context
+        retriever = self.retriever if fim.repo_context and settings.enabled else None
+        if retriever is None and not fim.snippets:
+            return self.render_fim(fim)
+        chosen = await prompt_context(
+            retriever, settings, self.fim_template, prefix=fim.prefix, suffix=fim.suffix,
+            path=fim.path, snippets=fim.snippets, total=self.prompt_budget(),
+            count=self._count_tokens,
+        )
+        return self.render_fim(fim, chosen.files, chosen.tokens, chosen.repo_name, chosen.path)
 
     def render_fim(
         self, fim: FimInput, context: Sequence[ContextFile] = (), context_tokens: int = 0,
@@ -205,39 +212,6 @@ class Gateway:
             context=tuple(context),
         )
 
-    async def _fim_context(
-        self, fim: FimInput
-    ) -> tuple[list[ContextFile], int, str | None, str | None]:
-        """Snippets for the prompt within the context budget: the client's, then the
-        index's best matches (best last, next to the file); their cost; the repository's
-        name and the file's path in it, when the file is in an indexed repository."""
-        settings = self.settings.repo_context
-        use_index = fim.repo_context and settings.enabled and self.retriever is not None
-        if not (use_index or fim.snippets):
-            return [], 0, None, None
-        total = self.prompt_budget()
-        budget = settings.budget(total)
-        matches = None
-        if use_index:
-            assert self.retriever is not None
-            # What the prompt can show of the file at most: matches inside it are dropped.
-            shown = trim_to_budget(fim.prefix, fim.suffix, total)
-            matches = await self.retriever.matches(fim.path, fim.prefix, *shown)
-        clip = budget * 8  # characters: no snippet longer than the budget could ever fit
-        client = [ContextFile(s.path, clip_to_lines(s.text, clip)) for s in fim.snippets]
-        found = matches.files if matches is not None else []
-        repo_name = matches.repo_name if matches is not None else None
-        path = matches.path if matches is not None else fim.path
-        template = self.fim_template
-        chosen, used = select(
-            [*client, *found], budget=budget, count=self._count_tokens,
-            block=template.context_block, max_per_file=settings.max_per_file,
-            max_items=settings.max_snippets,
-            overhead=self._count_tokens(template.context_overhead(path, repo_name)),
-        )
-        from_client = [c for c in chosen if c in client]
-        from_index = [c for c in chosen if c not in client]
-        return [*from_client, *reversed(from_index)], used, repo_name, path
 
     def prompt_budget(self) -> int:
         """FIM prompt tokens: the route's ceiling, or less where the first backend of the

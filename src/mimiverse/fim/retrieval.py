@@ -14,6 +14,7 @@ import logging
 import posixpath
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -21,12 +22,15 @@ from mimiverse.config import RepoContextSettings
 from mimiverse.errors import MimiverseError
 from mimiverse.fim.context import (
     Cursor,
+    clip_to_lines,
     cursor_identifiers,
     cursor_query,
     overlaps_visible,
+    select,
     shared_identifiers,
 )
-from mimiverse.fim.templates import ContextFile
+from mimiverse.fim.prompt import trim_to_budget
+from mimiverse.fim.templates import ContextFile, FimTemplate
 from mimiverse.index.model import StoredChunk
 from mimiverse.index.service import CodebaseService, Job
 
@@ -140,3 +144,40 @@ class RepoRetriever:
 
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptContext:
+    files: list[ContextFile]  # in prompt order
+    tokens: int  # what they cost, headers included
+    repo_name: str | None  # the repository the file is in, when it is indexed here
+    path: str | None  # the file's name for the prompt (relative to that repository)
+
+
+async def prompt_context(
+    retriever: RepoRetriever | None, settings: RepoContextSettings, template: FimTemplate,
+    *, prefix: str, suffix: str, path: str | None, snippets: Sequence[ContextFile],
+    total: int, count: Callable[[str], int],
+) -> PromptContext:
+    """Snippets for a prompt of `total` tokens, within the context budget: the client's,
+    then (with a retriever) the index's best matches, placed best last, next to the file."""
+    budget = settings.budget(total)
+    matches = None
+    if retriever is not None:
+        # What the prompt can show of the file at most: matches inside it are dropped.
+        shown = trim_to_budget(prefix, suffix, total)
+        matches = await retriever.matches(path, prefix, *shown)
+    clip = budget * 8  # characters: no snippet longer than the budget could ever fit
+    client = [ContextFile(s.path, clip_to_lines(s.text, clip)) for s in snippets]
+    found = matches.files if matches is not None else []
+    repo_name = matches.repo_name if matches is not None else None
+    if matches is not None:
+        path = matches.path
+    chosen, used = select(
+        [*client, *found], budget=budget, count=count, block=template.context_block,
+        max_per_file=settings.max_per_file, max_items=settings.max_snippets,
+        overhead=count(template.context_overhead(path, repo_name)),
+    )
+    from_client = [c for c in chosen if c in client]
+    from_index = [c for c in chosen if c not in client]
+    return PromptContext([*from_client, *reversed(from_index)], used, repo_name, path)
