@@ -54,6 +54,13 @@ class CircuitBreaker:
         self._opened_at = None
         self._probing = False
 
+    def record_first_token(self) -> None:
+        """A stream started: close the breaker (a probe passed) but keep the failure count,
+        so a backend that always dies mid-stream still opens it; the stream's clean end
+        resets the count (`record_success`)."""
+        self._opened_at = None
+        self._probing = False
+
     def record_failure(self, reason: str) -> None:
         self.last_error = reason
         self.consecutive_failures += 1

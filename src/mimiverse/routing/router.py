@@ -72,6 +72,7 @@ class RoutedStream:
                     delta = await anext(self._upstream)
             except StopAsyncIteration:
                 self._closed = True
+                self.router.breakers[self.backend.name].record_success()
                 return
             except TimeoutError:
                 total = loop.time() >= self._deadline
@@ -90,6 +91,8 @@ class RoutedStream:
         self.router.breakers[self.backend.name].record_failure(reason)
 
     async def aclose(self) -> None:
+        if not self._closed:  # stopped early while healthy (a stop rule, the client left)
+            self.router.breakers[self.backend.name].record_success()
         self._closed = True
         closer = getattr(self._upstream, "aclose", None)
         if closer is not None:
@@ -214,7 +217,10 @@ class Router:
                 # Cancelled (client went away) or a bug: no verdict on the backend.
                 breaker.release_probe()
                 raise
-            breaker.record_success()
+            if isinstance(result, RoutedStream):
+                breaker.record_first_token()  # its end (or failure) gives the full verdict
+            else:
+                breaker.record_success()
             self.observer.answered(task, backend.name)
             return result
         raise AllBackendsFailed(task, failures)

@@ -1,0 +1,48 @@
+"""Oversized and malformed request bodies: each gets its own 4xx saying what is wrong,
+nothing reaches the backend, and the server stays healthy afterwards."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.conftest import Serve
+from tests.servers.harness import ServerHandle
+from tests.support.app_server import settings_for
+
+JSON = {"content-type": "application/json"}
+NESTED = b'{"prefix": "x", "stop": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"x" * (8 * 1024 * 1024 + 1), 413, "larger than 8388608 bytes"),
+        (b'{"prefix": "x",', 422, "JSON decode error"),
+        (b'{"prefix": "x", "max_tokens": -1}', 422, "max_tokens: "),
+        (b'{"prefix": "x", "temperature": NaN}', 422, "temperature: "),
+        (b'{"prefix": "x", "temperature": 1e309}', 422, "temperature: "),
+        (b'{"prefix": "x", "max_tokens": 1e309}', 422, "max_tokens: "),
+        (b'{"prefix": "x", "max_tokens": 99999999999999999999999}', 422, "max_tokens: "),
+        # FastAPI's own 400 (its {"detail"} shape, not ours): invalid UTF-8 and nesting
+        # beyond the JSON parser's recursion limit both fail while decoding the body.
+        (b'{"prefix": "\xff\xfe x"}', 400, "error parsing the body"),
+        (NESTED, 400, "error parsing the body"),
+    ],
+    ids=["huge", "truncated-json", "negative", "nan", "inf-float", "inf-int", "bigint",
+         "broken-utf8", "nested-100k"],
+)
+async def test_bad_bodies_get_a_4xx_reach_no_backend_and_leave_the_server_healthy(
+    serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient,
+    body: bytes, status: int, says: str,
+) -> None:
+    app = serve(settings_for(("ollama", "ollama", ollama_server.url)))
+    r = await http.post(f"{app.url}/api/ai/fim", content=body, headers=JSON)
+    assert r.status_code == status, r.text[:500]
+    answer = r.json()
+    message = answer["error"]["message"] if "error" in answer else answer["detail"]
+    assert says in message, answer
+    assert ollama_server.behaviour.requests == {}
+    assert (await http.get(f"{app.url}/health/live")).status_code == 200
+    ok = await http.post(f"{app.url}/api/ai/fim", json={"prefix": "still = "})
+    assert ok.status_code == 200
