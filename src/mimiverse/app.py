@@ -17,6 +17,7 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
+from mimiverse.security import SecurityGate, allowed_host_names
 from mimiverse.telemetry.gpu import GpuCollector
 from mimiverse.telemetry.metrics import HttpMetrics, Metrics
 
@@ -110,5 +111,12 @@ def create_app(
     for router in (openai.router, ollama.router, tabby.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: sees 413s too
+    # Host, Origin and token checks before anything reads the body (docs/security.md).
+    app.add_middleware(
+        SecurityGate,
+        token_digests=settings.auth.digests,
+        allowed_hosts=allowed_host_names(settings.server.host, settings.server.allowed_hosts),
+        cors_origins=settings.server.cors_origins,
+    )
+    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: sees 413s and 401s too
     return app

@@ -17,6 +17,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +31,7 @@ from pydantic_settings import (
 )
 
 from mimiverse.errors import ConfigError
+from mimiverse.security import is_loopback, token_digest
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
@@ -54,6 +57,66 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Host names served besides localhost, 127.0.0.1, [::1] and `host` ("*": any). Other
+    # Host headers get 421: a DNS-rebinding page cannot reach the gateway by its own name.
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=256)
+    # Browser origins allowed to call the API (CORS); empty: none, and no CORS headers.
+    cors_origins: list[str] = Field(default_factory=list, max_length=256)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r}: list each origin as http(s)://host[:port]")
+        return origins
+
+
+def _split_tokens(value: Any) -> Any:
+    """MIMIVERSE_AUTH_TOKENS="a,b" -> ["a", "b"]."""
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+class AuthSettings(_Strict):
+    """API tokens; none configured: no authentication (then bind to loopback only)."""
+
+    tokens: list[SecretStr] = Field(default_factory=list, max_length=1024)
+    token_sha256: list[str] = Field(
+        default_factory=list, max_length=1024, description="hex SHA-256 of each token"
+    )
+    # Digests only are compared, each in constant time (security.SecurityGate).
+    _digests: tuple[bytes, ...] = PrivateAttr(default=())
+
+    _split = field_validator("tokens", mode="before")(_split_tokens)
+
+    @field_validator("tokens")
+    @classmethod
+    def _long_enough(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        if any(len(t.get_secret_value()) < 16 for t in tokens):
+            raise ValueError("each token needs at least 16 characters")
+        return tokens
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex_digests(cls, digests: list[str]) -> list[str]:
+        for d in digests:
+            if len(d) != 64 or any(c not in "0123456789abcdefABCDEF" for c in d):
+                raise ValueError("each token_sha256 entry is 64 hex digits (sha256sum)")
+        return [d.lower() for d in digests]
+
+    @model_validator(mode="after")
+    def _hash_tokens(self) -> AuthSettings:
+        self._digests = tuple(
+            [token_digest(t.get_secret_value()) for t in self.tokens]
+            + [bytes.fromhex(d) for d in self.token_sha256]
+        )
+        return self
+
+    @property
+    def digests(self) -> tuple[bytes, ...]:
+        return self._digests
 
 
 class TritonOptions(_Strict):
@@ -252,6 +315,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     index: IndexSettings = IndexSettings()
     repo_context: RepoContextSettings = RepoContextSettings()
+    auth: AuthSettings = AuthSettings()
 
     @field_validator("backends")
     @classmethod
@@ -275,6 +339,16 @@ class Settings(BaseSettings):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _network_needs_tokens(self) -> Settings:
+        if not is_loopback(self.server.host) and not self.auth.digests:
+            raise ValueError(
+                f"server.host = {self.server.host!r} serves the network, and no API token is "
+                "configured: set [auth] tokens (or token_sha256) in the config file, or "
+                "MIMIVERSE_AUTH_TOKENS, or bind to 127.0.0.1"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -284,11 +358,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings, env_settings, _AuthTokensEnv(settings_cls)
+        ]
         path = _config_file.get()
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+class _AuthTokensEnv(PydanticBaseSettingsSource):
+    """MIMIVERSE_AUTH_TOKENS (comma-separated) as auth.tokens, below MIMIVERSE_AUTH__*."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        raw = os.environ.get("MIMIVERSE_AUTH_TOKENS")
+        return {"auth": {"tokens": raw}} if raw else {}
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:

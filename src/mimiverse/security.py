@@ -1,0 +1,203 @@
+"""Who may talk to the gateway: API tokens, a Host allow-list and CORS, in one ASGI pass.
+
+Checked in this order, each before any route runs:
+
+1. Host (DNS rebinding): a web page on `evil.example` that re-resolves its name to
+   127.0.0.1 reaches us with `Host: evil.example`; only the names we are known by pass
+   (421 otherwise). The port in Host is ignored.
+2. Origin (CORS and cross-site requests): a request from a browser page on another
+   origin passes only if that origin is listed (403 otherwise, with no allow header);
+   preflights from listed origins are answered here, without a token, as browsers send
+   none with them.
+3. Token: when tokens are configured every path except `/health/live` needs one, as
+   `Authorization: Bearer <t>`, `X-Api-Key: <t>` or `api-key: <t>` (401 otherwise).
+   Tokens are kept as SHA-256 digests and compared with `hmac.compare_digest`.
+
+This module depends on nothing else in mimiverse, so config.py can use its helpers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNPROTECTED_PATHS = frozenset({"/health/live"})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+TOKEN_HEADERS = (b"x-api-key", b"api-key")
+CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_HEADERS = b"Authorization, Content-Type, X-Api-Key, Api-Key"
+CORS_MAX_AGE = b"600"
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost (with or without IPv6 brackets)."""
+    name = host.strip().lower().removeprefix("[").removesuffix("]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_unspecified(host: str) -> bool:
+    """0.0.0.0 or :: (bind to every interface): a bind address, never a name to be called."""
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def host_name(value: str) -> str:
+    """A Host header or an allowed_hosts entry, lowercased, without port: `[::1]:5000`
+    -> `[::1]`, `::1` -> `[::1]`, `Example.com:80` -> `example.com`."""
+    value = value.strip().lower().rstrip(".")
+    if value.startswith("["):
+        return value[: value.find("]") + 1] if "]" in value else value
+    if value.count(":") > 1:  # a bare IPv6 address, written without brackets
+        return f"[{value}]"
+    name, sep, port = value.rpartition(":")
+    return name if sep and port.isdigit() else value
+
+
+def allowed_host_names(configured_host: str, extra: Iterable[str]) -> frozenset[str] | None:
+    """The Host names to accept; None when `*` says any."""
+    names = [*LOOPBACK_NAMES, *extra]
+    if "*" in names:
+        return None
+    if not is_unspecified(configured_host):
+        names.append(configured_host)
+    return frozenset(host_name(n) for n in names)
+
+
+class SecurityGate:
+    """Pure ASGI middleware; with defaults (no tokens, no CORS) it only checks Host."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token_digests: Iterable[bytes] = (),
+        allowed_hosts: frozenset[str] | None = frozenset(LOOPBACK_NAMES),
+        cors_origins: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.digests = tuple(token_digests)
+        self.allowed_hosts = (
+            None if allowed_hosts is None else frozenset(h.encode() for h in allowed_hosts)
+        )
+        self.origins = frozenset(o.rstrip("/").lower().encode() for o in cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        preflight = False
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+            elif key == b"origin":
+                origin = value
+            elif key == b"access-control-request-method":
+                preflight = True
+        if self.allowed_hosts is not None and not self._host_allowed(host):
+            shown = (host or b"").decode("latin-1")[:200]
+            await _refuse(send, 421, "misdirected_request",
+                          f"Host {shown!r} is not served here; add it to [server] allowed_hosts")
+            return
+        if origin is not None and not _same_origin(origin, host):
+            if origin.rstrip(b"/").lower() not in self.origins:
+                shown = origin.decode("latin-1")[:200]
+                await _refuse(send, 403, "forbidden_origin",
+                              f"origin {shown!r} is not allowed; list it in [server] cors_origins")
+                return
+            if preflight and scope["method"] == "OPTIONS":
+                await _preflight(send, origin)
+                return
+            send = _with_cors(send, origin)
+        if self.digests and scope["path"] not in UNPROTECTED_PATHS:
+            problem = self._token_problem(scope["headers"])
+            if problem is not None:
+                await _refuse(send, 401, "unauthorized", problem,
+                              [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+    def _host_allowed(self, host: bytes | None) -> bool:
+        assert self.allowed_hosts is not None
+        if host is None:
+            return False
+        if host in self.allowed_hosts:  # the common case: no port, already lowercase
+            return True
+        return host_name(host.decode("latin-1")).encode() in self.allowed_hosts
+
+    def _token_problem(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """None when a configured token was sent; else what is wrong (never the token)."""
+        token: bytes | None = None
+        for key, value in headers:
+            if key == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    token = rest.strip()
+            elif key in TOKEN_HEADERS:
+                token = value.strip()
+        if not token:
+            return ("a token is required: send 'Authorization: Bearer <token>' "
+                    "(or 'X-Api-Key: <token>')")
+        digest = hashlib.sha256(token).digest()
+        # Compare with every digest, each in constant time: no early exit to time.
+        matched = False
+        for known in self.digests:
+            matched |= hmac.compare_digest(digest, known)
+        return None if matched else "the token is not valid"
+
+
+def _same_origin(origin: bytes, host: bytes | None) -> bool:
+    """A page served by us (e.g. /docs) calling us: no CORS involved."""
+    if host is None:
+        return False
+    _, sep, rest = origin.partition(b"://")
+    return bool(sep) and rest.lower() == host.lower()
+
+
+def _with_cors(send: Send, origin: bytes) -> Send:
+    async def send_with_cors(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_cors
+
+
+async def _preflight(send: Send, origin: bytes) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-methods", CORS_METHODS),
+        (b"access-control-allow-headers", CORS_HEADERS),
+        (b"access-control-max-age", CORS_MAX_AGE),
+        (b"vary", b"Origin"),
+    ]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _refuse(
+    send: Send, status: int, kind: str, message: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), *(extra_headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,64 @@
+"""Token settings: env var, validation, secrecy; no network bind without tokens."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mimiverse.config import load_settings
+from mimiverse.errors import ConfigError
+from tests.security.conftest import OTHER_TOKEN, TOKEN
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def test_env_var_takes_comma_separated_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIMIVERSE_AUTH_TOKENS", f" {TOKEN}, {OTHER_TOKEN} ,")
+    settings = load_settings()
+    assert settings.auth.digests == (digest(TOKEN), digest(OTHER_TOKEN))
+
+
+def test_tokens_never_show_in_repr_or_dumps() -> None:
+    settings = load_settings(auth={"tokens": [TOKEN]})
+    assert TOKEN not in repr(settings)
+    assert TOKEN not in settings.model_dump_json()
+
+
+@pytest.mark.parametrize(("auth", "complaint"), [
+    ({"tokens": ["short"]}, "at least 16 characters"),
+    ({"token_sha256": ["abc"]}, "64 hex digits"),
+    ({"token_sha256": ["g" * 64]}, "64 hex digits"),
+])
+def test_bad_token_settings_are_named(auth: dict[str, list[str]], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint) as caught:
+        load_settings(auth=auth)
+    assert "auth." in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "mimiverse.example.com"])
+def test_network_bind_without_tokens_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(server={"host": host})
+    message = str(caught.value)
+    assert "[auth] tokens" in message and "MIMIVERSE_AUTH_TOKENS" in message
+    assert repr(host) in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_bind_needs_no_token(host: str) -> None:
+    assert load_settings(server={"host": host}).server.host == host
+
+
+def test_network_bind_with_a_token_or_digest_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    hexed = hashlib.sha256(TOKEN.encode()).hexdigest()
+    assert load_settings(server={"host": "0.0.0.0"}, auth={"token_sha256": [hexed]})
+    monkeypatch.setenv("MIMIVERSE_AUTH_TOKENS", TOKEN)
+    assert load_settings(server={"host": "0.0.0.0"}).auth.digests == (digest(TOKEN),)
+
+
+def test_cors_origins_must_be_exact_origins() -> None:
+    with pytest.raises(ConfigError, match="http"):
+        load_settings(server={"cors_origins": ["*"]})
