@@ -65,3 +65,16 @@ async def test_breaker_opens_after_repeated_failures_and_shows_it(
         "models"]["completion"]["backends"][0]
     assert backend["state"] == "open" and backend["healthy"] is False
     assert 0 < backend["cooldown_left_s"] <= 60
+
+
+async def test_unknown_paths_and_methods_answer_in_our_error_shape(
+    serve: Serve, http: httpx.AsyncClient, ollama_server: ServerHandle
+) -> None:
+    app = serve(settings_for(("ollama", "ollama", ollama_server.url)))
+    r = await http.get(f"{app.url}/api/nothing-here")
+    assert (r.status_code, r.json()) == (
+        404, {"error": {"type": "not_found", "message": "Not Found"}})
+    r = await http.put(f"{app.url}/api/ai/fim", json={})
+    assert r.status_code == 405
+    assert r.json()["error"]["type"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimiverse.api.deps import ClientDisconnected
 from mimiverse.errors import (
@@ -48,6 +50,14 @@ def error_body(exc: MimiverseError) -> dict[str, Any]:
     return {"error": body}
 
 
+def error_type_for_status(status: int) -> str:
+    """not_found, method_not_allowed, ...: the status's reason phrase in snake_case."""
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
 def describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -69,6 +79,16 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"type": "invalid_request", "message": describe_validation(exc)}}
         return JSONResponse(body, status_code=422)
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        # FastAPI's own 404/405/400 answers, in our shape like every other error.
+        assert isinstance(exc, StarletteHTTPException)
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = ("request body could not be read as JSON: it must be UTF-8 and "
+                       "nested at most a few hundred levels deep")
+        body = {"error": {"type": error_type_for_status(exc.status_code), "message": message}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         # Nobody is listening; 499 (nginx's "client closed request") for the access log.
         return Response(status_code=499)
@@ -76,3 +96,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MimiverseError, on_mimiverse_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnected, on_disconnect)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
