@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from typer.testing import CliRunner
 
+from mimiverse.cli.main import app
 from mimiverse.config import load_settings
 from mimiverse.errors import ConfigError
 from tests.security.conftest import OTHER_TOKEN, TOKEN
@@ -62,3 +64,11 @@ def test_network_bind_with_a_token_or_digest_is_accepted(monkeypatch: pytest.Mon
 def test_cors_origins_must_be_exact_origins() -> None:
     with pytest.raises(ConfigError, match="http"):
         load_settings(server={"cors_origins": ["*"]})
+
+
+def test_serve_refuses_a_network_bind_without_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MIMIVERSE_AUTH_TOKENS", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "server.host = '0.0.0.0'" in output and "MIMIVERSE_AUTH_TOKENS" in output
