@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -72,3 +73,13 @@ def test_serve_refuses_a_network_bind_without_tokens(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     output = " ".join(result.output.split())
     assert "server.host = '0.0.0.0'" in output and "MIMIVERSE_AUTH_TOKENS" in output
+
+
+def test_env_tokens_and_file_digests_are_both_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "mimiverse.toml"
+    config.write_text(f'[auth]\ntoken_sha256 = ["{hashlib.sha256(TOKEN.encode()).hexdigest()}"]\n',
+                      encoding="utf-8")
+    monkeypatch.setenv("MIMIVERSE_AUTH_TOKENS", OTHER_TOKEN)
+    assert load_settings(config).auth.digests == (digest(OTHER_TOKEN), digest(TOKEN))
