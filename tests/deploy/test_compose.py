@@ -24,9 +24,12 @@ from tests.deploy.deploy_files import (
     variables_in,
 )
 
-SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+           "MIMIVERSE_AUTH_TOKENS", "MIMIVERSE_METRICS_TOKEN")
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PASSWD", re.IGNORECASE)
-ONLY_A_VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}|\$\$[A-Za-z_]\w*")
+_VARIABLE = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}|\$\$[A-Za-z_]\w*"
+# One variable, or a comma-separated list of them (the gateway's token list).
+ONLY_A_VARIABLE = re.compile(rf"(?:{_VARIABLE})(?:,(?:{_VARIABLE}))*")
 GPU_PROFILES = {"gpu", "triton"}
 # What a team fills in: .env.example with the three passwords set.
 FILLED_ENV = {**env_example(), **{name: f"test-{name.lower()}" for name in SECRETS}}
@@ -91,7 +94,8 @@ def test_named_volumes_are_declared_and_bind_mounts_exist() -> None:
 def test_no_literal_secret_in_the_compose_file() -> None:
     for path, value in strings_in(compose()):
         key = path.rsplit(".", 1)[-1]
-        if SECRET_KEY.search(key):
+        # `secrets: [name]` names a compose secret (its value comes from the environment).
+        if SECRET_KEY.search(key) and not key.startswith("secrets["):
             assert ONLY_A_VARIABLE.fullmatch(value), f"{path} holds a literal secret"
         for password in re.findall(r"://[^/\s:@]*:([^@/\s]+)@", value):
             assert ONLY_A_VARIABLE.fullmatch(password), f"{path}: literal password in a URL"
@@ -207,6 +211,9 @@ def test_gateway_settings_inside_the_container_are_valid(
     assert env["PGPASSWORD"] == "test-postgres_password"  # libpq reads it; not in the URL
     assert settings.index.url == "postgresql://mimiverse@postgres:5432/mimiverse"
     assert settings.index.allowed_roots == ["/repos"]
+    # Tokens from .env (the editors' and Prometheus's), so the 0.0.0.0 bind is allowed.
+    assert len(settings.auth.digests) == 2
+    assert load_settings(MIMIVERSE_TOML, server={"host": "0.0.0.0"}).server.allowed_hosts
 
 
 def test_gateway_config_points_at_compose_services_and_their_ports() -> None:
