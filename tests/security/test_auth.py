@@ -35,7 +35,6 @@ def every_route() -> list[tuple[str, str]]:
 
 
 # api/compat/tabby.py's /v1/health (GET and POST) shares one operation id: not ours to judge.
-@pytest.mark.filterwarnings("ignore:Duplicate Operation ID:UserWarning")
 def test_every_route_but_liveness_needs_a_token(serve: Serve) -> None:
     server = serve(auth={"tokens": [TOKEN]})
     unprotected = []

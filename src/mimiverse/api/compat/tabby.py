@@ -136,7 +136,9 @@ def _read_cpu_info() -> str:
     return platform.processor() or "unknown"
 
 
-@router.api_route("/v1/health", methods=["GET", "POST"])  # POST: agents for Tabby <= 0.2
+# POST: agents for Tabby <= 0.2. Its own operation id, so the OpenAPI schema has no twin.
+@router.post("/v1/health", operation_id="tabby_health_post", include_in_schema=False)
+@router.get("/v1/health")
 async def health(gateway: GatewayDep) -> JSONResponse:
     global _cpu_info
     if _cpu_info is None:
