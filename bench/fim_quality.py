@@ -103,6 +103,7 @@ def copy_packages(dst: Path) -> list[str]:
 
 
 async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
+    from mimiverse.backends.llamacpp import LlamaCppBackend
     from mimiverse.config import load_settings
     from mimiverse.fim.evaluation import build_fim_tasks, edit_similarity, exact_match
     from mimiverse.fim.retrieval import RepoRetriever
@@ -117,6 +118,8 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
                                    "model_path": str(model), "n_ctx": 4096}
         if opts.threads:
             backend["n_threads"] = opts.threads
+        if opts.target_prompt_s:
+            backend["target_prompt_s"] = opts.target_prompt_s
         settings = load_settings(
             None,
             backends=[backend, {"name": "embedded", "kind": "sentence-transformers"}],
@@ -137,6 +140,7 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
         await service.wait(job.root)  # lexical and vectors, before any timing
         tasks = build_fim_tasks(root, limit=opts.tasks, seed=opts.seed)
         llama = gateway.router.backends["llama"]
+        assert isinstance(llama, LlamaCppBackend)
         await llama.check_health()  # load the model before timing anything
         template = gateway.fim_template
 
@@ -150,6 +154,7 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
         for n, task in enumerate(tasks, start=1):
             for mode in rows:
                 await gateway.cache.clear()
+                await llama.forget_prompt_cache()  # each mode is timed cold
                 started = time.perf_counter()
                 if mode == "raw":
                     plan = gateway.render_fim(fim(task, False))
@@ -253,6 +258,9 @@ def main() -> None:
     parser.add_argument("--max-prompt-tokens", type=int, default=None,
                         help="default: the server's own (adaptive) budget")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--target-prompt-s", type=float, default=None,
+                        help="the backend's prompt-time target (default 1.5 s): more context, "
+                             "more latency")
     parser.add_argument("--write-docs", action="store_true",
                         help="update the fim-quality section of docs/benchmarks.md")
     opts = parser.parse_args()

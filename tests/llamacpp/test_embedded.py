@@ -135,6 +135,21 @@ async def test_a_special_stop_token_ends_generation_by_its_id(tmp_path: Path) ->
         await backend.aclose()
 
 
+async def test_forgetting_the_prompt_cache_rereads_the_whole_prompt(
+    backend: LlamaCppBackend,
+) -> None:
+    # A prompt long enough for the prompt speed to be measured (32+ tokens read).
+    prompt = FIM_PROMPT + " # padding" * 20
+    await collect(backend.stream_generate(GenerateRequest("m", prompt, max_tokens=2)))
+    assert backend.prompt_speed is not None
+    first = backend.prompt_speed.tokens_per_s
+    await collect(backend.stream_generate(GenerateRequest("m", prompt, max_tokens=2)))
+    assert backend.prompt_speed.tokens_per_s == first  # cached: nothing measured
+    await backend.forget_prompt_cache()
+    await collect(backend.stream_generate(GenerateRequest("m", prompt, max_tokens=2)))
+    assert backend.prompt_speed.tokens_per_s != first  # read again, measured again
+
+
 async def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
     sampled = fim(32, temperature=1.5, seed=1234, top_p=0.9)
     first, _ = await collect(backend.stream_generate(sampled))

@@ -98,6 +98,15 @@ class LlamaCppBackend(InProcessBackend):
             llm = await self._model()
             return await self._in_worker(_tokenize, llm, text)
 
+    async def forget_prompt_cache(self) -> None:
+        """Drop the KV cache, so the next prompt is read from scratch (benchmarks use it
+        to time cold requests)."""
+        async with self._lock:
+            llm = self._llm
+            if llm is not None:
+                await self._in_worker(llm.reset)
+            self._context_ids = []
+
     def count_tokens(self, text: str) -> int | None:
         # Tokenizing only reads the vocabulary: safe beside a generation on the worker.
         llm = self._llm
