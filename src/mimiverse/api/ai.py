@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Literal
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_body
+from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import MimiverseError
 from mimiverse.gateway import Answer, ChatInput, FimInput, TextEvent
 
 router = APIRouter(prefix="/api/ai", tags=["ai"])
 
-MAX_TEXT = 1_000_000  # characters of prefix, suffix or message content
-StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
-EmbedTexts = Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
 
 
 class Sampling(BaseModel):

@@ -33,7 +33,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -55,6 +54,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
+from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
 from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound, RequestError
@@ -63,10 +63,7 @@ from mimiverse.fim.templates import FimTemplate
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
 
 VERSION = "0.12.6"  # the Ollama API level these routes follow
-MAX_TEXT = 1_000_000
 NDJSON = "application/x-ndjson"
-StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
 
 
 # -- errors: the one mapping for this protocol --------------------------------------------

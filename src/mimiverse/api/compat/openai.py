@@ -31,7 +31,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -54,15 +53,13 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
+from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
 
-MAX_TEXT = 1_000_000
-StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Stops = StopText | Annotated[list[StopText], Field(max_length=64)] | None
-EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
 
 
 # -- errors: the one mapping for this protocol --------------------------------------------

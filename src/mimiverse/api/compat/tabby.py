@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from mimiverse import __version__
 from mimiverse.api.compat.shared import collect, parse
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
+from mimiverse.api.limits import MAX_TEXT
 from mimiverse.fim.templates import ContextFile
 from mimiverse.gateway import FimInput, Gateway, RawInput
 
-MAX_TEXT = 1_000_000
 Path = Annotated[str, StringConstraints(max_length=4096)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
 
