@@ -56,6 +56,7 @@ TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+T = TypeVar("T")
 
 
 class _Children(Generic[M]):
@@ -191,14 +192,7 @@ class Metrics(Observer):
 
     async def stream(self, task: Task, model: str, opening: Awaitable[Events]) -> Events:
         request = self._start(task, model)
-        token = _opening.set(request)
-        try:
-            events = await opening
-        except BaseException as exc:
-            self._end(request, _status_of(exc), exc)
-            raise
-        finally:
-            _opening.reset(token)
+        events = await self._opening(request, opening)
         watched = self._watch(request, events)
         # A stream nobody ever iterates (the client left between opening and the first
         # read) never runs its `finally`: end it when it is dropped instead.
@@ -237,17 +231,22 @@ class Metrics(Observer):
 
     async def embedding(self, model: str, call: Awaitable[Embeddings]) -> Embeddings:
         request = self._start("embedding", model)
+        result = await self._opening(request, call)
+        request.backend = CACHE if result.cached else result.backend
+        self._end(request, "ok")
+        return result
+
+    async def _opening(self, request: _Request, call: Awaitable[T]) -> T:
+        """Await what opens an answer, with `request` as the one the router reports to;
+        a failure there ends the request."""
         token = _opening.set(request)
         try:
-            result = await call
+            return await call
         except BaseException as exc:
             self._end(request, _status_of(exc), exc)
             raise
         finally:
             _opening.reset(token)
-        request.backend = CACHE if result.cached else result.backend
-        self._end(request, "ok")
-        return result
 
     def _start(self, task: Task, model: str) -> _Request:
         self.in_flight(task).inc()
