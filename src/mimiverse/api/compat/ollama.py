@@ -231,10 +231,15 @@ def _loaded(model: str, content: dict[str, Any]) -> JSONResponse:
                          "done": True, "done_reason": "load"})
 
 
-async def _task(cat: ModelCatalog, name: str | None, default: Task) -> Task:
+async def _task(cat: ModelCatalog, name: str | None, default: Task,
+                verb: str | None = None) -> Task:
+    """The task a model name stands for; with `verb`, an embedding model is refused."""
     if not name:
         raise InvalidRequest("model is required")
-    return await cat.task_of(name, default)
+    task = await cat.task_of(name, default)
+    if verb is not None and task == "embedding":
+        raise InvalidRequest(f"\"{name}\" does not support {verb}")
+    return task
 
 
 # -- /api/generate, /api/chat -------------------------------------------------------------
@@ -259,9 +264,7 @@ def generate_source(body: GenerateBody, task: Task, template: FimTemplate
 @router.post("/generate", response_model=None)
 async def generate(request: Request, gateway: GatewayDep) -> Response:
     body = parse(GenerateBody, await json_object(request))
-    task = await _task(catalog(request), body.model, "completion")
-    if task == "embedding":
-        raise InvalidRequest(f"\"{body.model}\" does not support generate")
+    task = await _task(catalog(request), body.model, "completion", "generate")
     if body.prompt == "" and body.suffix is None:
         return _loaded(gateway.settings.models.route(task).model, {"response": ""})
     source = generate_source(body, task, gateway.fim_template)
@@ -273,9 +276,7 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
 @router.post("/chat", response_model=None)
 async def chat(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
-    task = await _task(catalog(request), body.model, "chat")
-    if task == "embedding":
-        raise InvalidRequest(f"\"{body.model}\" does not support chat")
+    await _task(catalog(request), body.model, "chat", "chat")  # known, and not an embedder
 
     def content(text: str) -> dict[str, Any]:
         return {"message": {"role": "assistant", "content": text}}
