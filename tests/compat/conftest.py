@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,15 +12,17 @@ import openai
 import pytest
 
 from mimiverse.config import Settings, load_settings
+from tests.api.conftest import Serve, serve
 from tests.servers.harness import ServerHandle
-from tests.support.app_server import AppServer, serve_app
+from tests.support.app_server import AppServer
+
+__all__ = ["serve"]  # the shared fixture: every server started is stopped at the end
 
 COMPLETION_MODEL = "qwen2.5-coder:1.5b-base"
 CHAT_MODEL = "qwen2.5-coder:7b-instruct"
 EMBEDDING_MODEL = "nomic-embed-text"
 QWEN = "<|fim_prefix|>{}<|fim_suffix|>{}<|fim_middle|>"
 
-Start = Callable[..., AppServer]
 
 
 def compat_settings(*backends: tuple[str, str, str], **overrides: Any) -> Settings:
@@ -39,23 +41,9 @@ def compat_settings(*backends: tuple[str, str, str], **overrides: Any) -> Settin
 
 
 @pytest.fixture
-def start() -> Iterator[Start]:
-    started: list[AppServer] = []
-
-    def run(settings: Settings) -> AppServer:
-        server = serve_app(settings)
-        started.append(server)
-        return server
-
-    yield run
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def app(start: Start, ollama_server: ServerHandle) -> AppServer:
+def app(serve: Serve, ollama_server: ServerHandle) -> AppServer:
     """Mimiverse whose every task routes to the loopback Ollama."""
-    return start(compat_settings(("ollama", "ollama", ollama_server.url)))
+    return serve(compat_settings(("ollama", "ollama", ollama_server.url)))
 
 
 @pytest.fixture

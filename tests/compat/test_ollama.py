@@ -8,12 +8,12 @@ import orjson
 import pytest
 
 from mimiverse.fim.prompt import estimate_tokens
+from tests.api.conftest import Serve
 from tests.compat.conftest import (
     CHAT_MODEL,
     COMPLETION_MODEL,
     EMBEDDING_MODEL,
     QWEN,
-    Start,
     compat_settings,
 )
 from tests.servers.behaviour import chat_prompt, default_reply, embed_vector, split_tokens
@@ -187,11 +187,11 @@ async def test_mid_stream_failure_is_a_final_error_line(
 
 
 async def test_first_token_timeout_is_503_naming_the_timeout(
-    start: Start, ollama_server: ServerHandle, http: httpx.AsyncClient
+    serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient
 ) -> None:
     settings = compat_settings(("ollama", "ollama", ollama_server.url))
     settings.backends[0].timeouts.first_token_s = 0.2
-    app = start(settings)
+    app = serve(settings)
     ollama_server.behaviour.mode = "hang"
     r = await http.post(f"{app.url}/api/generate",
                         json={"model": "completion", "prompt": "x", "suffix": ""})
