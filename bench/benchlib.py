@@ -556,6 +556,23 @@ def machine_report(m: dict[str, Any]) -> str:
     ])
 
 
+def copy_packages(dst: Path, names: Sequence[str], *, skip: Sequence[str] = ()) -> list[str]:
+    """Copy installed packages' source folders (real code from PyPI) under `dst`, leaving
+    out caches, compiled modules and the folder names in `skip`; returns those copied."""
+    import importlib.util
+
+    copied = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        src = Path(next(iter(spec.submodule_search_locations)))
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", *skip)
+        shutil.copytree(src, dst / name, ignore=ignore)
+        copied.append(name)
+    return copied
+
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 

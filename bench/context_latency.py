@@ -35,21 +35,6 @@ BUDGET_P50_MS = 15.0
 DIM = 384
 
 
-def copy_sources(dst: Path, packages: tuple[str, ...]) -> list[str]:
-    import importlib.util
-
-    used = []
-    for name in packages:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        src = Path(next(iter(spec.submodule_search_locations)))
-        shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.so",
-                                                                        "*.pyc", "tests"))
-        used.append(name)
-    return used
-
-
 async def run(opts: argparse.Namespace) -> dict[str, Any]:
     from mimiverse.config import load_settings
     from mimiverse.fim.evaluation import build_fim_tasks
@@ -66,7 +51,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         packages: list[str] = []
         chunks = 0
         for name in PACKAGES:  # add packages until the index is big enough
-            packages += copy_sources(root, (name,))
+            packages += bl.copy_packages(root, (name,), skip=("tests",))
             job = await service.start(str(root))
             await job.lexical_done.wait()
             if job.task is not None:

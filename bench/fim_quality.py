@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -90,18 +89,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def copy_packages(dst: Path) -> list[str]:
-    used = []
-    for name in PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.submodule_search_locations:
-            src = Path(next(iter(spec.submodule_search_locations)))
-            shutil.copytree(src, dst / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
-            used.append(name)
-    return used
-
-
 async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
     from mimiverse.backends.llamacpp import LlamaCppBackend
     from mimiverse.config import load_settings
@@ -113,7 +100,7 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="mimiverse-fim-bench-"))
     try:
         root = work / "repo"
-        packages = copy_packages(root)
+        packages = bl.copy_packages(root, PACKAGES)
         backend: dict[str, Any] = {"name": "llama", "kind": "llamacpp",
                                    "model_path": str(model), "n_ctx": 4096}
         if opts.threads:

@@ -130,8 +130,3 @@ def clip_to_lines(text: str, max_chars: int) -> str:
     cut = text.rfind("\n", 0, max_chars)
     return text[: cut + 1] if cut > 0 else ""
 
-
-def snippets_by_rank(hits: Sequence[ContextFile]) -> list[ContextFile]:
-    """Order for the prompt: the best match last, right before the current file, where
-    a model attends most; selection order (best first) is the caller's list."""
-    return list(reversed(hits))
