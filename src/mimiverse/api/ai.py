@@ -11,13 +11,22 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
-from mimiverse.api.errors import error_body
+from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_body, error_responses
 from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import MimiverseError
 from mimiverse.gateway import Answer, ChatInput, FimInput, TextEvent
 
-router = APIRouter(prefix="/api/ai", tags=["ai"])
+router = APIRouter(prefix="/api/ai", tags=["ai"],
+                   responses=error_responses(*COMMON_ERRORS, *BACKEND_ERRORS))
+# Streams: server-sent events (`delta`, then `done` or `error`).
+SSE_RESPONSE: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/event-stream": {"schema": {
+              "type": "object", "required": ["event", "data"],
+              "properties": {"event": {"enum": ["delta", "done", "error"]},
+                             "data": {"type": "string"}}}}},
+          "description": "server-sent events"},
+}
 
 
 
@@ -133,7 +142,7 @@ async def fim(body: FimBody, request: Request, gateway: GatewayDep) -> FimRespon
     )
 
 
-@router.post("/fim/stream", response_class=StreamingResponse)
+@router.post("/fim/stream", response_class=StreamingResponse, responses=SSE_RESPONSE)
 async def fim_stream(body: FimBody, request: Request, gateway: GatewayDep) -> StreamingResponse:
     # Opening (cache, routing, fallback, first token) happens before the status line, so
     # a failure there is a real 503/504; afterwards errors travel as an SSE event.
@@ -141,7 +150,7 @@ async def fim_stream(body: FimBody, request: Request, gateway: GatewayDep) -> St
     return event_stream(events)
 
 
-@router.post("/chat", response_model=None)
+@router.post("/chat", response_model=ChatResponse, responses=SSE_RESPONSE)
 async def chat(
     body: ChatBody, request: Request, gateway: GatewayDep
 ) -> ChatResponse | StreamingResponse:

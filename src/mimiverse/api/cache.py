@@ -6,8 +6,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from mimiverse.api.deps import GatewayDep
+from mimiverse.api.errors import COMMON_ERRORS, error_responses
 
-router = APIRouter(prefix="/api/cache", tags=["cache"])
+router = APIRouter(prefix="/api/cache", tags=["cache"],
+                   responses=error_responses(*COMMON_ERRORS))
 
 
 class Stats(BaseModel):

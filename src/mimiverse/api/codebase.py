@@ -6,12 +6,16 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Job
 
-router = APIRouter(prefix="/api/codebase", tags=["codebase"])
+# 404: a repository that is not indexed here; 409: none is indexed yet; 5xx: the query's
+# embedding failed (vector mode) or the store failed.
+router = APIRouter(prefix="/api/codebase", tags=["codebase"],
+                   responses=error_responses(*COMMON_ERRORS, 404, 409, 500, *BACKEND_ERRORS))
 
 
 async def get_codebase(request: Request) -> CodebaseService:
@@ -29,6 +33,20 @@ class SearchBody(BaseModel):
     path_glob: str | None = Field(None, max_length=256, description='e.g. "src/**/*.py"')
     language: str | None = Field(None, max_length=32, pattern=r"^[a-z0-9_+#\-]+$")
     repo: str | None = Field(None, max_length=4096, description="an indexed root; default: first")
+
+    @field_validator("path_glob")
+    @classmethod
+    def _inside_the_repository(cls, glob: str | None) -> str | None:
+        # The glob only filters paths already in the index (relative to its root; a leading
+        # `/` anchors there), so it cannot read anything; still, a glob that tries to climb
+        # out says the client means something we do not do: refuse it plainly.
+        if glob is None:
+            return None
+        if "\x00" in glob:
+            raise ValueError("must not contain a NUL byte")
+        if glob.startswith("~") or ".." in glob.replace("\\", "/").split("/"):
+            raise ValueError("must stay inside the repository (no `..` or `~`)")
+        return glob
 
 
 class Signal(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimiverse.api.deps import ClientDisconnected
@@ -21,6 +22,39 @@ from mimiverse.errors import (
 )
 
 log = logging.getLogger("mimiverse.api")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # backends / backend name on 5xx answers
+
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error of our own API: {"error": {"type", "message", ...}}."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "the body could not be read", 401: "no or wrong API token",
+    403: "refused (e.g. a path outside the allowed roots)", 404: "not found",
+    409: "not ready (e.g. nothing indexed yet)", 413: "the body is over the size limit",
+    421: "unknown Host",
+    422: "a field is outside what is allowed", 502: "the backend failed",
+    503: "no backend could answer", 504: "the backend timed out",
+}
+# What every route of our API may answer besides its success: bad bodies and what the
+# middleware answers before a route runs, in the same shape (421/403/401, 413).
+COMMON_ERRORS = (400, 401, 403, 413, 421, 422)
+BACKEND_ERRORS = (502, 503, 504)
+
+
+def error_responses(*codes: int, model: type[BaseModel] = ErrorBody) -> dict[int | str, Any]:
+    """`responses=` for a router or route: these statuses answer `model` as JSON."""
+    return {code: {"model": model, "description": _DESCRIPTIONS.get(code, "error")}
+            for code in codes}
 
 
 def status_for(exc: MimiverseError) -> int:

@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from mimiverse.api.deps import GatewayDep
+from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
 from mimiverse.errors import BackendError
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], responses=error_responses(*COMMON_ERRORS))
 
 Level = Literal["ok", "degraded", "down"]
 
@@ -33,7 +34,8 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=Readiness)
+@router.get("/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a task has no backend up"}})
 async def ready(gateway: GatewayDep) -> JSONResponse:
     names = list(gateway.router.backends)
     results = await asyncio.gather(

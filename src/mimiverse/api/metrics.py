@@ -10,11 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from mimiverse.api.deps import GatewayDep
+from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.backends.ollama import LoadedModel, OllamaBackend
 from mimiverse.errors import BackendError, BackendTimeout
 from mimiverse.telemetry.metrics import Metrics
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=error_responses(*COMMON_ERRORS))
 
 
 @router.get("/metrics", include_in_schema=False)

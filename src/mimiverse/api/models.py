@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from mimiverse.api.deps import GatewayDep
+from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=error_responses(*COMMON_ERRORS))
 
 USES = {
     "completion": "code completion (fill-in-the-middle)",

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from mimiverse.api.deps import GatewayDep
+from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
 from mimiverse.errors import BackendError, ModelNotFound
 from mimiverse.gateway import Gateway
@@ -20,7 +21,9 @@ from mimiverse.gateway import Gateway
 if TYPE_CHECKING:  # importing it pulls tritonclient in; only configured backends do
     from mimiverse.backends.triton import TritonBackend
 
-router = APIRouter(prefix="/api/triton", tags=["triton"])
+# 404: no triton backend is configured; 503: its metrics port does not answer.
+router = APIRouter(prefix="/api/triton", tags=["triton"],
+                   responses=error_responses(*COMMON_ERRORS, 404, 503))
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,7 +74,10 @@ async def status(gateway: GatewayDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+# Declared by hand: a response_class would also make the JSON errors "text/plain".
+@router.get("/metrics", responses={200: {
+    "content": {PROMETHEUS_TEXT.split(";")[0]: {"schema": {"type": "string"}}},
+    "description": "Triton's Prometheus text"}})
 async def metrics(gateway: GatewayDep) -> Response:
     backend = _first_triton(gateway)
     try:

@@ -39,6 +39,27 @@ State = Literal["indexing", "ready", "error"]
 CANDIDATES = 50  # per signal, before fusion and the per-file cap
 
 
+class PathNotAllowed(InvalidRequest):
+    """403: the path resolves (after `..` and symlinks) outside `[index] allowed_roots`."""
+
+    status_code = 403
+
+
+class RepoNotIndexed(InvalidRequest):
+    """404: the named repository is not one this server has indexed."""
+
+    status_code = 404
+
+
+def _refuse_odd(path: str, what: str, error: type[InvalidRequest] = InvalidRequest) -> None:
+    """Refuse what a path of ours never holds: NUL bytes (the OS cannot take them) and a
+    leading `~` (the server's home directory is not the client's; nothing is expanded)."""
+    if "\x00" in path:
+        raise error(f"{what} must not contain a NUL byte")
+    if path.startswith("~"):
+        raise error(f"{what} must be absolute (`~` is not expanded), got {path!r}")
+
+
 @dataclass(slots=True)
 class Job:
     root: Path
@@ -71,7 +92,10 @@ class CodebaseService:
     # -- indexing --------------------------------------------------------------------
 
     def resolve_root(self, path: str) -> Path:
-        root = Path(path).expanduser()
+        """The real folder `path` names: absolute, `..` and symlinks resolved, and inside
+        an allowed root when any are configured."""
+        _refuse_odd(path, "path")
+        root = Path(path)
         if not root.is_absolute():
             raise InvalidRequest(f"path must be absolute, got {path!r}")
         root = root.resolve()
@@ -79,7 +103,7 @@ class CodebaseService:
             raise InvalidRequest(f"path {path!r} is not a directory on this server")
         allowed = [Path(a).expanduser().resolve() for a in self.settings.allowed_roots]
         if allowed and not any(root.is_relative_to(a) for a in allowed):
-            raise InvalidRequest(
+            raise PathNotAllowed(
                 f"path {path!r} is outside the allowed roots: {', '.join(map(str, allowed))}"
             )
         return root
@@ -171,10 +195,11 @@ class CodebaseService:
                            '{"path": "/abs/path"} or start with `mimiverse serve --repo PATH`')
         if repo is None:
             return next(iter(self.jobs.values()))
-        root = Path(repo).expanduser().resolve()
-        if root not in self.jobs:
+        _refuse_odd(repo, "repo", RepoNotIndexed)  # no such repository is indexed
+        root = Path(repo).resolve() if Path(repo).is_absolute() else None
+        if root is None or root not in self.jobs:
             known = ", ".join(str(r) for r in self.jobs)
-            raise InvalidRequest(f"repository {repo!r} is not indexed here; indexed: {known}")
+            raise RepoNotIndexed(f"repository {repo!r} is not indexed here; indexed: {known}")
         return self.jobs[root]
 
     async def search(

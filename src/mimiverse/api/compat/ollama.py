@@ -40,6 +40,7 @@ from starlette.responses import Response
 
 from mimiverse.api.compat.shared import (
     ModelCatalog,
+    OllamaError,
     ParseError,
     Source,
     catalog,
@@ -49,7 +50,9 @@ from mimiverse.api.compat.shared import (
     json_object,
     open_events,
     parse,
+    protocol_responses,
     route_class,
+    streamed,
     usage,
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
@@ -79,7 +82,8 @@ def map_error(exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=status_for(exc))
 
 
-router = APIRouter(prefix="/api", tags=["ollama"], route_class=route_class(map_error))
+router = APIRouter(prefix="/api", tags=["ollama"], route_class=route_class(map_error),
+                   responses=protocol_responses(OllamaError))
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -261,7 +265,7 @@ def generate_source(body: GenerateBody, task: Task, template: FimTemplate
                     temperature=temperature, stop=o.stops(), seed=o.fixed_seed())
 
 
-@router.post("/generate", response_model=None)
+@router.post("/generate", response_model=None, responses=streamed(NDJSON))
 async def generate(request: Request, gateway: GatewayDep) -> Response:
     body = parse(GenerateBody, await json_object(request))
     task = await _task(catalog(request), body.model, "completion", "generate")
@@ -273,7 +277,7 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
                           lambda text: {"response": text}, body.stream)
 
 
-@router.post("/chat", response_model=None)
+@router.post("/chat", response_model=None, responses=streamed(NDJSON))
 async def chat(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await _task(catalog(request), body.model, "chat", "chat")  # known, and not an embedder

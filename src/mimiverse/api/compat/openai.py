@@ -39,6 +39,7 @@ from starlette.responses import Response
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.shared import (
     OWNER,
+    OpenAIError,
     ParseError,
     catalog,
     collect,
@@ -47,7 +48,9 @@ from mimiverse.api.compat.shared import (
     json_object,
     open_events,
     parse,
+    protocol_responses,
     route_class,
+    streamed,
     unix_now,
     usage,
 )
@@ -96,7 +99,8 @@ def map_error(exc: Exception) -> Response:
     return JSONResponse({"error": body}, status_code=status)
 
 
-router = APIRouter(prefix="/v1", tags=["openai"], route_class=route_class(map_error))
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=route_class(map_error),
+                   responses=protocol_responses(OpenAIError))
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -273,7 +277,7 @@ def _completion_source(body: CompletionBody, gateway: Gateway) -> FimInput | Raw
                     temperature=temperature, stop=body.stops(), seed=body.seed)
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=streamed("text/event-stream"))
 async def completions(request: Request, gateway: GatewayDep) -> Response:
     raw = await json_object(request)
     if "segments" in raw:
@@ -309,7 +313,7 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
 
 # -- /v1/chat/completions -----------------------------------------------------------------
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=streamed("text/event-stream"))
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await catalog(request).resolve(body.model, "chat")

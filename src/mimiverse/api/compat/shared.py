@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from mimiverse.api.errors import error_responses
 from mimiverse.config import TASKS, Task
 from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound
 from mimiverse.fim.prompt import estimate_tokens
@@ -119,6 +120,47 @@ def catalog(request: Request) -> ModelCatalog:
         found = ModelCatalog(request.app.state.gateway)
         request.app.state.model_catalog = found
     return found
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error shape (the OpenAI and Tabby routes answer errors with it)."""
+
+    error: OpenAIErrorDetail
+
+
+class OllamaError(BaseModel):
+    """Ollama's error shape: the message alone."""
+
+    error: str
+
+
+def protocol_responses(model: type[BaseModel]) -> dict[int | str, Any]:
+    """`responses=` for a protocol's router: its own error shape for 400 (bad body), 404
+    (unknown model) and the backends' 502/503/504; ours for what the middleware answers
+    before any route runs (401/403/421, 413)."""
+    responses: dict[int | str, Any] = {
+        code: {"model": model, "description": why} for code, why in (
+            (400, "the body is not what the protocol accepts"), (404, "unknown model"),
+            (502, "the backend failed"), (503, "no backend could answer"),
+            (504, "the backend timed out"),
+        )
+    }
+    responses.update(error_responses(401, 403, 413, 421))
+    return responses
+
+
+def streamed(media_type: str) -> dict[int | str, Any]:
+    """`responses=` of a route that answers JSON, or `media_type` when asked to stream."""
+    return {200: {"content": {"application/json": {"schema": {"type": "object"}},
+                              media_type: {"schema": {"type": "object"}}},
+                  "description": f"the answer, or a stream ({media_type}) when asked"}}
 
 
 class ParseError(Exception):

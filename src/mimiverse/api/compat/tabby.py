@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from mimiverse import __version__
-from mimiverse.api.compat.shared import collect, parse
+from mimiverse.api.compat.shared import OpenAIError, collect, parse, protocol_responses
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.limits import MAX_TEXT
 from mimiverse.fim.templates import ContextFile
@@ -36,7 +36,7 @@ from mimiverse.gateway import FimInput, Gateway, RawInput
 Path = Annotated[str, StringConstraints(max_length=4096)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
 
-router = APIRouter(tags=["tabby"])
+router = APIRouter(tags=["tabby"], responses=protocol_responses(OpenAIError))
 
 
 class _Lenient(BaseModel):
