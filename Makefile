@@ -49,6 +49,7 @@ bench: install-test install-triton
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| echo "no wrk: bench/loadgen.py generates the load"
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/load_test.py
 	$(BIN)/python bench/index_speed.py
 	$(BIN)/python bench/search_latency.py
 	$(BIN)/python bench/embed_throughput.py

@@ -292,6 +292,11 @@ class LoadResult:
     cores: dict[str, float] = field(default_factory=dict)  # process -> CPU s per wall s
     other_cores: float = 0.0  # processes we did not start (other work on the machine)
     irq_cores: float = 0.0  # interrupts and softirqs: mostly loopback networking
+    # Open loop only (bench/loadgen.py --rate): what was offered, and the generator's state.
+    offered_rps: float = 0.0
+    latency_p90_ms: float = 0.0
+    schedule_lag_p99_ms: float = 0.0  # how late the generator itself handed requests over
+    unfinished: int = 0  # not answered by the end of the drain (counted in errors too)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -329,20 +334,27 @@ def run_load(
     connections: int,
     watch: Sequence[Proc],
     marker: str = "@N@",
+    rate: float | None = None,
 ) -> LoadResult:
     """POST `body` over `connections` keep-alive connections for `seconds`.
 
     Where `marker` appears in the body it is replaced by a request counter, so every request
     differs; otherwise every request is the same bytes. CPU time of `watch` and of the
-    generator itself is measured over the run.
+    generator itself is measured over the run. With `rate`, open loop: `rate` requests per
+    second on schedule over at most `connections` (bench/loadgen.py only; wrk has no such
+    mode), and `connections` in the result is how many it opened.
     """
     head, tail = split_body(body, marker)
+    if rate is not None and generator != "python":
+        raise ValueError("an open-loop run (rate) needs the python load generator")
     if generator == "wrk":
         cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
                "-s", str(BENCH / "wrk_post.lua"), url, "--", path, head]
     else:
         cmd = [python_exe(), str(BENCH / "loadgen.py"), url, path, head,
                "--seconds", f"{seconds:g}", "--connections", str(connections)]
+        if rate is not None:
+            cmd.append(f"--rate={rate:g}")
     if tail is not None:
         cmd.append(tail if generator == "wrk" else f"--tail={tail}")
     before = {p.name: p.cpu() for p in watch}
@@ -367,12 +379,17 @@ def run_load(
     span = max(total1 - total0, 1)
     all_processes = nproc * (proc1 - proc0) / span
     return LoadResult(
-        target=target, generator=generator, connections=connections,
+        target=target, generator=generator,
+        connections=report.get("connections", connections),
         seconds=report["seconds"], requests=report["requests"], errors=report["errors"],
         rps=report["requests"] / report["seconds"],
         latency_p50_ms=report["p50_us"] / 1000, latency_p99_ms=report["p99_us"] / 1000,
         cores=cores, other_cores=max(0.0, all_processes - sum(cores.values())),
         irq_cores=nproc * (irq1 - irq0) / span,
+        offered_rps=report.get("rate", 0.0),
+        latency_p90_ms=report.get("p90_us", 0) / 1000,
+        schedule_lag_p99_ms=report.get("lag_p99_us", 0) / 1000,
+        unfinished=report.get("unfinished", 0),
     )
 
 
