@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
+from mimiverse.admission import Admission
 from mimiverse.api import ai, cache, codebase, health, models, triton
 from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
@@ -17,9 +18,10 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
-from mimiverse.security import SecurityGate, allowed_host_names
+from mimiverse.security import SecurityGate, allowed_host_names, refuse
 from mimiverse.telemetry.gpu import GpuCollector
-from mimiverse.telemetry.metrics import HttpMetrics, Metrics
+from mimiverse.telemetry.metrics import Metrics
+from mimiverse.telemetry.requests import RequestTelemetry
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -61,14 +63,8 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
-        body = (
-            b'{"error":{"type":"payload_too_large","message":"request body is larger than '
-            + str(self.max_bytes).encode() + b' bytes"}}'
-        )
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 413, "payload_too_large",
+                     f"request body is larger than {self.max_bytes} bytes")
 
 
 def create_app(
@@ -111,12 +107,16 @@ def create_app(
     for router in (openai.router, ollama.router, tabby.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
+    # Per-token rate and concurrency limits, and slow stream readers dropped.
+    app.add_middleware(Admission, limits=settings.limits,
+                       write_idle_timeout_s=settings.server.write_idle_timeout_s)
     # Host, Origin and token checks before anything reads the body (docs/security.md).
     app.add_middleware(
         SecurityGate,
-        token_digests=settings.auth.digests,
+        principals=settings.auth.principals(),
         allowed_hosts=allowed_host_names(settings.server.host, settings.server.allowed_hosts),
         cors_origins=settings.server.cors_origins,
     )
-    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: sees 413s and 401s too
+    # Outermost: counts and logs every answer, 401s and 413s too, under a request id.
+    app.add_middleware(RequestTelemetry, metrics=metrics)
     return app

@@ -31,7 +31,7 @@ from pydantic_settings import (
 )
 
 from mimiverse.errors import ConfigError
-from mimiverse.security import is_loopback, token_digest
+from mimiverse.security import Principal, is_loopback, token_digest
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
@@ -57,11 +57,17 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One JSON line per request on stdout (mimiverse.access): never code, prompts or tokens.
+    access_log: bool = True
     # Host names served besides localhost, 127.0.0.1, [::1] and `host` ("*": any). Other
     # Host headers get 421: a DNS-rebinding page cannot reach the gateway by its own name.
     allowed_hosts: list[str] = Field(default_factory=list, max_length=256)
     # Browser origins allowed to call the API (CORS); empty: none, and no CORS headers.
     cors_origins: list[str] = Field(default_factory=list, max_length=256)
+    # Request line plus headers; more gets 431 before the request reaches the app.
+    max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024)
+    # A streamed answer whose reader takes no bytes for this long is dropped (upstream too).
+    write_idle_timeout_s: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("cors_origins")
     @classmethod
@@ -79,14 +85,14 @@ def _split_tokens(value: Any) -> Any:
     return value
 
 
-class AuthSettings(_Strict):
-    """API tokens; none configured: no authentication (then bind to loopback only)."""
+class _Tokens(_Strict):
+    """Tokens in clear (kept as SecretStr) and/or as SHA-256 digests; only digests are
+    compared, each in constant time (security.SecurityGate)."""
 
     tokens: list[SecretStr] = Field(default_factory=list, max_length=1024)
     token_sha256: list[str] = Field(
         default_factory=list, max_length=1024, description="hex SHA-256 of each token"
     )
-    # Digests only are compared, each in constant time (security.SecurityGate).
     _digests: tuple[bytes, ...] = PrivateAttr(default=())
 
     _split = field_validator("tokens", mode="before")(_split_tokens)
@@ -107,7 +113,7 @@ class AuthSettings(_Strict):
         return [d.lower() for d in digests]
 
     @model_validator(mode="after")
-    def _hash_tokens(self) -> AuthSettings:
+    def _hash_tokens(self) -> _Tokens:
         self._digests = tuple(
             [token_digest(t.get_secret_value()) for t in self.tokens]
             + [bytes.fromhex(d) for d in self.token_sha256]
@@ -117,6 +123,72 @@ class AuthSettings(_Strict):
     @property
     def digests(self) -> tuple[bytes, ...]:
         return self._digests
+
+
+class TeamSettings(_Tokens):
+    """A tenant: its tokens see only its own cache entries and its own repositories."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    repos: list[str] = Field(
+        default_factory=list, max_length=256,
+        description="folders this team may index and search (absolute paths)",
+    )
+
+    @field_validator("repos")
+    @classmethod
+    def _absolute(cls, repos: list[str]) -> list[str]:
+        for repo in repos:
+            if not Path(repo).is_absolute():
+                raise ValueError(f"{repo!r}: list each repository folder as an absolute path")
+        return repos
+
+
+class AuthSettings(_Tokens):
+    """API tokens; none configured: no authentication (then bind to loopback only).
+
+    Tokens listed here see everything; tokens of a `[[auth.teams]]` entry are scoped.
+    """
+
+    teams: list[TeamSettings] = Field(default_factory=list, max_length=256)
+
+    @field_validator("teams")
+    @classmethod
+    def _unique_teams(cls, teams: list[TeamSettings]) -> list[TeamSettings]:
+        names = [t.name for t in teams]
+        if len(set(names)) != len(names):
+            raise ValueError("team names must be unique")
+        return teams
+
+    @model_validator(mode="after")
+    def _one_owner_per_token(self) -> AuthSettings:
+        owners = [self.digests, *(t.digests for t in self.teams)]
+        every = [d for digests in owners for d in digests]
+        if len(set(every)) != len(every):
+            raise ValueError("a token is listed twice (in [auth] or in two teams)")
+        return self
+
+    @property
+    def any_tokens(self) -> bool:
+        return bool(self.digests) or any(t.digests for t in self.teams)
+
+    def principals(self) -> dict[bytes, Principal]:
+        """Each token's digest -> who it is (its team and repositories, if any)."""
+        found = {d: Principal.for_digest(d) for d in self.digests}
+        for team in self.teams:
+            repos = [str(Path(r).resolve()) for r in team.repos]  # as indexed roots are kept
+            found.update({d: Principal.for_digest(d, team.name, repos) for d in team.digests})
+        return found
+
+
+class LimitsSettings(_Strict):
+    """What one client (an API token; all callers together when no tokens are set) may
+    take. Over a limit: 429 with Retry-After. Health and metrics are never limited."""
+
+    requests_per_minute: int = Field(0, ge=0, le=1_000_000, description="0: no rate limit")
+    burst: int | None = Field(None, ge=1, le=100_000, description="default: a tenth of a minute")
+    max_concurrent: int = Field(64, ge=1, le=10_000, description="requests in flight")
+    max_queue: int = Field(256, ge=0, le=100_000, description="waiting for a slot; more: 429")
+    queue_timeout_s: float = Field(10.0, gt=0, le=600, description="longest wait in the queue")
 
 
 class TritonOptions(_Strict):
@@ -316,6 +388,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     repo_context: RepoContextSettings = RepoContextSettings()
     auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @field_validator("backends")
     @classmethod
@@ -341,7 +414,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _network_needs_tokens(self) -> Settings:
-        if not is_loopback(self.server.host) and not self.auth.digests:
+        if not is_loopback(self.server.host) and not self.auth.any_tokens:
             raise ValueError(
                 f"server.host = {self.server.host!r} serves the network, and no API token is "
                 "configured: set [auth] tokens (or token_sha256) in the config file, or "

@@ -13,6 +13,9 @@ Checked in this order, each before any route runs:
    `Authorization: Bearer <t>`, `X-Api-Key: <t>` or `api-key: <t>` (401 otherwise).
    Tokens are kept as SHA-256 digests and compared with `hmac.compare_digest`.
 
+The request then carries its Principal (who sent it: a token's short id and its team) in
+the scope and in `current_principal`, which scopes cache keys and repository access.
+
 This module depends on nothing else in mimiverse, so config.py can use its helpers.
 """
 
@@ -22,7 +25,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import PurePath
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +42,33 @@ CORS_MAX_AGE = b"600"
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request comes from. `team` None: every cache entry and repository."""
+
+    token_id: str  # names the token in logs and limits; reveals nothing about it
+    team: str | None = None
+    repos: tuple[str, ...] = ()  # a team's repository folders (absolute)
+
+    @classmethod
+    def for_digest(cls, digest: bytes, team: str | None = None,
+                   repos: Iterable[str] = ()) -> Principal:
+        return cls(hashlib.sha256(digest).hexdigest()[:12], team, tuple(repos))
+
+    def may_use(self, root: str | PurePath) -> bool:
+        """May this principal index or search the repository at `root` (absolute)?"""
+        if self.team is None:
+            return True
+        path = PurePath(root)
+        return any(path.is_relative_to(repo) for repo in self.repos)
+
+
+ANONYMOUS = Principal("anonymous")
+PRINCIPAL_SCOPE_KEY = "mimiverse.principal"
+# Set for the request's task by the gate; read where scoping happens (cache keys, index).
+current_principal: ContextVar[Principal] = ContextVar("mimiverse_principal", default=ANONYMOUS)
 
 
 def is_loopback(host: str) -> bool:
@@ -86,12 +119,12 @@ class SecurityGate:
         self,
         app: ASGIApp,
         *,
-        token_digests: Iterable[bytes] = (),
+        principals: Mapping[bytes, Principal] | None = None,
         allowed_hosts: frozenset[str] | None = frozenset(LOOPBACK_NAMES),
         cors_origins: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.digests = tuple(token_digests)
+        self.principals = tuple((principals or {}).items())
         self.allowed_hosts = (
             None if allowed_hosts is None else frozenset(h.encode() for h in allowed_hosts)
         )
@@ -112,26 +145,33 @@ class SecurityGate:
                 preflight = True
         if self.allowed_hosts is not None and not self._host_allowed(host):
             shown = (host or b"").decode("latin-1")[:200]
-            await _refuse(send, 421, "misdirected_request",
+            await refuse(send, 421, "misdirected_request",
                           f"Host {shown!r} is not served here; add it to [server] allowed_hosts")
             return
         if origin is not None and not _same_origin(origin, host):
             if origin.rstrip(b"/").lower() not in self.origins:
                 shown = origin.decode("latin-1")[:200]
-                await _refuse(send, 403, "forbidden_origin",
+                await refuse(send, 403, "forbidden_origin",
                               f"origin {shown!r} is not allowed; list it in [server] cors_origins")
                 return
             if preflight and scope["method"] == "OPTIONS":
                 await _preflight(send, origin)
                 return
             send = _with_cors(send, origin)
-        if self.digests and scope["path"] not in UNPROTECTED_PATHS:
-            problem = self._token_problem(scope["headers"])
-            if problem is not None:
-                await _refuse(send, 401, "unauthorized", problem,
+        principal = ANONYMOUS
+        if self.principals and scope["path"] not in UNPROTECTED_PATHS:
+            found = self._principal(scope["headers"])
+            if isinstance(found, str):
+                await refuse(send, 401, "unauthorized", found,
                               [(b"www-authenticate", b"Bearer")])
                 return
-        await self.app(scope, receive, send)
+            principal = found
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        reset = current_principal.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_principal.reset(reset)
 
     def _host_allowed(self, host: bytes | None) -> bool:
         assert self.allowed_hosts is not None
@@ -141,8 +181,8 @@ class SecurityGate:
             return True
         return host_name(host.decode("latin-1")).encode() in self.allowed_hosts
 
-    def _token_problem(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-        """None when a configured token was sent; else what is wrong (never the token)."""
+    def _principal(self, headers: Iterable[tuple[bytes, bytes]]) -> Principal | str:
+        """Whose configured token was sent; else what is wrong (never the token)."""
         token: bytes | None = None
         for key, value in headers:
             if key == b"authorization":
@@ -156,10 +196,11 @@ class SecurityGate:
                     "(or 'X-Api-Key: <token>')")
         digest = hashlib.sha256(token).digest()
         # Compare with every digest, each in constant time: no early exit to time.
-        matched = False
-        for known in self.digests:
-            matched |= hmac.compare_digest(digest, known)
-        return None if matched else "the token is not valid"
+        matched: Principal | None = None
+        for known, principal in self.principals:
+            if hmac.compare_digest(digest, known):
+                matched = principal
+        return matched or "the token is not valid"
 
 
 def _same_origin(origin: bytes, host: bytes | None) -> bool:
@@ -192,7 +233,7 @@ async def _preflight(send: Send, origin: bytes) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _refuse(
+async def refuse(
     send: Send, status: int, kind: str, message: str,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
 from mimiverse.app import create_app
 from mimiverse.backends.base import Backend
 from mimiverse.config import Settings, load_settings
 from mimiverse.gateway import Gateway
+from mimiverse.server import uvicorn_config
 from tests.servers.harness import _bind, _ThreadServer
 
 
@@ -31,15 +31,19 @@ class AppServer:
 
 
 def serve_app(
-    settings: Settings, backends: dict[str, Backend] | None = None, repos: Sequence[str] = ()
+    settings: Settings, backends: dict[str, Backend] | None = None, repos: Sequence[str] = (),
+    send_buffer: int | None = None,
 ) -> AppServer:
+    """`send_buffer`: SO_SNDBUF of every accepted connection (Linux otherwise grows it to
+    megabytes), so a test can fill the path to a client that stops reading."""
     gateway = Gateway(settings, backends)
     app = create_app(settings, gateway, repos=repos)
     sock = _bind("127.0.0.1", 0)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws="none",
-                            access_log=False, log_config=None, log_level="warning",
-                            loop="asyncio")
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, lifespan="on",
+                            log_config=None, log_level="warning", loop="asyncio")
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -16,14 +16,23 @@ from typing import Any
 
 import orjson
 
+from mimiverse.security import current_principal
+
 # Bumped whenever the canonical form changes, so old entries simply stop matching.
 KEY_VERSION = 1
 
 
 def cache_key(task: str, **parts: object) -> str:
-    """Hex SHA-256 of `task` and `parts` in canonical JSON (keys sorted, floats folded)."""
+    """Hex SHA-256 of `task` and `parts` in canonical JSON (keys sorted, floats folded).
+
+    Keys of a request from a team's token are the team's own: one tenant never gets
+    another's cached answer, nor learns by timing what another asked.
+    """
     # Parts are nested so no part name can shadow the version or the task.
     payload = {"v": KEY_VERSION, "task": task, "parts": _canonical(parts)}
+    team = current_principal.get().team
+    if team is not None:
+        payload["team"] = team
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -11,6 +11,7 @@ import uvicorn
 from mimiverse.app import create_app
 from mimiverse.cli.common import ConfigOption, fail, settings_from
 from mimiverse.errors import MimiverseError
+from mimiverse.server import uvicorn_config
 
 
 def serve(
@@ -34,11 +35,4 @@ def serve(
         app = create_app(settings, repos=[str(p.resolve()) for p in repo or []])
     except MimiverseError as exc:
         raise fail(str(exc)) from None
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level,
-        access_log=False,  # request lines can carry code in query strings; off by default
-        server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(app, settings)).run()

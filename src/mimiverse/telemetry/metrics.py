@@ -6,7 +6,8 @@ the library's global registry would mix them). Three ways in:
 - the core reports as it works (`Metrics` is the gateway's and router's Observer):
   per-task requests, durations, time to first token, tokens, in-flight, fallbacks,
   embedding batches;
-- `HttpMetrics`, an ASGI middleware, counts every HTTP request by its route template;
+- `RequestTelemetry` (telemetry/requests.py) counts every HTTP request by its route
+  template;
 - at scrape time, state the services already keep is read: breakers (cooldowns, up),
   cache counters and size, index sizes; and GPUs through NVML (telemetry/gpu.py).
 
@@ -32,7 +33,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse.config import TASKS, Task
 from mimiverse.errors import BackendError
@@ -336,40 +336,3 @@ def _end_soon(loop: asyncio.AbstractEventLoop, end: Callable[[_Request, str], No
 def _status_of(exc: BaseException) -> str:
     # Cancelled: the client went away (or single-flight abandoned the call).
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-
-
-class HttpMetrics:
-    """ASGI middleware: every HTTP request counted by route template, method and status
-    class once its response ends (a stream when its last byte is sent).
-
-    The template is the route the app's router matched (it leaves it in the scope), so
-    a made-up path counts as "other" and can never add a series.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None)
-            method = scope["method"]
-            self.metrics.http_request(
-                route if isinstance(route, str) else OTHER,
-                method if method in METHODS else OTHER,
-                status, time.perf_counter() - started,
-            )

@@ -1,0 +1,97 @@
+"""The HTTP server around the app: uvicorn (httptools) with a bounded request head, and
+logging set up so our own lines (the JSON access log included) reach stderr/stdout."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mimiverse.config import Settings
+
+
+class HeadTooLarge(Exception):
+    """The request line and headers went over the limit."""
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """httptools keeps every header it parses; this stops at `max_head_bytes` with 431.
+
+    Counting happens in the parser's callbacks, so a body that arrives in the same read
+    as the head is never counted; raising there makes uvicorn answer its parse-error
+    response, which `send_400_response` turns into our 431.
+    """
+
+    max_head_bytes = 32 * 1024
+    _head_bytes = 0
+    _head_too_large = False
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.max_head_bytes:
+            self._head_too_large = True
+            raise HeadTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        body = (b'{"error":{"type":"request_header_fields_too_large","message":"the request '
+                b'line and headers are over ' + str(self.max_head_bytes).encode() + b' bytes"}}')
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
+def bounded_protocol(max_head_bytes: int) -> type[BoundedHeadProtocol]:
+    return type("BoundedHeadProtocol", (BoundedHeadProtocol,), {"max_head_bytes": max_head_bytes})
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging, plus `mimiverse.*` at the configured level and the access log
+    (one JSON object per line on stdout; off with [server] access_log = false)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["line"] = {"format": "%(message)s"}
+    config["handlers"]["access_lines"] = {
+        "class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["mimiverse"] = {
+        "handlers": ["default"], "level": settings.server.log_level.upper(), "propagate": False,
+    }
+    config["loggers"]["mimiverse.access"] = {
+        "handlers": ["access_lines"], "propagate": False,
+        "level": "INFO" if settings.server.access_log else "CRITICAL",
+    }
+    return config
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "http": bounded_protocol(settings.server.max_header_bytes),
+        "ws": "none",
+        "log_level": settings.server.log_level,
+        "log_config": log_config(settings),
+        "access_log": False,  # uvicorn's line shows the query string; ours is mimiverse.access
+        "server_header": False,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
