@@ -6,6 +6,7 @@
     │   └── IndexLocked             another writer holds the repository's index
     ├── RequestError                the client asked for something we cannot do (4xx)
     │   ├── InvalidRequest          422: a field is outside what is allowed
+    │   ├── PromptTooLong           400: more prompt tokens than the model's route allows
     │   ├── ModelNotFound           404: no task alias, configured model or listed model
     │   └── NotReady                409: e.g. searching before any repository is indexed
     └── BackendError                an inference backend failed (carries the backend name)
@@ -47,6 +48,10 @@ class RequestError(MimiverseError):
 
 class InvalidRequest(RequestError):
     status_code = 422
+
+
+class PromptTooLong(RequestError):
+    status_code = 400
 
 
 class ModelNotFound(RequestError):

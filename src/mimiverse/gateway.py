@@ -21,7 +21,8 @@ from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
-from mimiverse.config import Settings
+from mimiverse.config import Settings, Task
+from mimiverse.errors import PromptTooLong
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
@@ -269,8 +270,25 @@ class Gateway:
 
     # -- raw generation --------------------------------------------------------------
 
+    def _check_prompt_length(self, task: Task, text: str) -> None:
+        """PromptTooLong when `text` surely has more tokens than the route allows: at
+        4 bytes a token (few texts are denser, so nothing that fits is refused), then by
+        the model's own tokenizer where a backend has it at hand."""
+        route = self.settings.models.route(task)
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if size // 4 <= route.max_prompt_tokens:
+            return
+        counted = next((n for n in (self.router.backends[b].count_tokens(text)
+                                    for b in route.backends) if n is not None), size // 4)
+        if counted > route.max_prompt_tokens:
+            raise PromptTooLong(
+                f"the prompt is about {counted} tokens; the {task} model {route.model!r} "
+                f"takes at most {route.max_prompt_tokens} (models.{task}.max_prompt_tokens)"
+            )
+
     def _raw_plan(self, raw: RawInput) -> tuple[GenerateRequest, str | None]:
         route = self.settings.models.completion
+        self._check_prompt_length("completion", raw.prompt)
         request = GenerateRequest(
             model=route.model, prompt=raw.prompt,
             max_tokens=min(raw.max_tokens or route.max_tokens, route.max_tokens),
@@ -306,6 +324,7 @@ class Gateway:
 
     def _chat_request(self, chat: ChatInput) -> ChatRequest:
         route = self.settings.models.chat
+        self._check_prompt_length("chat", "".join(m.content for m in chat.messages))
         return ChatRequest(
             model=route.model, messages=chat.messages,
             max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),

@@ -98,3 +98,31 @@ def test_access_log_names_the_request_never_its_content(
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert "zebra-42-secret" not in everything
     assert TOKEN not in everything
+
+
+def test_prompts_over_the_route_token_limit_are_refused_before_any_backend(
+    serve: Serve, openai_server: ServerHandle
+) -> None:
+    server = serve()  # test routes: max_prompt_tokens 2048 (the default)
+    long_text = "word " * 2000  # 10,000 bytes: surely over 2,048 tokens
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        chat = client.post("/api/ai/chat", json={"messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": long_text}]})
+        raw = client.post("/api/generate", json={"model": "test-model", "prompt": long_text,
+                                                 "raw": True, "stream": False})
+        openai_chat = client.post("/v1/chat/completions", json={
+            "model": "test-model", "messages": [{"role": "user", "content": long_text}]})
+        fits = client.post("/api/ai/chat", json={"messages": [
+            {"role": "user", "content": "word " * 1600}]})  # 8,000 bytes: may fit
+    assert chat.status_code == 400
+    assert chat.json()["error"] == {
+        "type": "prompt_too_long",
+        "message": "the prompt is about 2502 tokens; the chat model 'test-model' takes at "
+                   "most 2048 (models.chat.max_prompt_tokens)",
+    }
+    assert raw.status_code == 400 and "at most 2048" in raw.json()["error"]
+    assert openai_chat.status_code == 400
+    assert openai_chat.json()["error"]["type"] == "invalid_request_error"
+    assert fits.status_code == 200
+    assert openai_server.behaviour.requests["/v1/chat/completions"] == 1  # only `fits`
+    assert openai_server.behaviour.requests["/v1/completions"] == 0
