@@ -33,6 +33,7 @@ from mimiverse.fim.prompt import trim_to_budget
 from mimiverse.fim.templates import ContextFile, FimTemplate
 from mimiverse.index.model import StoredChunk
 from mimiverse.index.service import CodebaseService, Job
+from mimiverse.security import current_principal
 
 log = logging.getLogger("mimiverse.fim")
 
@@ -59,10 +60,12 @@ class RepoRetriever:
         """The indexed repository a file belongs to, and its path relative to that root.
 
         An absolute path picks the repository containing it; a relative path (or none)
-        means the only repository indexed here, if there is exactly one. Paths are only
-        compared as text: nothing is read from disk.
+        means the only repository indexed here, if there is exactly one. Only the
+        repositories the request's team may use count. Paths are only compared as text:
+        nothing is read from disk.
         """
-        jobs = self.service.jobs
+        principal = current_principal.get()
+        jobs = {root: job for root, job in self.service.jobs.items() if principal.may_use(root)}
         if path is not None and path.startswith("/"):
             normal = PurePosixPath(posixpath.normpath(path))
             for root, job in jobs.items():

@@ -1,0 +1,45 @@
+"""Secrets inside indexed text are replaced before storing; ordinary code is untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimiverse.index.secrets import redact
+
+# Shaped like real credentials, made up here (none is valid anywhere).
+AWS = "AKIA" + "Q3EXAMPLE7MIMIVRS"[:16]
+GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0Ed"
+JWT = ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtaW1pdmVyc2UifQ."
+       "c2lnbmF0dXJlLW5vdC1yZWFsLXRlc3Q")
+
+
+@pytest.mark.parametrize("line,expected", [
+    (f'AWS_KEY = "{AWS}"', 'AWS_KEY = "<redacted:aws-access-key>"'),
+    (f"token: {GITHUB}", "token: <redacted:github-token>"),
+    (f"client = OpenAI(api_key='{OPENAI}')", "client = OpenAI(api_key='<redacted:api-key>')"),
+    (f"Authorization: Bearer {JWT}", "Authorization: Bearer <redacted:jwt>"),
+    ("SLACK = 'xoxb-1234567890-abcdefghij'", "SLACK = '<redacted:slack-token>'"),
+    ("STRIPE = 'sk_live_abcdefghijklmnop1234'", "STRIPE = '<redacted:stripe-key>'"),
+    ("GL = 'glpat-abcdefghij0123456789'", "GL = '<redacted:gitlab-token>'"),
+    ("G = 'AIza" + "B" * 35 + "'", "G = '<redacted:google-api-key>'"),
+])
+def test_known_secret_shapes_are_redacted(line: str, expected: str) -> None:
+    assert redact(line) == (expected, 1)
+
+
+def test_a_private_key_block_goes_whole() -> None:
+    text = ('KEY = """\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAKCAQEA\n'
+            '-----END RSA PRIVATE KEY-----\n"""\nprint(KEY)\n')
+    assert redact(text) == ('KEY = """\n<redacted:private-key>\n"""\nprint(KEY)\n', 1)
+
+
+@pytest.mark.parametrize("code", [
+    "def task_runner(desk_top): return 'sk-learn'",  # "sk-" without a key's length
+    "AKIA_PREFIX = 'AKIA'  # documentation of the format",
+    "ghost = gh_pages + 'ghp_short'",
+    "header = base64('eyJ')",
+    "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
+])
+def test_ordinary_code_is_untouched(code: str) -> None:
+    assert redact(code) == (code, 0)
