@@ -41,13 +41,15 @@ _DESCRIPTIONS = {
     400: "the body could not be read", 401: "no or wrong API token",
     403: "refused (e.g. a path outside the allowed roots)", 404: "not found",
     409: "not ready (e.g. nothing indexed yet)", 413: "the body is over the size limit",
-    421: "unknown Host",
+    421: "unknown Host", 429: "over the rate or concurrency limit (see Retry-After)",
+    431: "the request line and headers are over the size limit",
     422: "a field is outside what is allowed", 502: "the backend failed",
     503: "no backend could answer", 504: "the backend timed out",
 }
 # What every route of our API may answer besides its success: bad bodies and what the
-# middleware answers before a route runs, in the same shape (421/403/401, 413).
-COMMON_ERRORS = (400, 401, 403, 413, 421, 422)
+# server and middleware answer before a route runs, in the same shape (421/403/401, the
+# size limits 413/431, admission 429).
+COMMON_ERRORS = (400, 401, 403, 413, 421, 422, 429, 431)
 BACKEND_ERRORS = (502, 503, 504)
 
 

@@ -144,7 +144,7 @@ class OllamaError(BaseModel):
 def protocol_responses(model: type[BaseModel]) -> dict[int | str, Any]:
     """`responses=` for a protocol's router: its own error shape for 400 (bad body), 404
     (unknown model) and the backends' 502/503/504; ours for what the middleware answers
-    before any route runs (401/403/421, 413)."""
+    before any route runs (401/403/421, 413/431, 429)."""
     responses: dict[int | str, Any] = {
         code: {"model": model, "description": why} for code, why in (
             (400, "the body is not what the protocol accepts"), (404, "unknown model"),
@@ -152,7 +152,7 @@ def protocol_responses(model: type[BaseModel]) -> dict[int | str, Any]:
             (504, "the backend timed out"),
         )
     }
-    responses.update(error_responses(401, 403, 413, 421))
+    responses.update(error_responses(401, 403, 413, 421, 429, 431))
     return responses
 
 
