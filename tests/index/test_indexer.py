@@ -18,6 +18,7 @@ from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import Chunk, IndexTerms, SearchFilter
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
+from mimiverse.index.walker import DEFAULT_MAX_FILE_BYTES, walk
 
 FILES = 130  # enough for two workers (one per PARALLEL_MIN_FILES changed files)
 
@@ -175,6 +176,19 @@ def test_killed_workers_leave_their_files_to_the_indexer(
     index(serial, workers=0)
     assert contents(parallel) == contents(serial)
     assert all(w.proc.poll() is not None for pool in pools for w in pool._workers)
+
+
+def test_workers_exit_once_every_task_is_sent(tmp_path: Path) -> None:
+    sources = walk(make_repo(tmp_path / "repo")).files
+    pool = indexer_module._Workers(2, DEFAULT_MAX_FILE_BYTES, tokens)
+    try:
+        outcomes = list(pool.outcomes([(s, None) for s in sources]))
+        assert [s for s, _ in outcomes] == sources
+        # Their input ended with the last task: they exit while the writer still writes,
+        # not when it closes the pool.
+        assert [w.proc.wait(timeout=60) for w in pool._workers] == [0, 0]
+    finally:
+        pool.close()
 
 
 @pytest.mark.parametrize("executable", ["/nonexistent/python", shutil.which("true")])

@@ -96,3 +96,20 @@ def test_ascii_fast_path_finds_the_regex_words(text: str) -> None:
     for word in tokenize._WORD.findall(text):
         expected.extend(tokenize._split(word))
     assert tokens(text) == expected
+
+
+@pytest.mark.parametrize(
+    "word",
+    ["self", "Error", "HTTP", "aB", "Ab", "AB", "ab", "xY", "Xy", "X1", "_Ab", "Ab_", "a",
+     "utf8", "getX", "ÜberClass", "über", "Über", "ÜBER", "snake_case", "__init__", "Τέστ"],
+)
+def test_one_part_shortcut_splits_like_the_regex(word: str) -> None:
+    # Plain words skip the camelCase regex; what they give must not change.
+    core = word.strip("_")
+    expected: tuple[str, ...] = ()
+    if len(core) >= 2:
+        parts = (tokenize._PART.findall(core) if core.isascii()
+                 else [p for p in core.split("_") if p])
+        more = [p.lower() for p in parts if len(p) > 1] if len(parts) > 1 else []
+        expected = (core.lower(), *more)
+    assert tokenize._split(word) == expected

@@ -293,7 +293,18 @@ def worker_main() -> None:
         try:
             _send(out, (task, outcomes))
         except BrokenPipeError:
-            return
+            break
+    # No interpreter teardown (freeing every cached token and module): the indexer waits
+    # for this exit, on its last write's heels.
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _end_input(proc: subprocess.Popen[bytes]) -> None:
+    """Close a worker's input: it finishes the tasks it holds, then exits."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        with suppress(OSError):  # a broken pipe: it is gone already
+            proc.stdin.close()
 
 
 @dataclass(eq=False, slots=True)
@@ -408,6 +419,11 @@ class _Workers:
                     worker.tasks.remove(number)
                     self._done[number] = None
                     self._cond.notify_all()
+        if self._tasks and self._sent == len(self._tasks):
+            # Nothing more to send: end their input now, so that they exit while the
+            # last outcomes are written rather than after.
+            for worker in self._workers:
+                _end_input(worker.proc)
 
     def _read(self, worker: _Worker) -> None:
         stdout = worker.proc.stdout
@@ -438,16 +454,13 @@ class _Workers:
 
     def close(self) -> None:
         """Stop the workers: at once if tasks are left (an error), else when they exit."""
-        with self._cond:
+        with self._cond:  # _feed may close their input too
             unfinished = self._taken < len(self._tasks)
             for worker in self._workers:
                 worker.alive = False
-        for worker in self._workers:
-            if unfinished:
-                worker.proc.kill()
-            if worker.proc.stdin is not None:
-                with suppress(OSError):  # a broken pipe: it is gone already
-                    worker.proc.stdin.close()  # end of input: the worker exits
+                if unfinished:
+                    worker.proc.kill()
+                _end_input(worker.proc)
         for worker in self._workers:
             try:
                 worker.proc.wait(timeout=5)

@@ -46,6 +46,9 @@ def _split(word: str) -> tuple[str, ...]:
     if len(core) < 2:
         return ()
     whole = core.lower()
+    # Most words are one part (`self`, `Error`, `HTTP`): no regex needed for those.
+    if core.isascii() and core.isalpha() and (core[1:].islower() or core.isupper()):
+        return (whole,)
     out = [whole]
     # camelCase rules are ASCII rules; other scripts split on underscores only.
     parts = _PART.findall(core) if core.isascii() else [p for p in core.split("_") if p]

@@ -37,8 +37,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pathspec
-
 from mimiverse.errors import CodeIndexError
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
@@ -240,6 +238,9 @@ class _Rules:
     __slots__ = ("_any", "_patterns", "prefix")
 
     def __init__(self, prefix: str, lines: list[str]) -> None:
+        # Imported here: indexing workers only read files, and start faster without it.
+        import pathspec
+
         self.prefix = prefix  # "" at the root, else "sub/dir/"
         spec = pathspec.GitIgnoreSpec.from_lines(lines)
         compiled = [
