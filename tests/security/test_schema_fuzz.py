@@ -60,8 +60,7 @@ def app(openai_server: ServerHandle, tmp_path: Path) -> Iterator[AppServer]:
 
 
 def excluded_checks(operation: Operation) -> list[schemathesis.CheckFunction]:
-    tags = set(operation.definition.raw.get("tags", ()))
-    if tags & PROTOCOL_TAGS or (operation.method.upper(), operation.path) == (
+    if (operation.method.upper(), operation.path) == (
         "POST", "/api/codebase/index"
     ):
         return [positive_data_acceptance]

@@ -51,6 +51,7 @@ from mimiverse.api.compat.shared import (
     open_events,
     parse,
     protocol_responses,
+    request_body,
     route_class,
     streamed,
     usage,
@@ -111,7 +112,19 @@ class Options(_Lenient):
         return self.seed if self.seed is not None and self.seed >= 0 else None  # -1: random
 
 
+def _model_required(schema: dict[str, Any]) -> None:
+    # `model` parses as optional so that its absence gets Ollama's own message; the
+    # document says what is accepted.
+    schema["properties"]["model"] = {"type": "string", "minLength": 1, "maxLength": 256}
+    schema["required"] = sorted({*schema.get("required", ()), "model"})
+
+
+_NAMED = ConfigDict(extra="ignore", json_schema_extra=_model_required)
+
+
 class _Request(_Lenient):
+    model_config = _NAMED
+
     model: str | None = Field(None, max_length=256)
     options: Options = Field(default_factory=Options)
     stream: bool = True  # Ollama streams unless told not to
@@ -134,9 +147,11 @@ class ChatBody(_Request):
 
 
 class EmbedBody(_Lenient):
+    model_config = _NAMED
+
     model: str | None = Field(None, max_length=256)
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
     @field_validator("dimensions")
     @classmethod
@@ -147,11 +162,21 @@ class EmbedBody(_Lenient):
 
 
 class EmbeddingsBody(_Lenient):
+    model_config = _NAMED
+
     model: str | None = Field(None, max_length=256)
     prompt: EmbedText
 
 
+def _model_or_name(schema: dict[str, Any]) -> None:
+    named = {"type": "string", "minLength": 1, "maxLength": 256}
+    schema["properties"].update(model=named, name=named)
+    schema["anyOf"] = [{"required": ["model"]}, {"required": ["name"]}]
+
+
 class ShowBody(_Lenient):
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_model_or_name)
+
     model: str | None = Field(None, max_length=256)
     name: str | None = Field(None, max_length=256)  # the older spelling (Continue sends it)
 
@@ -265,7 +290,8 @@ def generate_source(body: GenerateBody, task: Task, template: FimTemplate
                     temperature=temperature, stop=o.stops(), seed=o.fixed_seed())
 
 
-@router.post("/generate", response_model=None, responses=streamed(NDJSON))
+@router.post("/generate", response_model=None, responses=streamed(NDJSON),
+             openapi_extra=request_body(GenerateBody))
 async def generate(request: Request, gateway: GatewayDep) -> Response:
     body = parse(GenerateBody, await json_object(request))
     task = await _task(catalog(request), body.model, "completion", "generate")
@@ -277,7 +303,8 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
                           lambda text: {"response": text}, body.stream)
 
 
-@router.post("/chat", response_model=None, responses=streamed(NDJSON))
+@router.post("/chat", response_model=None, responses=streamed(NDJSON),
+             openapi_extra=request_body(ChatBody))
 async def chat(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await _task(catalog(request), body.model, "chat", "chat")  # known, and not an embedder
@@ -296,7 +323,7 @@ async def chat(request: Request, gateway: GatewayDep) -> Response:
 
 # -- /api/embed, /api/embeddings ----------------------------------------------------------
 
-@router.post("/embed")
+@router.post("/embed", openapi_extra=request_body(EmbedBody))
 async def embed(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbedBody, await json_object(request))
     await _embedding_model(catalog(request), body.model)
@@ -309,7 +336,7 @@ async def embed(request: Request, gateway: GatewayDep) -> JSONResponse:
     })
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=request_body(EmbeddingsBody))
 async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbeddingsBody, await json_object(request))
     await _embedding_model(catalog(request), body.model)
@@ -352,7 +379,7 @@ def fim_template_text(template: FimTemplate) -> str:
     return "{{- if .Suffix }}" + fim + "{{- else }}" + prompt + "{{- end }}"
 
 
-@router.post("/show")
+@router.post("/show", openapi_extra=request_body(ShowBody))
 async def show(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(ShowBody, await json_object(request))
     name = body.model or body.name

@@ -49,6 +49,7 @@ from mimiverse.api.compat.shared import (
     open_events,
     parse,
     protocol_responses,
+    request_body,
     route_class,
     streamed,
     unix_now,
@@ -105,6 +106,12 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=route_class(map_er
 
 # -- request bodies -----------------------------------------------------------------------
 
+def _documented(allowed: int | bool) -> Any:
+    """A field accepted (for the protocol's own refusal message) but only with `allowed`
+    or null: what the OpenAPI document says it takes."""
+    return Field(None, json_schema_extra={"enum": [allowed, None]})
+
+
 def _only(allowed: object, what: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if value is not None and value != allowed:
@@ -127,7 +134,7 @@ class _Body(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = None
+    n: int | None = _documented(1)
 
     _n = field_validator("n")(_only(1, "n=1"))
 
@@ -143,9 +150,9 @@ class _Body(BaseModel):
 class CompletionBody(_Body):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = ""
     suffix: str | None = Field(None, max_length=MAX_TEXT)
-    echo: bool | None = None
-    logprobs: int | None = None
-    best_of: int | None = None
+    echo: bool | None = _documented(False)
+    logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
+    best_of: int | None = _documented(1)
 
     _echo = field_validator("echo")(_only(False, "echo=false"))
     _logprobs = field_validator("logprobs")(_only(None, "logprobs=null"))
@@ -185,7 +192,7 @@ class Message(BaseModel):
 class ChatBody(_Body):
     messages: list[Message] = Field(min_length=1, max_length=256)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
-    logprobs: bool | None = None
+    logprobs: bool | None = _documented(False)
 
     _logprobs = field_validator("logprobs")(_only(False, "logprobs=false"))
 
@@ -204,7 +211,7 @@ class EmbeddingBody(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
     @field_validator("dimensions")
     @classmethod
@@ -277,7 +284,8 @@ def _completion_source(body: CompletionBody, gateway: Gateway) -> FimInput | Raw
                     temperature=temperature, stop=body.stops(), seed=body.seed)
 
 
-@router.post("/completions", response_model=None, responses=streamed("text/event-stream"))
+@router.post("/completions", response_model=None, responses=streamed("text/event-stream"),
+             openapi_extra=request_body(CompletionBody, tabby.CompletionBody))
 async def completions(request: Request, gateway: GatewayDep) -> Response:
     raw = await json_object(request)
     if "segments" in raw:
@@ -313,7 +321,8 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
 
 # -- /v1/chat/completions -----------------------------------------------------------------
 
-@router.post("/chat/completions", response_model=None, responses=streamed("text/event-stream"))
+@router.post("/chat/completions", response_model=None, responses=streamed("text/event-stream"),
+             openapi_extra=request_body(ChatBody))
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await catalog(request).resolve(body.model, "chat")
@@ -357,7 +366,7 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=request_body(EmbeddingBody))
 async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbeddingBody, await json_object(request))
     await catalog(request).resolve(body.model, "embedding")

@@ -163,6 +163,32 @@ def streamed(media_type: str) -> dict[int | str, Any]:
                   "description": f"the answer, or a stream ({media_type}) when asked"}}
 
 
+def request_body(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra=` of a route that parses its body itself (with the protocol's error
+    shape): the body `models` accept (any of them), self-contained (no $refs)."""
+    schemas = [_inline(m.model_json_schema(ref_template="#/$defs/{model}")) for m in models]
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
 class ParseError(Exception):
     """The body is not JSON, or not an object: the protocol says how to answer."""
 

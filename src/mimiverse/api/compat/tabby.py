@@ -86,7 +86,8 @@ class CompletionBody(_Lenient):
     debug_options: DebugOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    mode: Literal["standard", "next_edit_suggestion"] = "standard"
+    mode: Literal["standard", "next_edit_suggestion"] = Field(
+        "standard", json_schema_extra={"enum": ["standard"]})  # the other: a clear refusal
 
     @field_validator("mode")
     @classmethod
