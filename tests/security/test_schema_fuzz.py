@@ -9,11 +9,12 @@ Excluded, and why:
 - `positive_data_acceptance` for POST /api/codebase/index: a schema-valid `path` is any
   string, but only an existing folder (inside the allowed roots) is accepted, which a
   schema cannot say; the refusals themselves are tested in test_path_traversal.py.
-- `positive_data_acceptance` for the compatible protocols (OpenAI, Ollama, Tabby): their
-  routes parse the body with the protocol's own rules and error shape, so the document
-  declares no request body and schemathesis cannot generate a valid one. Their answers
-  are still checked (no 5xx, documented statuses and content types).
-- 502/503/504 are not excluded: they are declared on the routes that call backends.
+- `negative_data_rejection` for answers 413/431 (body or head over the size limits):
+  refusals that schemathesis does not count as such; they must still be documented and
+  in our error shape.
+Nothing else: the backend is up, so any 5xx fails the test; 502/503/504 (backends down)
+are declared on the routes that call backends. The compatible protocols' bodies are
+documented as they are accepted (their routes parse them with the protocol's own rules).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer, serve_app, settings_for
 
 EXAMPLES = 25  # per operation and generation mode
-PROTOCOL_TAGS = {"openai", "ollama", "tabby"}
 Operation = Any  # schemathesis.APIOperation, generic over four parameters
 SIZE_LIMITS = {413: "payload_too_large", 431: "request_header_fields_too_large"}
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
