@@ -178,6 +178,17 @@ def test_killed_workers_leave_their_files_to_the_indexer(
     assert all(w.proc.poll() is not None for pool in pools for w in pool._workers)
 
 
+def test_the_indexer_chunks_the_tasks_no_worker_has_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers that are never handed a task: instead of waiting, this process does them all.
+    monkeypatch.setattr(indexer_module._Workers, "_feed", lambda self: None)
+    parallel, serial = make_repo(tmp_path / "parallel"), make_repo(tmp_path / "serial")
+    assert index(parallel, workers=2).indexed == FILES
+    index(serial, workers=0)
+    assert contents(parallel) == contents(serial)
+
+
 def test_workers_exit_once_every_task_is_sent(tmp_path: Path) -> None:
     sources = walk(make_repo(tmp_path / "repo")).files
     pool = indexer_module._Workers(2, DEFAULT_MAX_FILE_BYTES, tokens)
