@@ -238,7 +238,7 @@ class _Prepared:
                 else:
                     yield from self._pool.outcomes(self._items[number:])
                     return
-            outcome = prepare(source, sha, self._max_file_bytes)
+            outcome = prepare(source, sha, self._max_file_bytes, self._tokenize)
             chunked += isinstance(outcome, tuple)
             yield source, outcome
 
@@ -328,6 +328,7 @@ class _Workers:
 
     def __init__(self, count: int, max_file_bytes: int, tokenize: Tokenizer) -> None:
         self._max_file_bytes = max_file_bytes
+        self._tokenize = tokenize
         self._cond = threading.Condition()
         self._tasks: list[list[Item]] = []
         self._done: dict[int, list[Outcome] | None] = {}
@@ -417,7 +418,8 @@ class _Workers:
         return outcomes if outcomes is not None else self._prepare(number)
 
     def _prepare(self, number: int) -> list[Outcome]:
-        return [prepare(s, sha, self._max_file_bytes) for s, sha in self._tasks[number]]
+        tokenize = self._tokenize
+        return [prepare(s, sha, self._max_file_bytes, tokenize) for s, sha in self._tasks[number]]
 
     def _feed(self) -> None:
         """Hand out tasks to workers with room (the condition's lock is held)."""

@@ -792,20 +792,21 @@ class _Changes:
     def commit(self) -> None:
         """Apply the statistics; publish a new vector generation if any vector changed."""
         added, removed = self.added, self.removed
+        deltas: dict[str, int]
         if removed:
-            deltas = [(t, n - removed[t]) for t, n in added.items() if n != removed[t]]
-            deltas += [(t, -n) for t, n in removed.items() if t not in added]
-        else:  # only new chunks (a first index): no arithmetic
-            deltas = list(added.items())
+            deltas = {t: n - removed[t] for t, n in added.items() if n != removed[t]}
+            deltas.update((t, -n) for t, n in removed.items() if t not in added)
+        else:  # only new chunks (a first index): no arithmetic, no copy
+            deltas = added
         if deltas:
             # One statement over a JSON object: a quarter faster than a row per term.
             # (`WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.)
             self.con.execute(
                 "INSERT INTO term_df (term, df) SELECT key, value FROM json_each(?) WHERE true"
                 " ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
-                (json.dumps(dict(deltas), ensure_ascii=False),),
+                (json.dumps(deltas, ensure_ascii=False),),
             )
-            gone = [term for term, n in deltas if n < 0]
+            gone = [term for term, n in deltas.items() if n < 0] if removed else []
             if gone:
                 self.con.execute(
                     f"DELETE FROM term_df WHERE term IN {_JSON_VALUES} AND df <= 0",
