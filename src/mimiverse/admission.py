@@ -1,4 +1,7 @@
-"""How much one client may take, in one ASGI pass after the security gate.
+"""How much one request and one client may take, in one ASGI pass after the security gate.
+
+A request body over `max_body_bytes` gets 413: at once when Content-Length says so, else
+as soon as the bytes read pass the limit (the app is told the client left).
 
 A client is an API token (its Principal); with no tokens configured, every caller is the
 same client. Each gets:
@@ -30,6 +33,7 @@ from mimiverse.security import ANONYMOUS, PRINCIPAL_SCOPE_KEY, Principal, refuse
 log = logging.getLogger("mimiverse.admission")
 
 UNLIMITED_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class SlowReader(Exception):
@@ -66,10 +70,12 @@ class Client:
 class Admission:
     """Pure ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, limits: LimitsSettings, write_idle_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, limits: LimitsSettings, write_idle_timeout_s: float,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.limits = limits
         self.write_idle_timeout_s = write_idle_timeout_s
+        self.max_body_bytes = max_body_bytes
         # One entry per configured token (plus the anonymous caller): bounded by settings.
         self.clients: dict[str, Client] = {}
 
@@ -86,7 +92,15 @@ class Admission:
         return client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                await self._too_large(send)
+                return
+        receive, send = self._bounded(receive, send)
+        if scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
         principal: Principal = scope.get(PRINCIPAL_SCOPE_KEY, ANONYMOUS)
@@ -101,7 +115,7 @@ class Admission:
         if not await self._slot(client, send):
             return
         try:
-            await self.app(scope, receive, self._idle_guarded(send))
+            await self.app(scope, receive, send)
         except SlowReader:
             # The response was under way; returning lets uvicorn close the connection.
             log.warning("dropped a stream whose client read nothing for %.0f s",
@@ -132,21 +146,44 @@ class Admission:
         finally:
             client.waiting -= 1
 
-    def _idle_guarded(self, send: Send) -> Send:
-        idle = self.write_idle_timeout_s
+    def _bounded(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """`receive` that stops at the body limit; `send` that gives up on a stalled reader."""
+        seen = 0
+        refused = streaming = False
 
-        async def send_or_give_up(message: Message) -> None:
-            # uvicorn's send waits while the socket's buffers are full: that wait is bounded.
-            if message["type"] != "http.response.body":
+        async def counting_receive() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes and not refused:
+                    # Answer 413 now and tell the app the client left, so it stops reading.
+                    refused = True
+                    await self._too_large(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def bounded_send(message: Message) -> None:
+            nonlocal streaming
+            if refused:  # after a 413 the app's own answer has nowhere to go
+                return
+            if not streaming:
+                # uvicorn waits only before a write once its buffers are full, so a
+                # response's start and first body part never wait: only a stream's rest can.
+                streaming = message.get("more_body", False)
                 await send(message)
                 return
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(self.write_idle_timeout_s):
                     await send(message)
             except TimeoutError:
                 raise SlowReader from None
 
-        return send_or_give_up
+        return counting_receive, bounded_send
+
+    async def _too_large(self, send: Send) -> None:
+        await refuse(send, 413, "payload_too_large",
+                     f"request body is larger than {self.max_body_bytes} bytes")
 
 
 async def _too_many(send: Send, kind: str, retry_after_s: float, message: str) -> None:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
@@ -18,53 +17,10 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
-from mimiverse.security import SecurityGate, allowed_host_names, refuse
+from mimiverse.security import SecurityGate, allowed_host_names
 from mimiverse.telemetry.gpu import GpuCollector
 from mimiverse.telemetry.metrics import Metrics
 from mimiverse.telemetry.requests import RequestTelemetry
-
-MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-class BodySizeLimit:
-    """413 for bodies over the limit: refused by Content-Length before reading, else counted."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
-                return
-        seen = 0
-        refused = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes and not refused:
-                    # Answer 413 now and tell the app the client left, so it stops reading.
-                    refused = True
-                    await self._refuse(send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if not refused:  # after a 413 the app's own answer has nowhere to go
-                await send(message)
-
-        await self.app(scope, counting_receive, guarded_send)
-
-    async def _refuse(self, send: Send) -> None:
-        await refuse(send, 413, "payload_too_large",
-                     f"request body is larger than {self.max_bytes} bytes")
 
 
 def create_app(
@@ -106,8 +62,7 @@ def create_app(
     # The protocols editors already speak, each answering errors in its own shape.
     for router in (openai.router, ollama.router, tabby.router):
         app.include_router(router)
-    app.add_middleware(BodySizeLimit)
-    # Per-token rate and concurrency limits, and slow stream readers dropped.
+    # Body size, per-token rate and concurrency limits, and slow stream readers dropped.
     app.add_middleware(Admission, limits=settings.limits,
                        write_idle_timeout_s=settings.server.write_idle_timeout_s)
     # Host, Origin and token checks before anything reads the body (docs/security.md).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mimiverse.index.secrets import redact
+from mimiverse.index.redaction import redact
 
 # Shaped like real credentials, made up here (none is valid anywhere).
 AWS = "AKIA" + "Q3EXAMPLE7MIMIVRS"[:16]
