@@ -7,6 +7,7 @@
     ├── RequestError                the client asked for something we cannot do (4xx)
     │   ├── InvalidRequest          422: a field is outside what is allowed
     │   ├── PromptTooLong           400: more prompt tokens than the model's route allows
+    │   ├── Forbidden               403: this token may not do that (e.g. a team's)
     │   ├── ModelNotFound           404: no task alias, configured model or listed model
     │   └── NotReady                409: e.g. searching before any repository is indexed
     └── BackendError                an inference backend failed (carries the backend name)
@@ -52,6 +53,10 @@ class InvalidRequest(RequestError):
 
 class PromptTooLong(RequestError):
     status_code = 400
+
+
+class Forbidden(RequestError):
+    status_code = 403
 
 
 class ModelNotFound(RequestError):

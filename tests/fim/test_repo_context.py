@@ -17,6 +17,7 @@ from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.fim.templates import ContextFile
 from mimiverse.gateway import FimInput, Gateway
 from mimiverse.index.service import CodebaseService
+from mimiverse.security import Principal, current_principal
 from tests.support.embedder import BowEmbedder
 from tests.support.fixtures import tiny_gguf as tiny_gguf
 from tests.support.tiny_gguf import TinyModelInfo
@@ -243,3 +244,17 @@ async def test_the_budget_holds_by_the_models_own_tokenizer(
     finally:
         await service.aclose()
         await gateway.aclose()
+
+
+async def test_a_team_gets_context_only_from_its_own_repositories(rig: Rig) -> None:
+    path = str(rig.root / "billing/invoice.py")
+    own = Principal("a1", team="alpha", repos=(str(rig.root.resolve()),))
+    other = Principal("b1", team="beta", repos=("/srv/beta",))
+    for principal, expect_context in ((own, True), (other, False)):
+        reset = current_principal.set(principal)
+        try:
+            prompt = await rig.prompt(path=path)
+        finally:
+            current_principal.reset(reset)
+        assert prompt.startswith("<|repo_name|>shop\n") is expect_context
+        assert ("def compute_vat" in prompt) is expect_context

@@ -11,7 +11,7 @@ import pytest
 from mimiverse.config import Settings, load_settings
 from mimiverse.errors import AllBackendsFailed, InvalidRequest, NotReady
 from mimiverse.index.model import SearchFilter
-from mimiverse.index.service import CodebaseService
+from mimiverse.index.service import CodebaseService, PathNotAllowed
 from mimiverse.routing.router import Router
 from tests.support.embedder import BowEmbedder
 
@@ -250,10 +250,13 @@ async def test_bad_paths_and_search_before_indexing(tmp_path: Path) -> None:
         await service.search("x")
     with pytest.raises(InvalidRequest, match="must be absolute"):
         await service.start("relative/path")
-    with pytest.raises(InvalidRequest, match="is not a directory"):
+    # Where a path may not go is said before whether it exists: no probing outside.
+    with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
         await service.start(str(tmp_path / "missing"))
-    with pytest.raises(InvalidRequest, match="outside the allowed roots"):
+    with pytest.raises(InvalidRequest, match="is not a directory"):
+        await service.start(str(tmp_path / "allowed" / "missing"))
+    with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
         await service.start(str(tmp_path / "elsewhere"))
-    with pytest.raises(InvalidRequest, match="outside the allowed roots"):
+    with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
         await service.start(str(tmp_path / "allowed" / ".." / "elsewhere"))
     await service.aclose()

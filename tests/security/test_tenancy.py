@@ -1,12 +1,17 @@
-"""Teams: a team's tokens get only the team's own cached answers."""
+"""Teams: a team's tokens get only the team's own cached answers and repositories."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from mimiverse.config import load_settings
 from mimiverse.errors import ConfigError
+from tests.index.test_service import make_repo
 from tests.security.conftest import OTHER_TOKEN, TOKEN, Serve
 from tests.servers.harness import ServerHandle
 
@@ -57,3 +62,63 @@ def test_team_settings_are_validated() -> None:
     settings = load_settings(server={"host": "0.0.0.0"},
                              auth={"teams": [{"name": "a", "tokens": [TOKEN]}]})
     assert settings.auth.any_tokens
+
+
+def indexed(client: httpx.Client, token: str, path: Path) -> dict[str, Any]:
+    r = client.post("/api/codebase/index", json={"path": str(path)}, headers=bearer(token))
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 10  # a guard against hanging, not a timed assertion
+    while True:
+        status: dict[str, Any] = client.get("/api/codebase/status", params={"repo": str(path)},
+                                            headers=bearer(token)).json()
+        if status["state"] != "indexing" or time.monotonic() > deadline:
+            return status
+
+
+def test_a_team_indexes_and_searches_only_its_own_repositories(
+    serve: Serve, tmp_path: Path
+) -> None:
+    alpha_repo = make_repo(tmp_path / "alpha").resolve()
+    beta_repo = make_repo(tmp_path / "beta").resolve()
+    server = serve(auth=teams((str(alpha_repo), str(beta_repo))))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        # Nothing of beta's is indexed yet: beta sees no repository at all.
+        assert indexed(client, TOKEN, alpha_repo)["state"] == "ready"
+        r = client.post("/api/codebase/search", json={"query": "password"},
+                        headers=bearer(OTHER_TOKEN))
+        assert (r.status_code, r.json()["error"]["type"]) == (409, "not_ready")
+        # Beta cannot index alpha's repository, nor name it in a search or status.
+        r = client.post("/api/codebase/index", json={"path": str(alpha_repo)},
+                        headers=bearer(OTHER_TOKEN))
+        assert (r.status_code, r.json()["error"]["type"]) == (403, "path_not_allowed")
+        assert "repositories of team 'beta'" in r.json()["error"]["message"]
+        named = {"query": "password", "repo": str(alpha_repo)}
+        for method, path, kwargs in (
+            ("POST", "/api/codebase/search", {"json": named}),
+            ("GET", "/api/codebase/status", {"params": {"repo": str(alpha_repo)}}),
+        ):
+            r = client.request(method, path, headers=bearer(OTHER_TOKEN), **kwargs)
+            assert (r.status_code, r.json()["error"]["type"]) == (404, "repo_not_indexed")
+            assert str(alpha_repo) not in r.json()["error"]["message"].split("indexed:")[1]
+        # Once beta has its own, its searches go there by default, never to alpha's.
+        assert indexed(client, OTHER_TOKEN, beta_repo)["state"] == "ready"
+        for token, root in ((TOKEN, alpha_repo), (OTHER_TOKEN, beta_repo)):
+            status = client.get("/api/codebase/status", headers=bearer(token)).json()
+            assert status["root"] == str(root)
+        # Tokens outside teams see every repository.
+        r = client.post("/api/codebase/search", headers=bearer(ADMIN_TOKEN),
+                        json={"query": "password", "repo": str(beta_repo)})
+        assert r.status_code == 200 and r.json()["results"]
+
+
+def test_only_tokens_outside_teams_clear_the_shared_cache(serve: Serve) -> None:
+    server = serve(auth=teams())
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.delete("/api/cache", headers=bearer(TOKEN))
+        assert r.status_code == 403
+        assert r.json()["error"] == {
+            "type": "forbidden",
+            "message": "team 'alpha' may not clear the shared cache; a token outside "
+                       "[[auth.teams]] may",
+        }
+        assert client.delete("/api/cache", headers=bearer(ADMIN_TOKEN)).status_code == 200

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mimiverse.api.deps import GatewayDep
 from mimiverse.api.errors import COMMON_ERRORS, error_responses
+from mimiverse.errors import Forbidden
+from mimiverse.security import current_principal
 
 router = APIRouter(prefix="/api/cache", tags=["cache"],
                    responses=error_responses(*COMMON_ERRORS))
@@ -38,5 +40,10 @@ async def stats(gateway: GatewayDep) -> Stats:
 
 @router.delete("")
 async def clear(gateway: GatewayDep) -> Cleared:
-    """Delete this server's entries (on Redis: only keys under our prefix)."""
+    """Delete this server's entries (on Redis: only keys under our prefix). Not for a
+    team's tokens: the cache holds every team's entries."""
+    team = current_principal.get().team
+    if team is not None:
+        raise Forbidden(f"team {team!r} may not clear the shared cache; a token outside "
+                        "[[auth.teams]] may")
     return Cleared(cleared=await gateway.cache.clear())

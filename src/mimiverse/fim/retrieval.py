@@ -33,7 +33,6 @@ from mimiverse.fim.prompt import trim_to_budget
 from mimiverse.fim.templates import ContextFile, FimTemplate
 from mimiverse.index.model import StoredChunk
 from mimiverse.index.service import CodebaseService, Job
-from mimiverse.security import current_principal
 
 log = logging.getLogger("mimiverse.fim")
 
@@ -64,8 +63,7 @@ class RepoRetriever:
         repositories the request's team may use count. Paths are only compared as text:
         nothing is read from disk.
         """
-        principal = current_principal.get()
-        jobs = {root: job for root, job in self.service.jobs.items() if principal.may_use(root)}
+        jobs = self.service.visible_jobs()
         if path is not None and path.startswith("/"):
             normal = PurePosixPath(posixpath.normpath(path))
             for root, job in jobs.items():

@@ -20,6 +20,7 @@ from mimiverse.config import IndexSettings
 from mimiverse.errors import (
     BackendError,
     CodeIndexError,
+    Forbidden,
     InvalidRequest,
     MimiverseError,
     NotReady,
@@ -31,6 +32,7 @@ from mimiverse.index.store import open_store
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.tokenize import query_tokens
 from mimiverse.routing.router import Router
+from mimiverse.security import current_principal
 
 log = logging.getLogger("mimiverse.index")
 
@@ -39,10 +41,9 @@ State = Literal["indexing", "ready", "error"]
 CANDIDATES = 50  # per signal, before fusion and the per-file cap
 
 
-class PathNotAllowed(InvalidRequest):
-    """403: the path resolves (after `..` and symlinks) outside `[index] allowed_roots`."""
-
-    status_code = 403
+class PathNotAllowed(Forbidden):
+    """403: the path resolves (after `..` and symlinks) outside `[index] allowed_roots`
+    or the repositories of the request's team."""
 
 
 class RepoNotIndexed(InvalidRequest):
@@ -92,20 +93,26 @@ class CodebaseService:
     # -- indexing --------------------------------------------------------------------
 
     def resolve_root(self, path: str) -> Path:
-        """The real folder `path` names: absolute, `..` and symlinks resolved, and inside
-        an allowed root when any are configured."""
+        """The real folder `path` names: absolute, `..` and symlinks resolved, inside an
+        allowed root when any are configured and among the team's repositories when the
+        request comes from a team. Where it may not go is checked before whether it
+        exists, so a refusal tells nothing about folders outside."""
         _refuse_odd(path, "path")
         root = Path(path)
         if not root.is_absolute():
             raise InvalidRequest(f"path must be absolute, got {path!r}")
         root = root.resolve()
-        if not root.is_dir():
-            raise InvalidRequest(f"path {path!r} is not a directory on this server")
         allowed = [Path(a).expanduser().resolve() for a in self.settings.allowed_roots]
         if allowed and not any(root.is_relative_to(a) for a in allowed):
             raise PathNotAllowed(
                 f"path {path!r} is outside the allowed roots: {', '.join(map(str, allowed))}"
             )
+        principal = current_principal.get()
+        if not principal.may_use(root):
+            raise PathNotAllowed(f"path {path!r} is outside the repositories of team "
+                                 f"{principal.team!r}: {', '.join(principal.repos) or 'none'}")
+        if not root.is_dir():
+            raise InvalidRequest(f"path {path!r} is not a directory on this server")
         return root
 
     async def job(self, path: str) -> Job:
@@ -189,18 +196,27 @@ class CodebaseService:
 
     # -- search ----------------------------------------------------------------------
 
+    def visible_jobs(self) -> dict[Path, Job]:
+        """The repositories the request's principal may search (a team: its own)."""
+        principal = current_principal.get()
+        if principal.team is None:
+            return self.jobs
+        return {root: job for root, job in self.jobs.items() if principal.may_use(root)}
+
     def job_for(self, repo: str | None) -> Job:
-        if not self.jobs:
-            raise NotReady("no repository is indexed yet: POST /api/codebase/index "
-                           '{"path": "/abs/path"} or start with `mimiverse serve --repo PATH`')
+        jobs = self.visible_jobs()
         if repo is None:
-            return next(iter(self.jobs.values()))
+            if not jobs:
+                raise NotReady("no repository is indexed yet: POST /api/codebase/index "
+                               '{"path": "/abs/path"} or start with `mimiverse serve --repo PATH`')
+            return next(iter(jobs.values()))
         _refuse_odd(repo, "repo", RepoNotIndexed)  # no such repository is indexed
         root = Path(repo).resolve() if Path(repo).is_absolute() else None
-        if root is None or root not in self.jobs:
-            known = ", ".join(str(r) for r in self.jobs)
+        if root is None or root not in jobs:
+            # Another team's repository reads as not indexed: nothing says it exists.
+            known = ", ".join(str(r) for r in jobs) or "none"
             raise RepoNotIndexed(f"repository {repo!r} is not indexed here; indexed: {known}")
-        return self.jobs[root]
+        return jobs[root]
 
     async def search(
         self, query: str, *, limit: int = 10, mode: Mode = "hybrid",
