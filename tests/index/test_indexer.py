@@ -137,6 +137,19 @@ def test_small_change_sets_are_chunked_in_process(
     assert report.indexed == count
 
 
+def test_one_cpu_starts_no_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_workers: None
+) -> None:
+    # The indexer chunks while it waits, so a single core needs no second process.
+    monkeypatch.setattr(indexer_module, "available_cpus", lambda: 1)
+    root = make_repo(tmp_path / "repo")
+    store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)
+    try:
+        assert Indexer(store, root, IndexSettings()).run().indexed == FILES
+    finally:
+        store.close()
+
+
 def test_files_skipped_again_start_no_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -86,12 +86,12 @@ class Indexer:
         self, store: IndexStore, root: Path, settings: IndexSettings, *, workers: int | None = None
     ) -> None:
         """`workers`: processes that chunk files beside this one, which chunks too while it
-        waits for them; None: one per available CPU but one, 0: none."""
+        waits for them; None: one per available CPU but one (none on one CPU), 0: none."""
         self.store = store
         self.root = root.resolve()
         self.settings = settings
         self.repo = store.repo_id(str(self.root))
-        self.workers = max(available_cpus() - 1, 1) if workers is None else workers
+        self.workers = available_cpus() - 1 if workers is None else workers
 
     def run(self, *, wait: bool = True, progress: Progress | None = None) -> IndexReport:
         started = time.perf_counter()
