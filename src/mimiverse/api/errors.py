@@ -107,7 +107,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, MimiverseError)
         status = status_for(exc)
         if status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            # Which backends failed, and how; their own words (which might echo a prompt)
+            # only at debug level.
+            backends = exc.backend if isinstance(exc, BackendError) else ""
+            if isinstance(exc, AllBackendsFailed):
+                backends = ", ".join(name for name, _ in exc.failures)
+            log.warning("%s %s answered %d %s (backends: %s)", request.method,
+                        request.url.path, status, error_type(exc), backends or "none")
+            log.debug("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse(error_body(exc), status_code=status)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
