@@ -224,12 +224,13 @@ class Stack:
         return self._spawn("redis", cmd, f"redis://{HOST}:{port}/0", lambda: _redis_ok(port))
 
     def gateway(self, backend_url: str, *, cache: str = "memory",
-                redis_url: str | None = None, name: str = "gateway") -> Proc:
-        """`mimiverse serve --config FILE`: the real CLI entry, as its own process."""
+                redis_url: str | None = None, name: str = "gateway", extra: str = "") -> Proc:
+        """`mimiverse serve --config FILE`: the real CLI entry, as its own process;
+        `extra`: more TOML tables for its config file."""
         port = free_port()
         config = self.dir / f"{name}.toml"
-        config.write_text(gateway_config(port, backend_url, cache=cache, redis_url=redis_url),
-                          encoding="utf-8")
+        config.write_text(gateway_config(port, backend_url, cache=cache, redis_url=redis_url)
+                          + extra, encoding="utf-8")
         cmd = [mimiverse_exe(), "serve", "--config", str(config)]
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health/live"))
@@ -297,6 +298,7 @@ class LoadResult:
     latency_p90_ms: float = 0.0
     schedule_lag_p99_ms: float = 0.0  # how late the generator itself handed requests over
     unfinished: int = 0  # not answered by the end of the drain (counted in errors too)
+    refused: int = 0  # 429s (the server's limits); not in requests, errors or latencies
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,6 +392,7 @@ def run_load(
         latency_p90_ms=report.get("p90_us", 0) / 1000,
         schedule_lag_p99_ms=report.get("lag_p99_us", 0) / 1000,
         unfinished=report.get("unfinished", 0),
+        refused=report.get("refused", 0),
     )
 
 

@@ -18,6 +18,12 @@ Two cases, one after the other on the same gateway:
 - uncached: `temperature` 0.2 and a prefix that is new for every request, so neither the
   cache nor single-flight can answer; every request costs one call of the test server.
 
+Then an overload: twice the sustained uncached rate (or --overload-rate), offered for one
+window to the gateway with its default limits and to a second gateway with tight ones
+(`[limits] max_concurrent = 4, max_queue = 4`). The first lets everything queue, so the
+latency of every request grows with the backlog; the second turns the excess away at once
+with 429 and keeps the latency of the requests it lets in.
+
 For each case the rate is searched: start at --start-rate, double while a window of
 --seconds passes, then bisect between the highest rate that passed and the lowest that
 failed until they are within --precision. A window passes when every request is answered
@@ -41,6 +47,7 @@ import benchlib as bl
 FIM_PATH = "/api/ai/fim"
 MARK = "@N@"
 CASES = {"cached": "cache hits (memory)", "uncached": "uncached FIM (test server)"}
+TIGHT_LIMITS = {"max_concurrent": 4, "max_queue": 4, "queue_timeout_s": 1}
 
 
 @dataclass
@@ -171,7 +178,36 @@ def run_case(case: str, gateway: bl.Proc, backend: bl.Proc, plan: SearchPlan,
     }
 
 
+def run_overload(stack: bl.Stack, gateway: bl.Proc, backend: bl.Proc, rate: float,
+                 opts: argparse.Namespace) -> dict[str, Any]:
+    limits = "\n[limits]\n" + "".join(f"{k} = {v}\n" for k, v in TIGHT_LIMITS.items())
+    limited = stack.gateway(backend.url, name="gateway-limited", extra=limits)
+    tag = secrets.token_hex(4)
+    print(f"overload: {rate:,.0f} req/s for {opts.seconds:g} s on each gateway", flush=True)
+    runs = {}
+    for label, target in (("default limits", gateway), ("tight limits", limited)):
+        result = bl.run_load("python", target.url, FIM_PATH, uncached_body(f"{tag}{label[0]}"),
+                             target=label, seconds=opts.seconds, connections=opts.connections,
+                             watch=[target, backend], marker=MARK, rate=rate)
+        print(f"  {label}: {trial_line(result)}, {result.refused} refused", flush=True)
+        runs[label] = result.as_dict()
+        time.sleep(opts.pause)
+    return {"rate": rate, "runs": runs}
+
+
 # -- report ------------------------------------------------------------------------------
+
+
+def overload_table(overload: dict[str, Any]) -> str:
+    rows = []
+    for label, r in overload["runs"].items():
+        answered = r["requests"] / r["seconds"]
+        refused = r["refused"] / r["seconds"]
+        rows.append([label, f"{r['offered_rps']:,.0f}", f"{answered:,.0f}", f"{refused:,.0f}",
+                     bl.fmt_ms(r["latency_p50_ms"]), bl.fmt_ms(r["latency_p90_ms"]),
+                     bl.fmt_ms(r["latency_p99_ms"]), r["errors"]])
+    return bl.table(["gateway", "offered req/s", "answered/s", "refused (429)/s",
+                     "p50 ms", "p90 ms", "p99 ms", "errors"], rows)
 
 
 def summary_table(cases: dict[str, Any], p99_ms: float) -> str:
@@ -225,6 +261,16 @@ def report(results: dict[str, Any]) -> str:
     ]
     for case, c in results["cases"].items():
         parts += [trials_table(CASES[case], c["trials"]), ""]
+    overload = results.get("overload")
+    if overload:
+        limits = ", ".join(f"{k} = {v}" for k, v in TIGHT_LIMITS.items())
+        parts += [
+            f"Overload: {overload['rate']:,.0f} req/s of uncached FIM for {o['seconds']:g} s, "
+            "to the gateway with its default limits (per client: 64 in flight, 256 queued) "
+            f"and to one with `[limits] {limits}`; latencies are of the answered requests "
+            "(2xx), counted from when each was due:", "",
+            overload_table(overload), "",
+        ]
     return "\n".join(parts).rstrip()
 
 
@@ -250,6 +296,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between windows")
     parser.add_argument("--case", action="append", choices=tuple(CASES),
                         help="repeatable; default both")
+    parser.add_argument("--overload-rate", type=float, default=None,
+                        help="req/s of the overload window (default: twice the sustained "
+                             "uncached rate); 0 skips it")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--write-docs", action="store_true",
                         help="update the load section of docs/benchmarks.md")
@@ -272,6 +321,10 @@ def main() -> None:
         gateway = stack.gateway(backend.url)
         for case in opts.case or list(CASES):
             results["cases"][case] = run_case(case, gateway, backend, plan, opts)
+        uncached = results["cases"].get("uncached", {}).get("sustained_rps", 0.0)
+        overload_rate = opts.overload_rate if opts.overload_rate is not None else 2 * uncached
+        if overload_rate:
+            results["overload"] = run_overload(stack, gateway, backend, overload_rate, opts)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     text = report(results) + bl.stamp(results)
     print(f"\n{text}\n\n({results['elapsed_s']:.0f} s)")

@@ -144,6 +144,7 @@ class OpenLoop:
         self.latencies: list[float] = []
         self.lags: list[float] = []  # how late the scheduler itself handed each one over
         self.errors = 0
+        self.refused = 0  # 429s: turned away by the server's limits, not failures
 
     def body(self) -> bytes:
         if self.fixed is not None:
@@ -184,8 +185,11 @@ class OpenLoop:
                     writer.close()
                     reader, writer = await self.connect()
                 else:
-                    self.latencies.append(time.perf_counter() - due)
-                    self.errors += status >= 400
+                    if status == 429:
+                        self.refused += 1  # latencies are of the requests let in
+                    else:
+                        self.latencies.append(time.perf_counter() - due)
+                        self.errors += status >= 400
                 finally:
                     self.in_flight -= 1
                     self.idle += 1
@@ -237,6 +241,7 @@ async def run_open_loop(url: str, path: str, head: str, tail: str | None, second
     lags = sorted(load.lags)
     return {"requests": len(latencies), "seconds": total / rate, "sent": total,
             "rate": rate, "errors": load.errors + unfinished, "unfinished": unfinished,
+            "refused": load.refused,
             "p50_us": _pct_us(latencies, 0.5), "p90_us": _pct_us(latencies, 0.9),
             "p99_us": _pct_us(latencies, 0.99), "max_us": _pct_us(latencies, 1.0),
             "lag_p99_us": _pct_us(lags, 0.99), "connections": len(load.workers)}
