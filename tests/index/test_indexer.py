@@ -16,6 +16,7 @@ from mimiverse.config import IndexSettings
 from mimiverse.index import indexer as indexer_module
 from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import Chunk, IndexTerms, SearchFilter
+from mimiverse.index.store import sqlite as sqlite_module
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
 from mimiverse.index.walker import DEFAULT_MAX_FILE_BYTES, walk
@@ -282,6 +283,27 @@ def test_first_files_are_searchable_before_the_run_ends(tmp_path: Path) -> None:
     store.close()
     probe.close()
     assert len(seen) == 1 and seen[0][0] >= 28 and seen[0][1] > 0, seen
+
+
+def test_a_run_leaves_checkpoints_until_its_files_are_in(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    db = root / ".mimiverse" / "index.db"
+    store = SqliteStore(db, tokenizer=tokens)
+    seen: set[int] = set()
+
+    def wal_pages() -> int:
+        return int(store._con().execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    usual = wal_pages()
+    Indexer(store, root, IndexSettings(), workers=0).run(
+        progress=lambda done, total: seen.add(wal_pages())
+    )
+    assert seen == {sqlite_module.RUN_WAL_PAGES} and wal_pages() == usual
+    store.close()
+    reopened = SqliteStore(db, tokenizer=tokens)
+    repo = reopened.repo_id(str(root.resolve()))
+    assert reopened.stats(repo).files == FILES and reopened.check_integrity(repo) == []
+    reopened.close()
 
 
 def test_chunks_with_terms_survive_pickling() -> None:
