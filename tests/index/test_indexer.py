@@ -267,6 +267,26 @@ def test_batches_start_small_grow_and_shrink_at_the_end(
     assert sizes[peak:] == sorted(sizes[peak:], reverse=True)
 
 
+def test_what_is_chunked_already_is_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_workers: None
+) -> None:
+    # Small last batches only help while files are still being chunked beside the writes.
+    monkeypatch.setattr(indexer_module._Prepared, "all_ready", lambda self: True)
+    root = make_repo(tmp_path / "repo", count=600)
+    store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)
+    sizes: list[int] = []
+    replace = store.replace_files
+
+    def record(repo: int, files: list[tuple[object, ...]]) -> None:
+        sizes.append(len(files))
+        replace(repo, files)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "replace_files", record)
+    Indexer(store, root, IndexSettings(), workers=0).run()
+    store.close()
+    assert sizes == [4, 8, 16, 32, 64, 128, 256, 600 - 508]
+
+
 def test_first_files_are_searchable_before_the_run_ends(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
     store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)

@@ -130,18 +130,20 @@ class Indexer:
         prepared = _Prepared(items, self.settings.max_file_bytes, self.workers,
                              self.store.tokenizer())
         try:
-            self._write(iter(prepared), len(items), report, progress)
+            self._write(iter(prepared), len(items), report, progress, prepared.all_ready)
         finally:
             prepared.close()
 
     def _write(
         self, outcomes: Iterator[tuple[SourceFile, Outcome]], total: int,
         report: IndexReport, progress: Progress | None,
+        all_ready: Callable[[], bool] = lambda: False,
     ) -> None:
         """Store outcomes in batches that double in size, and halve again at the end.
 
         Small first batches make the first files searchable at once; large ones write
-        faster; small last ones keep short the write that nothing runs beside.
+        faster; small last ones keep short the write that nothing runs beside, unless
+        every outcome left is `all_ready` (chunked): then the rest go in one.
         """
         batch: list[tuple[FileState, Sequence[Chunk]]] = []
         touched: list[FileState] = []
@@ -160,7 +162,8 @@ class Indexer:
             else:  # a skip reason
                 report.skipped[outcome] += 1
                 self._skipped_now.add(source.path)
-            if len(batch) >= min(limit, max(FIRST_BATCH_FILES, (total - done) // 2)) or (
+            left = total if all_ready() else (total - done) // 2
+            if len(batch) >= min(limit, max(FIRST_BATCH_FILES, left)) or (
                 batch_bytes >= BATCH_BYTES
             ):
                 self.store.replace_files(self.repo, batch)
@@ -248,6 +251,10 @@ class _Prepared:
             outcome = prepare(source, sha, self._max_file_bytes, self._tokenize)
             chunked += isinstance(outcome, tuple)
             yield source, outcome
+
+    def all_ready(self) -> bool:
+        """Whether every outcome not yet taken is chunked already (by the workers)."""
+        return self._pool is not None and self._pool.all_ready()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -407,6 +414,11 @@ class _Workers:
             self._feed()
         for number, task in enumerate(tasks):
             yield from zip((s for s, _ in task), self._take(number), strict=True)
+
+    def all_ready(self) -> bool:
+        with self._cond:
+            left = range(self._taken, len(self._tasks))
+            return all(self._done.get(n) is not None for n in left)
 
     def _take(self, number: int) -> list[Outcome]:
         """Task `number`'s outcomes, once ready; done here if its worker could not.
