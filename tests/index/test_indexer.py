@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
 import sqlite3
 import sys
@@ -15,7 +14,7 @@ import pytest
 from mimiverse.config import IndexSettings
 from mimiverse.index import indexer as indexer_module
 from mimiverse.index.indexer import Indexer, IndexReport
-from mimiverse.index.model import Chunk, IndexTerms, SearchFilter
+from mimiverse.index.model import SearchFilter
 from mimiverse.index.store import sqlite as sqlite_module
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
@@ -324,13 +323,4 @@ def test_a_run_leaves_checkpoints_until_its_files_are_in(tmp_path: Path) -> None
     repo = reopened.repo_id(str(root.resolve()))
     assert reopened.stats(repo).files == FILES and reopened.check_integrity(repo) == []
     reopened.close()
-
-
-def test_chunks_with_terms_survive_pickling() -> None:
-    terms = IndexTerms.of(["get", "user", "get"])
-    assert terms == IndexTerms("get user get", "get user", 3)
-    chunk = Chunk("a.py", 1, 2, "getUser()", "python", "get", "function", terms)
-    back: Chunk = pickle.loads(pickle.dumps(chunk))
-    assert back == chunk and back.terms == terms
-    assert chunk == Chunk("a.py", 1, 2, "getUser()", "python", "get", "function")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mimiverse.index.redaction import redact
@@ -43,3 +45,31 @@ def test_a_private_key_block_goes_whole() -> None:
 ])
 def test_ordinary_code_is_untouched(code: str) -> None:
     assert redact(code) == (code, 0)
+
+
+def test_indexed_text_never_holds_the_secret(tmp_path: Path) -> None:
+    """In-process and through worker processes alike (60 files start a worker)."""
+    import sqlite3
+
+    from mimiverse.config import IndexSettings
+    from mimiverse.index.indexer import Indexer
+    from mimiverse.index.store.sqlite import SqliteStore
+    from mimiverse.index.tokenize import tokens
+
+    stored = []
+    for workers in (0, 1):
+        root = tmp_path / f"repo{workers}"
+        for i in range(60):
+            (root / f"m{i:02d}.py").parent.mkdir(parents=True, exist_ok=True)
+            secret = f'\nAWS_KEY = "{AWS}"\n' if i % 7 == 0 else ""
+            (root / f"m{i:02d}.py").write_text(f"def f{i}(x):\n    return x + {i}\n{secret}")
+        store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)
+        Indexer(store, root, IndexSettings(), workers=workers).run()
+        store.close()
+        with sqlite3.connect(root / ".mimiverse" / "index.db") as con:
+            texts = [t for (t,) in con.execute("SELECT text FROM chunks ORDER BY path")]
+            terms = " ".join(t for (t,) in con.execute("SELECT terms FROM chunks"))
+        assert not any(AWS in t for t in texts) and AWS.lower() not in terms.lower()
+        assert sum("<redacted:aws-access-key>" in t for t in texts) == 9
+        stored.append(texts)
+    assert stored[0] == stored[1]

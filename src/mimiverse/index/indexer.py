@@ -23,9 +23,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import pickle
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -36,14 +34,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING
 
 import mimiverse
+from mimiverse.index import wire
 from mimiverse.index.chunker import chunk_file
 from mimiverse.index.model import Chunk, FileState, IndexTerms
+from mimiverse.index.redaction import redact
 from mimiverse.index.store import Tokenizer, index_terms
 from mimiverse.index.store.base import IndexStore
+from mimiverse.index.tokenize import tokens
 from mimiverse.index.walker import SourceFile, read_source, walk
+from mimiverse.index.wire import Item, Outcome
 
 if TYPE_CHECKING:
     from mimiverse.config import IndexSettings
@@ -61,12 +63,12 @@ WORKER_NICE = 5
 MAX_WORKERS = 8  # one writer keeps up with about this many
 RESULT_WINDOW = 6  # tasks per worker done but not yet taken: bounds memory if writes lag
 
+# Tokenizers a worker process can use, by name (only names cross the pipe).
+TOKENIZERS: dict[str | None, Tokenizer] = {"code": tokens}
+
 # progress(done, total) while changed files are processed
 Progress = Callable[[int, int], None]
 
-# What reading one file gives: a skip reason, the FileState of a file whose content did
-# not change (touched), or the FileState and chunks of a changed one.
-Outcome = str | FileState | tuple[FileState, list[Chunk]]
 
 
 @dataclass(slots=True)
@@ -199,7 +201,7 @@ def prepare(
     state = FileState(source.path, source.size, source.mtime_ns, read.sha256, source.language)
     if read.sha256 == old_sha256:
         return state
-    chunks = chunk_file(source.path, read.text, source.language)
+    chunks = [_redacted(c) for c in chunk_file(source.path, read.text, source.language)]
     if tokenize is not None:
         path_terms = tokenize(source.path)  # the same for every chunk of the file
         chunks = [
@@ -210,13 +212,21 @@ def prepare(
     return state, chunks
 
 
+def _redacted(chunk: Chunk) -> Chunk:
+    """The chunk with secrets in its text replaced (index/redaction.py): never stored."""
+    text, found = redact(chunk.text)
+    if not found:
+        return chunk
+    return Chunk(chunk.path, chunk.start_line, chunk.end_line, text, chunk.language,
+                 chunk.symbol, chunk.kind)
+
+
 def _terms(terms: list[str]) -> IndexTerms:
     # IndexTerms.of, but the distinct terms in set order (a third cheaper): the stores
     # only count them.
     return IndexTerms(" ".join(terms), " ".join(set(terms)), len(terms))
 
 
-Item = tuple[SourceFile, str | None]  # a changed file and the sha256 the index has of it
 
 
 class _Prepared:
@@ -263,26 +273,6 @@ class _Prepared:
 
 # -- worker processes -----------------------------------------------------------------
 
-_FRAME = struct.Struct("!Q")  # every message: its length, then a pickle
-
-
-def _send(stream: IO[bytes], message: object) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_FRAME.pack(len(data)))
-    stream.write(data)
-    stream.flush()
-
-
-def _receive(stream: IO[bytes]) -> object:
-    """The next message, or None at the end of the stream."""
-    head = stream.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    (size,) = _FRAME.unpack(head)
-    data = stream.read(size)
-    return pickle.loads(data) if len(data) == size else None
-
-
 def worker_main() -> None:
     """A worker process: (task id, items) in on stdin, (task id, outcomes) out on stdout.
 
@@ -296,20 +286,22 @@ def worker_main() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a library's stray print must not corrupt the protocol
     stdin = sys.stdin.buffer
-    setup = cast("tuple[int, Tokenizer | None] | None", _receive(stdin))
+    setup = wire.receive(stdin)
     if setup is None:
         return
-    max_file_bytes, tokenize = setup
-    while (message := cast("tuple[int, list[Item]] | None", _receive(stdin))) is not None:
+    max_file_bytes, tokenizer_name = setup
+    tokenize = TOKENIZERS.get(tokenizer_name)
+    while (message := wire.receive(stdin)) is not None:
         task, items = message
-        outcomes: list[Outcome] | None
+        outcomes: list[list[object]] | None
         try:
-            outcomes = [prepare(s, sha, max_file_bytes, tokenize) for s, sha in items]
+            outcomes = [wire.encode_outcome(prepare(s, sha, max_file_bytes, tokenize))
+                        for s, sha in wire.decode_items(items)]
         except Exception:  # the indexer redoes the task itself, and reports the error
             traceback.print_exc()
             outcomes = None
         try:
-            _send(out, (task, outcomes))
+            wire.send(out, [task, outcomes])
         except BrokenPipeError:
             break
     # No interpreter teardown (freeing every cached token and module, ~40 ms): the CPU is
@@ -359,11 +351,8 @@ class _Workers:
         self._sent = 0  # tasks handed out
         self._taken = 0  # tasks whose outcomes the writer took
         self._window = RESULT_WINDOW * count
-        try:
-            pickle.dumps(tokenize)
-            shipped: Tokenizer | None = tokenize
-        except Exception:  # e.g. a lambda: the store tokenises instead
-            shipped = None
+        # Workers tokenise only with a tokenizer they know by name; else the store does.
+        shipped = next((name for name, known in TOKENIZERS.items() if known is tokenize), None)
         env = dict(os.environ)
         # The workers import this same mimiverse, wherever it was imported from.
         package_root = str(Path(mimiverse.__file__).resolve().parent.parent)
@@ -389,7 +378,7 @@ class _Workers:
             self._workers.append(worker)
             assert proc.stdin is not None
             try:
-                _send(proc.stdin, (max_file_bytes, shipped))
+                wire.send(proc.stdin, [max_file_bytes, shipped])
             except OSError:
                 worker.alive = False
             reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
@@ -463,7 +452,8 @@ class _Workers:
                 worker.tasks.append(number)
                 assert worker.proc.stdin is not None
                 try:
-                    _send(worker.proc.stdin, (number, self._tasks[number]))
+                    wire.send(worker.proc.stdin,
+                              [number, wire.encode_items(self._tasks[number])])
                 except OSError:  # it died: the writer does this task, its reader the rest
                     worker.alive = False
                     worker.tasks.remove(number)
@@ -479,10 +469,9 @@ class _Workers:
         stdout = worker.proc.stdout
         assert stdout is not None
         try:
-            while (
-                message := cast("tuple[int, list[Outcome] | None] | None", _receive(stdout))
-            ) is not None:
-                number, outcomes = message
+            while (message := wire.receive(stdout)) is not None:
+                number, raw = message
+                outcomes = None if raw is None else [wire.decode_outcome(o) for o in raw]
                 with self._cond:
                     worker.tasks.remove(number)
                     self._done[number] = outcomes

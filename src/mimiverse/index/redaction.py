@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import re
 
-# (kind, literal every match contains, pattern)
-_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
-    (kind, literal, re.compile(pattern))
+# (kind, literals one of which every match contains, pattern)
+_PATTERNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (kind, tuple(literal.split("|")), re.compile(pattern))
     for kind, literal, pattern in (
         ("private-key", "PRIVATE KEY-----",
          r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)"),
         ("aws-access-key", "AKIA", r"\bAKIA[0-9A-Z]{16}\b"),
         ("aws-access-key", "ASIA", r"\bASIA[0-9A-Z]{16}\b"),
-        ("github-token", "gh", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
+        ("github-token", "ghp_|gho_|ghu_|ghs_|ghr_", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
         ("github-token", "github_pat_", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b"),
         ("gitlab-token", "glpat-", r"\bglpat-[A-Za-z0-9_\-]{20,}\b"),
         ("slack-token", "xox", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}\b"),
@@ -36,8 +36,8 @@ _PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
 def redact(text: str) -> tuple[str, int]:
     """`text` with every recognised secret replaced, and how many were replaced."""
     found = 0
-    for kind, literal, pattern in _PATTERNS:
-        if literal in text:
+    for kind, literals, pattern in _PATTERNS:
+        if any(literal in text for literal in literals):
             text, count = pattern.subn(f"<redacted:{kind}>", text)
             found += count
     return text, found
