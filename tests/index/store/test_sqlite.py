@@ -213,3 +213,37 @@ def test_an_index_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1], Path(sys.argv[2]))
+
+
+def test_close_waits_for_statements_running_in_other_threads(tmp_path: Path) -> None:
+    """Closing a connection while another thread runs a statement on it crashes the
+    process: close() lets running statements end and refuses new ones."""
+    import threading
+
+    from mimiverse.errors import CodeIndexError
+
+    store = SqliteStore(tmp_path / "index.db", tokenizer=tokens)
+    repo = store.repo_id(str(tmp_path))
+    entered, release = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def statement_in_flight() -> None:
+        with store._in_use():
+            con = store._con()
+            entered.set()
+            release.wait(10)
+            outcome.append(con.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    worker = threading.Thread(target=statement_in_flight)
+    worker.start()
+    assert entered.wait(10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waiting for the statement
+    with pytest.raises(CodeIndexError, match="is closed"):
+        store.stats(repo)
+    release.set()
+    worker.join(10)
+    closer.join(10)
+    assert outcome == [0] and not closer.is_alive()

@@ -304,7 +304,12 @@ class SqliteStore(IndexStore):
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()  # guards _connections, _caches, _cache_locks
+        self._lock = threading.Lock()  # guards _connections, _caches, _cache_locks, _users
+        # close() waits for statements running in other threads (closing a connection
+        # under one crashes the process) and refuses new ones.
+        self._idle = threading.Condition(self._lock)
+        self._users = 0
+        self._closed = False
         self._caches: dict[int, _VectorCache] = {}
         self._cache_locks: dict[int, threading.Lock] = {}
         self._roots: dict[str, int] = {}
@@ -341,8 +346,26 @@ class SqliteStore(IndexStore):
         return con
 
     @contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise CodeIndexError(f"the index {self.path} is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._idle.notify_all()
+
+    @contextmanager
     def _tx(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """A transaction (IMMEDIATE for writes, plain BEGIN for a consistent read)."""
+        with self._in_use():
+            yield from self._transaction(begin)
+
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         con = self._con()
         try:
             con.execute(begin)
@@ -369,7 +392,9 @@ class SqliteStore(IndexStore):
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: not self._users, timeout=self._busy_timeout_s)
             connections, self._connections = self._connections, []
             self._caches.clear()
         for con in connections:
@@ -426,14 +451,16 @@ class SqliteStore(IndexStore):
         Spread over the run they cost ~0.1 s per 1,000 files, half of it waiting."""
         con = self._con()  # this thread's: the one the run's writes use
         try:
-            (usual,) = con.execute("PRAGMA wal_autocheckpoint").fetchone()
-            con.execute(f"PRAGMA wal_autocheckpoint = {RUN_WAL_PAGES}")
+            with self._in_use():
+                (usual,) = con.execute("PRAGMA wal_autocheckpoint").fetchone()
+                con.execute(f"PRAGMA wal_autocheckpoint = {RUN_WAL_PAGES}")
         except sqlite3.Error as exc:
             raise CodeIndexError(f"index {self.path}: {exc}") from exc
         try:
             yield
         finally:
-            with suppress(sqlite3.Error):  # a closed store: the setting went with it
+            # A closed store: the setting went with it.
+            with suppress(sqlite3.Error, CodeIndexError), self._in_use():
                 con.execute(f"PRAGMA wal_autocheckpoint = {int(usual)}")
 
     # -- files and chunks ---------------------------------------------------------------
@@ -726,10 +753,11 @@ class SqliteStore(IndexStore):
              " WHERE v.doc IS NOT d.df"),
         )
         problems: list[str] = []
-        self._con().execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab"
-            " USING fts5vocab(main, chunks_fts, row)"
-        )
+        with self._in_use():
+            self._con().execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab"
+                " USING fts5vocab(main, chunks_fts, row)"
+            )
         with self._tx("BEGIN") as con:
             self._root(con, repo)
             for what, sql in checks:
