@@ -17,7 +17,9 @@
         ├── BackendRejected         the backend answered 4xx (e.g. model not pulled there)
         ├── Unsupported             this backend kind cannot do the task
         ├── StreamInterrupted       failed after the first token was sent: never retried
-        └── AllBackendsFailed       every candidate failed before its first token (503)
+        └── AllBackendsFailed       every candidate failed before its first token: 504
+                                    if each timed out, 502 if each answered malformed,
+                                    else 503
 
 The router falls back on BackendError subclasses (never on message text), except
 StreamInterrupted which ends the response. HTTP handlers map classes to status codes in
@@ -106,10 +108,18 @@ class StreamInterrupted(BackendError):
 
 
 class AllBackendsFailed(BackendError):
-    """Every candidate backend failed; `failures` lists (backend, reason) in order tried."""
+    """Every candidate backend failed; `failures` lists (backend, reason) in order tried,
+    `errors` the error of each one tried (a skipped one, e.g. cooling down, has none)."""
 
-    def __init__(self, task: str, failures: list[tuple[str, str]]) -> None:
+    def __init__(self, task: str, failures: list[tuple[str, str]],
+                 errors: list[BackendError] | None = None) -> None:
         detail = "; ".join(f"{name}: {why}" for name, why in failures) or "none configured"
         super().__init__(f"all backends for {task} failed: {detail}")
         self.task = task
         self.failures = failures
+        self.errors = errors or []
+
+    def all_failed_by(self, kind: type[BackendError]) -> bool:
+        """Was every candidate tried, and did each fail this way (e.g. by timing out)?"""
+        return bool(self.errors) and len(self.errors) == len(self.failures) and all(
+            isinstance(e, kind) for e in self.errors)

@@ -186,7 +186,7 @@ async def test_mid_stream_failure_is_a_final_error_line(
     assert "llama runner process has terminated" in info.value.error
 
 
-async def test_first_token_timeout_is_503_naming_the_timeout(
+async def test_first_token_timeout_is_504_naming_the_timeout(
     serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient
 ) -> None:
     settings = compat_settings(("ollama", "ollama", ollama_server.url))
@@ -196,7 +196,7 @@ async def test_first_token_timeout_is_503_naming_the_timeout(
     r = await http.post(f"{app.url}/api/generate",
                         json={"model": "completion", "prompt": "x", "suffix": ""})
     # The only backend timed out before its first token: nothing left to fall back to.
-    assert r.status_code == 503
+    assert r.status_code == 504
     assert r.json()["error"] == ("all backends for completion failed: "
                                  "ollama: no first token within 0.2s")
 

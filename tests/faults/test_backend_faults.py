@@ -132,10 +132,30 @@ async def test_only_backend_hanging_is_a_timeout_answer_naming_it(
     ollama_server.behaviour.mode = "hang"
     for path in ("/api/ai/fim", "/api/ai/fim/stream"):
         r = await http.post(f"{app.url}{path}", json={"prefix": f"{path} = "})
-        # All candidates failed (here: by timing out) is 503, the same as every backend down.
-        assert r.status_code == 503
+        # Every candidate timed out: 504 (503 when they fail in different ways).
+        assert r.status_code == 504
         error: dict[str, Any] = r.json()["error"]
         assert error["type"] == "all_backends_failed"
         assert error["backends"] == [{"name": "a", "reason": "no first token within 0.3s"}]
     await ollama_server.behaviour.wait_until(lambda b: b.cancelled == 2, within_s=1.0)
     assert (await http.get(f"{app.url}/health/live")).status_code == 200
+
+
+async def test_the_status_says_how_every_backend_failed(
+    serve: Serve, ollama_server: ServerHandle, openai_server: ServerHandle,
+    http: httpx.AsyncClient,
+) -> None:
+    """All malformed before a first token: 502; timed out and malformed: 503."""
+    app = serve(settings_for(("a", "ollama", ollama_server.url),
+                             ("b", "openai", openai_server.url),
+                             timeouts={"first_token_s": 0.3}))
+    for server in (ollama_server, openai_server):
+        server.behaviour.configure(mode="malformed", after_tokens=0)
+    r = await http.post(f"{app.url}/api/ai/fim", json={"prefix": "malformed = "})
+    assert (r.status_code, r.json()["error"]["type"]) == (502, "all_backends_failed")
+    assert [b["name"] for b in r.json()["error"]["backends"]] == ["a", "b"]
+    ollama_server.behaviour.mode = "hang"
+    r = await http.post(f"{app.url}/api/ai/fim", json={"prefix": "mixed = "})
+    assert (r.status_code, r.json()["error"]["type"]) == (503, "all_backends_failed")
+    reasons = [b["reason"] for b in r.json()["error"]["backends"]]
+    assert reasons[0] == "no first token within 0.3s" and reasons[1] != reasons[0]

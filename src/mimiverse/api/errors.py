@@ -16,6 +16,7 @@ from mimiverse.api.deps import ClientDisconnected
 from mimiverse.errors import (
     AllBackendsFailed,
     BackendError,
+    BackendProtocolError,
     BackendTimeout,
     MimiverseError,
     RequestError,
@@ -63,6 +64,11 @@ def status_for(exc: MimiverseError) -> int:
     if isinstance(exc, RequestError):
         return exc.status_code
     if isinstance(exc, AllBackendsFailed):
+        # How they failed, when they all failed alike: timed out, or answered nonsense.
+        if exc.all_failed_by(BackendTimeout):
+            return 504
+        if exc.all_failed_by(BackendProtocolError):
+            return 502
         return 503
     if isinstance(exc, BackendTimeout):
         return 504

@@ -193,6 +193,7 @@ class Router:
         """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
         every verdict. All failing -> AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
+        errors: list[BackendError] = []
         for backend in self.candidates(task):
             if failures:  # each candidate not answering adds one: we moved past the last
                 self.observer.fell_back(task, failures[-1][0])
@@ -215,6 +216,7 @@ class Router:
             except BackendError as exc:
                 breaker.record_failure(exc.reason)
                 failures.append((backend.name, exc.reason))
+                errors.append(exc)
                 continue
             except BaseException:
                 # Cancelled (client went away) or a bug: no verdict on the backend.
@@ -226,7 +228,7 @@ class Router:
                 breaker.record_success()
             self.observer.answered(task, backend.name)
             return result
-        raise AllBackendsFailed(task, failures)
+        raise AllBackendsFailed(task, failures, errors)
 
     def status(self) -> dict[str, BackendStatus]:
         return {
