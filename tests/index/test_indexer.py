@@ -243,9 +243,8 @@ def test_workers_import_mimiverse_not_the_repository(
     assert "worker" not in caplog.text
 
 
-def test_batches_start_small_grow_and_shrink_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_workers: None
-) -> None:
+def batch_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Files per transaction of a first in-process index of 600 files."""
     root = make_repo(tmp_path / "repo", count=600)
     store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)
     sizes: list[int] = []
@@ -258,6 +257,13 @@ def test_batches_start_small_grow_and_shrink_at_the_end(
     monkeypatch.setattr(store, "replace_files", record)
     Indexer(store, root, IndexSettings(), workers=0).run()
     store.close()
+    return sizes
+
+
+def test_batches_start_small_grow_and_shrink_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_workers: None
+) -> None:
+    sizes = batch_sizes(tmp_path, monkeypatch)
     assert sum(sizes) == 600
     assert sizes[:4] == [4, 8, 16, 32]
     assert max(sizes) <= indexer_module.BATCH_FILES
@@ -271,19 +277,7 @@ def test_what_is_chunked_already_is_written_at_once(
 ) -> None:
     # Small last batches only help while files are still being chunked beside the writes.
     monkeypatch.setattr(indexer_module._Prepared, "all_ready", lambda self: True)
-    root = make_repo(tmp_path / "repo", count=600)
-    store = SqliteStore(root / ".mimiverse" / "index.db", tokenizer=tokens)
-    sizes: list[int] = []
-    replace = store.replace_files
-
-    def record(repo: int, files: list[tuple[object, ...]]) -> None:
-        sizes.append(len(files))
-        replace(repo, files)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "replace_files", record)
-    Indexer(store, root, IndexSettings(), workers=0).run()
-    store.close()
-    assert sizes == [4, 8, 16, 32, 64, 128, 256, 600 - 508]
+    assert batch_sizes(tmp_path, monkeypatch) == [4, 8, 16, 32, 64, 128, 256, 600 - 508]
 
 
 def test_first_files_are_searchable_before_the_run_ends(tmp_path: Path) -> None:
