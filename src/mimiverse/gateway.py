@@ -24,7 +24,7 @@ from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings, Task
 from mimiverse.errors import PromptTooLong
 from mimiverse.fim.postprocess import FimPostprocessor
-from mimiverse.fim.prompt import conservative_tokens, trim_to_budget
+from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.walker import detect_language
@@ -222,14 +222,19 @@ class Gateway:
         own = first.prompt_budget()
         return ceiling if own is None else min(ceiling, own)
 
-    def _count_tokens(self, text: str) -> int:
-        """By the completion model's tokenizer when a backend has it at hand, else a
-        conservative estimate: context must never push the prompt over its budget."""
-        for name in self.settings.models.completion.backends:
+    def _model_tokens(self, task: Task, text: str) -> int | None:
+        """`text`'s tokens by the task's model, when one of its backends has the tokenizer."""
+        for name in self.settings.models.route(task).backends:
             counted = self.router.backends[name].count_tokens(text)
             if counted is not None:
                 return counted
-        return conservative_tokens(text)
+        return None
+
+    def _count_tokens(self, text: str) -> int:
+        """By the completion model's tokenizer when a backend has it at hand, else a
+        conservative estimate: context must never push the prompt over its budget."""
+        counted = self._model_tokens("completion", text)
+        return conservative_tokens(text) if counted is None else counted
 
     @observed_stream("completion")
     async def stream_fim(self, fim: FimInput, plan: FimPlan | None = None) -> Events:
@@ -275,11 +280,11 @@ class Gateway:
         4 bytes a token (few texts are denser, so nothing that fits is refused), then by
         the model's own tokenizer where a backend has it at hand."""
         route = self.settings.models.route(task)
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        if size // 4 <= route.max_prompt_tokens:
+        estimate = lenient_tokens(text)
+        if estimate <= route.max_prompt_tokens:
             return
-        counted = next((n for n in (self.router.backends[b].count_tokens(text)
-                                    for b in route.backends) if n is not None), size // 4)
+        counted = self._model_tokens(task, text)
+        counted = estimate if counted is None else counted
         if counted > route.max_prompt_tokens:
             raise PromptTooLong(
                 f"the prompt is about {counted} tokens; the {task} model {route.model!r} "

@@ -28,6 +28,7 @@ import pytest
 import mimiverse
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.store.sqlite import SqliteStore
+from tests.cli.test_cli import write_config
 from tests.index.store.conftest import postgres_conninfo, postgres_url
 from tests.servers.behaviour import Behaviour
 from tests.servers.harness import ServerHandle, run_in_thread
@@ -135,29 +136,8 @@ class Runner:
     def __init__(self, store: Store, embedder: ServerHandle, home: Path) -> None:
         self.store = store
         self.embedder = embedder
-        self.config = home / "mimiverse.toml"
-        self.config.write_text(f"""
-[[backends]]
-name = "upstream"
-kind = "openai"
-url = "{embedder.url}"
-
-[models.completion]
-model = "test-model"
-backends = ["upstream"]
-
-[models.chat]
-model = "test-model"
-backends = ["upstream"]
-
-[models.embedding]
-model = "test-embed"
-backends = ["upstream"]
-
-[index]
-embed_batch = 16
-{store.index_toml}
-""")
+        self.config = write_config(home, embedder.url, kind="openai",
+                                   extra=f"[index]\nembed_batch = 16\n{store.index_toml}")
 
     def start(self, root: Path) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": str(SRC), "MIMIVERSE_CONFIG": str(self.config),

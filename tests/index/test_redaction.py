@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from mimiverse.config import IndexSettings
+from mimiverse.index.indexer import Indexer
 from mimiverse.index.redaction import redact
+from mimiverse.index.store.sqlite import SqliteStore
+from mimiverse.index.tokenize import tokens
 
 # Shaped like real credentials, made up here (none is valid anywhere).
 AWS = "AKIA" + "Q3EXAMPLE7MIMIVRS"[:16]
@@ -49,13 +54,6 @@ def test_ordinary_code_is_untouched(code: str) -> None:
 
 def test_indexed_text_never_holds_the_secret(tmp_path: Path) -> None:
     """In-process and through worker processes alike (60 files start a worker)."""
-    import sqlite3
-
-    from mimiverse.config import IndexSettings
-    from mimiverse.index.indexer import Indexer
-    from mimiverse.index.store.sqlite import SqliteStore
-    from mimiverse.index.tokenize import tokens
-
     stored = []
     for workers in (0, 1):
         root = tmp_path / f"repo{workers}"

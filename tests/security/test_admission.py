@@ -73,11 +73,10 @@ async def test_queue_wait_is_bounded(serve: Serve, openai_server: ServerHandle) 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         held = asyncio.create_task(client.post("/api/ai/fim", json=fim(0)))
         await openai_server.behaviour.wait_until(lambda b: b.requests["/v1/completions"] == 1)
-        started = time.monotonic()
+        # Refused by the queue's timeout (429), not answered by the backend's (504).
         waited = await client.post("/api/ai/fim", json=fim(1))
         assert waited.status_code == 429
         assert "waited 0.2 s" in waited.json()["error"]["message"]
-        assert time.monotonic() - started < 4  # the queue timeout, not the backend's
         held.cancel()
 
 

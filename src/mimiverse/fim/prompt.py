@@ -26,18 +26,26 @@ _MAX_CHARS_PER_TOKEN = 32
 PREFIX_STEP_LINES = 8
 
 
+def utf8_size(text: str) -> int:
+    # surrogatepass: a lone surrogate from a JSON client must not raise here.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def estimate_tokens(text: str) -> int:
     """Fast, deterministic token estimate: ceil(utf8_bytes / 3.5)."""
-    # surrogatepass: a lone surrogate from a JSON client must not raise here.
-    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    return (2 * size + _BYTES_PER_TOKEN_X2 - 1) // _BYTES_PER_TOKEN_X2
+    return (2 * utf8_size(text) + _BYTES_PER_TOKEN_X2 - 1) // _BYTES_PER_TOKEN_X2
 
 
 def conservative_tokens(text: str) -> int:
     """An upper-leaning estimate, ceil(utf8_bytes / 2.5), for budgets that must hold when
     no tokenizer is at hand (repository context): dense code runs near 2.5 bytes a token."""
-    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    return (2 * size + 4) // 5
+    return (2 * utf8_size(text) + 4) // 5
+
+
+def lenient_tokens(text: str) -> int:
+    """A low estimate, utf8_bytes / 4, for limits that must refuse only what surely does
+    not fit: few texts run at more than 4 bytes a token."""
+    return utf8_size(text) // 4
 
 
 def trim_to_budget(

@@ -64,7 +64,7 @@ MAX_WORKERS = 8  # one writer keeps up with about this many
 RESULT_WINDOW = 6  # tasks per worker done but not yet taken: bounds memory if writes lag
 
 # Tokenizers a worker process can use, by name (only names cross the pipe).
-TOKENIZERS: dict[str | None, Tokenizer] = {"code": tokens}
+TOKENIZERS: dict[str, Tokenizer] = {"code": tokens}
 
 # progress(done, total) while changed files are processed
 Progress = Callable[[int, int], None]
@@ -290,7 +290,7 @@ def worker_main() -> None:
     if setup is None:
         return
     max_file_bytes, tokenizer_name = setup
-    tokenize = TOKENIZERS.get(tokenizer_name)
+    tokenize = TOKENIZERS[tokenizer_name] if tokenizer_name else None
     while (message := wire.receive(stdin)) is not None:
         task, items = message
         outcomes: list[list[object]] | None
