@@ -306,11 +306,13 @@ class Gateway:
         return request, key
 
     @observed_stream("completion")
-    async def stream_raw(self, raw: RawInput) -> Events:
+    async def stream_raw(
+        self, raw: RawInput, planned: tuple[GenerateRequest, str | None] | None = None
+    ) -> Events:
         """The prompt goes to the completion model unchanged: no template, no FIM
         post-processing; cached like FIM when deterministic."""
         started = time.perf_counter()
-        request, key = self._raw_plan(raw)
+        request, key = planned or self._raw_plan(raw)
         if key is not None:
             hit = await self._cached_events(key, started)
             if hit is not None:
@@ -323,7 +325,8 @@ class Gateway:
         return events if key is None else self._storing(events, key)
 
     async def generate_raw(self, raw: RawInput) -> Answer:
-        return await self._collect(self._raw_plan(raw)[1], lambda: self.stream_raw(raw))
+        planned = self._raw_plan(raw)
+        return await self._collect(planned[1], lambda: self.stream_raw(raw, planned))
 
     # -- chat ------------------------------------------------------------------------
 
@@ -346,9 +349,9 @@ class Gateway:
         )
 
     @observed_stream("chat")
-    async def stream_chat(self, chat: ChatInput) -> Events:
+    async def stream_chat(self, chat: ChatInput, request: ChatRequest | None = None) -> Events:
         started = time.perf_counter()
-        request = self._chat_request(chat)
+        request = request or self._chat_request(chat)
         key = self._chat_key(request)
         if key is not None:
             hit = await self._cached_events(key, started)
@@ -362,8 +365,9 @@ class Gateway:
         return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
-        key = self._chat_key(self._chat_request(chat))
-        return await self._collect(key, lambda: self.stream_chat(chat))
+        request = self._chat_request(chat)
+        return await self._collect(self._chat_key(request),
+                                   lambda: self.stream_chat(chat, request))
 
     # -- embeddings ------------------------------------------------------------------
 
