@@ -91,13 +91,15 @@ class Status(BaseModel):
 
 
 async def status_of(job: Job) -> Status:
+    # The job's state before the store's counts: "ready" then always comes with the
+    # finished run's files and chunks, even when the run ends while the counts are read.
+    state, error, report = job.state, job.error, job.report
     stats = await asyncio.to_thread(job.store.stats, job.repo)
-    report = job.report
     return Status(
-        root=str(job.root), state=job.state, files=stats.files, chunks=stats.chunks,
+        root=str(job.root), state=state, files=stats.files, chunks=stats.chunks,
         pending_embeddings=stats.pending_embeddings, embedding_model=stats.embedding_model,
         embedding_dim=stats.embedding_dim, skipped=dict(report.skipped) if report else {},
-        took_ms=report.took_ms if report else None, error=job.error,
+        took_ms=report.took_ms if report else None, error=error,
         embedding_error=job.embedding_error,
     )
 
