@@ -153,6 +153,44 @@ async def test_stall_between_tokens_interrupts() -> None:
     assert a.cancelled == 1
 
 
+class Dripping(Scripted):
+    """Yields a token every `gap` seconds, for as long as asked."""
+
+    def __init__(self, name: str, gap: float, count: int, timeouts: Timeouts) -> None:
+        super().__init__(name, [str(i) for i in range(count)], timeouts=timeouts)
+        self.gap = gap
+
+    async def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        for token in self.tokens:
+            await asyncio.sleep(self.gap)
+            yield Delta(token)
+
+
+async def test_a_slow_consumer_is_not_a_stalled_backend() -> None:
+    # Tokens come at once; the consumer holds each one longer than between_tokens_s.
+    a = Scripted("a", ["1", "2", "3"], timeouts=Timeouts(between_tokens_s=0.02))
+    stream = await make_router(a).open_stream("completion", starter)
+    got = []
+    async for delta in stream:
+        got.append(delta.text)
+        await asyncio.sleep(0.05)
+    assert got == ["1", "2", "3"]
+
+
+async def test_a_steady_stream_still_ends_at_the_total_limit() -> None:
+    # Every gap (0.02 s) is under between_tokens_s, the whole is over total_s.
+    a = Dripping("a", gap=0.02, count=50,
+                 timeouts=Timeouts(first_token_s=1, between_tokens_s=0.2, total_s=0.15))
+    router = make_router(a)
+    stream = await router.open_stream("completion", starter)
+    got = []
+    with pytest.raises(StreamInterrupted, match="total time limit reached"):
+        async for delta in stream:
+            got.append(delta.text)
+    assert 3 <= len(got) < 10
+    assert router.breakers["a"].consecutive_failures == 1
+
+
 async def test_closing_a_stream_cancels_the_upstream() -> None:
     a = Scripted("a", ["1", "2"], hang_after=1)
     router = make_router(a)

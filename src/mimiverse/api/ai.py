@@ -12,12 +12,14 @@ from pydantic import BaseModel, Field
 
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_body, error_responses
+from mimiverse.api.lean import LeanRoute
 from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import MimiverseError
 from mimiverse.gateway import Answer, ChatInput, FimInput, TextEvent
 
-router = APIRouter(prefix="/api/ai", tags=["ai"],
+# Lean routes (api/lean.py): these are the gateway's hot path.
+router = APIRouter(prefix="/api/ai", tags=["ai"], route_class=LeanRoute,
                    responses=error_responses(*COMMON_ERRORS, *BACKEND_ERRORS))
 # Streams: server-sent events (`delta`, then `done` or `error`).
 SSE_RESPONSE: dict[int | str, dict[str, object]] = {

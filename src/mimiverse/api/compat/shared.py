@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from mimiverse.api.errors import error_responses
+from mimiverse.api.lean import LeanRoute
 from mimiverse.config import TASKS, Task
 from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound
 from mimiverse.fim.prompt import estimate_tokens
@@ -256,14 +256,14 @@ def unix_now() -> int:
 ErrorMapper = Callable[[Exception], Response]
 
 
-def route_class(map_error: ErrorMapper) -> type[APIRoute]:
+def route_class(map_error: ErrorMapper) -> type[LeanRoute]:
     """A route class that answers errors in one protocol's shape: ONE mapping per protocol.
 
     Bodies are parsed inside the routes (json_object + parse), so validation errors reach
     this mapping too. A client gone before the answer still goes to the app's 499 handler.
     """
 
-    class MappedRoute(APIRoute):
+    class MappedRoute(LeanRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
