@@ -25,6 +25,7 @@ from mimiverse.errors import (
 )
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+MAX_LINE_BYTES = 1 << 20  # one streamed event; far above any token's
 
 
 class HttpBackend(Backend):
@@ -113,20 +114,32 @@ class HttpBackend(Backend):
     @asynccontextmanager
     async def stream_lines(
         self, path: str, payload: dict[str, Any]
-    ) -> AsyncIterator[AsyncIterator[str]]:
-        """POST and yield the response body line by line (NDJSON or SSE), without EOLs."""
+    ) -> AsyncIterator[AsyncIterator[list[str]]]:
+        """POST and yield the response body's lines (NDJSON or SSE), without EOLs, in
+        batches: every complete line each read brought; the last batch ends with an
+        empty line."""
         with self.mapped_errors():
             async with self.session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=JSON_HEADERS
             ) as response:
                 if response.status >= 400:
                     raise self._status_error(response.status, await response.read())
-                yield _lines(response.content)
+                yield _line_batches(response.content)
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    async for raw in content:
-        yield raw.decode("utf-8").rstrip("\r\n")
+async def _line_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[str]]:
+    # One step per read, not per line: a streamed answer's events mostly arrive together,
+    # and each async step costs more than splitting the lines.
+    pending = b""
+    async for chunk in content.iter_any():
+        *lines, pending = (pending + chunk).split(b"\n")
+        if len(pending) > MAX_LINE_BYTES:
+            raise ValueError(f"a line longer than {MAX_LINE_BYTES} bytes")  # mapped: 502
+        if lines:
+            yield [line.decode("utf-8").rstrip("\r") for line in lines]
+    # The body's end ends its last line, and a last event as a blank line would (some
+    # servers omit the final one; NDJSON readers skip blank lines anyway).
+    yield [pending.decode("utf-8").rstrip("\r"), ""] if pending else [""]
 
 
 def _error_detail(content: bytes) -> str:

@@ -38,7 +38,7 @@ class OllamaBackend(HttpBackend):
     kind: ClassVar[str] = "ollama"
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
 
-    async def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+    def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         payload: dict[str, Any] = {
             "model": request.model,
             "prompt": request.prompt,
@@ -48,10 +48,9 @@ class OllamaBackend(HttpBackend):
             "keep_alive": KEEP_ALIVE,
             "options": _options(request),
         }
-        async for delta in self._stream("/api/generate", payload, _generate_text):
-            yield delta
+        return self._stream("/api/generate", payload, _generate_text)
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         payload: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -59,8 +58,7 @@ class OllamaBackend(HttpBackend):
             "keep_alive": KEEP_ALIVE,
             "options": _options(request),
         }
-        async for delta in self._stream("/api/chat", payload, _chat_text):
-            yield delta
+        return self._stream("/api/chat", payload, _chat_text)
 
     async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -103,30 +101,33 @@ class OllamaBackend(HttpBackend):
         self, path: str, payload: dict[str, Any], text_of: Callable[[dict[str, Any]], str]
     ) -> AsyncIterator[Delta]:
         final: Delta | None = None
-        async with self.stream_lines(path, payload) as lines:
-            async for line in lines:
-                if final is not None or not line.strip():
-                    # Read to the end even after `done`: a response closed early takes its
-                    # connection out of the pool, and the next request pays a new one.
-                    continue
-                obj = orjson.loads(line)  # malformed JSON -> BackendProtocolError (mapped)
-                if not isinstance(obj, dict):
-                    raise BackendProtocolError(f"{path} streamed a non-object", backend=self.name)
-                if "error" in obj:
-                    # The runner failed after the 200 was sent (out of memory, crashed, ...).
-                    why = str(obj["error"])[:200]
-                    raise BackendUnavailable(f"{path}: {why}", backend=self.name)
-                text = text_of(obj)
-                if obj.get("done") is True:
-                    self._observe_prompt(obj)
-                    final = Delta(
-                        text=text,
-                        finish_reason="length" if obj.get("done_reason") == "length" else "stop",
-                        prompt_tokens=_count(obj.get("prompt_eval_count")),
-                        completion_tokens=_count(obj.get("eval_count")),
-                    )
-                elif text:
-                    yield Delta(text=text)
+        async with self.stream_lines(path, payload) as batches:
+            async for lines in batches:
+                for line in lines:
+                    if final is not None or not line.strip():
+                        # Read to the end even after `done`: a response closed early takes
+                        # its connection out of the pool, and the next request pays a new one.
+                        continue
+                    obj = orjson.loads(line)  # malformed JSON -> BackendProtocolError (mapped)
+                    if not isinstance(obj, dict):
+                        raise BackendProtocolError(f"{path} streamed a non-object",
+                                                   backend=self.name)
+                    if "error" in obj:
+                        # The runner failed after the 200 was sent (out of memory, crashed...).
+                        why = str(obj["error"])[:200]
+                        raise BackendUnavailable(f"{path}: {why}", backend=self.name)
+                    text = text_of(obj)
+                    if obj.get("done") is True:
+                        self._observe_prompt(obj)
+                        final = Delta(
+                            text=text,
+                            finish_reason="length" if obj.get("done_reason") == "length"
+                            else "stop",
+                            prompt_tokens=_count(obj.get("prompt_eval_count")),
+                            completion_tokens=_count(obj.get("eval_count")),
+                        )
+                    elif text:
+                        yield Delta(text=text)
         if final is None:
             raise BackendProtocolError(f"{path} stream ended without done", backend=self.name)
         yield final

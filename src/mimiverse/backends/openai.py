@@ -28,17 +28,15 @@ class OpenAIBackend(HttpBackend):
     kind: ClassVar[str] = "openai"
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
 
-    async def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+    def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         payload = _sampling(request)
         payload["prompt"] = request.prompt
-        async for delta in self._stream("/v1/completions", payload, _completion_text):
-            yield delta
+        return self._stream("/v1/completions", payload, _completion_text)
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         payload = _sampling(request)
         payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-        async for delta in self._stream("/v1/chat/completions", payload, _chat_text):
-            yield delta
+        return self._stream("/v1/chat/completions", payload, _chat_text)
 
     async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -79,36 +77,41 @@ class OpenAIBackend(HttpBackend):
         finish: str | None = None
         usage: dict[str, Any] = {}
         done = False
-        async with self.stream_lines(path, payload) as lines:
-            async for field, data in _sse_events(lines):
-                if done:
-                    continue  # read to the end so the connection goes back to the pool
-                if field == "error":
-                    raise BackendUnavailable(f"{path}: {data[:200]}", backend=self.name)
-                if data == "[DONE]":
-                    done = True
-                    continue
-                chunk = orjson.loads(data)  # malformed JSON -> BackendProtocolError (mapped)
-                if not isinstance(chunk, dict):
-                    raise BackendProtocolError(f"{path} streamed a non-object", backend=self.name)
-                if chunk.get("error"):
-                    raise BackendUnavailable(f"{path}: {_error_message(chunk)}", backend=self.name)
-                if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]  # the last report wins (some servers send one per chunk)
-                # The usage-only chunk has `choices: []`; only index 0 exists since n=1.
-                choices = chunk.get("choices") or []
-                if not isinstance(choices, list):
-                    raise TypeError("'choices' is not a list")
-                for choice in choices:
-                    if not isinstance(choice, dict):
-                        raise TypeError("a choice is not an object")
-                    if choice.get("index", 0) != 0:
+        events = SseEvents()
+        async with self.stream_lines(path, payload) as batches:
+            async for lines in batches:
+                for field, data in events.feed(lines):
+                    if done:
+                        continue  # read to the end so the connection goes back to the pool
+                    if field == "error":
+                        raise BackendUnavailable(f"{path}: {data[:200]}", backend=self.name)
+                    if data == "[DONE]":
+                        done = True
                         continue
-                    text = text_of(choice)
-                    if text:
-                        yield Delta(text=text)
-                    if choice.get("finish_reason"):
-                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+                    chunk = orjson.loads(data)  # malformed -> BackendProtocolError (mapped)
+                    if not isinstance(chunk, dict):
+                        raise BackendProtocolError(f"{path} streamed a non-object",
+                                                   backend=self.name)
+                    if chunk.get("error"):
+                        raise BackendUnavailable(f"{path}: {_error_message(chunk)}",
+                                                 backend=self.name)
+                    if isinstance(chunk.get("usage"), dict):
+                        # The last report wins (some servers send one per chunk).
+                        usage = chunk["usage"]
+                    # The usage-only chunk has `choices: []`; only index 0 exists since n=1.
+                    choices = chunk.get("choices") or []
+                    if not isinstance(choices, list):
+                        raise TypeError("'choices' is not a list")
+                    for choice in choices:
+                        if not isinstance(choice, dict):
+                            raise TypeError("a choice is not an object")
+                        if choice.get("index", 0) != 0:
+                            continue
+                        text = text_of(choice)
+                        if text:
+                            yield Delta(text=text)
+                        if choice.get("finish_reason"):
+                            finish = "length" if choice["finish_reason"] == "length" else "stop"
         if finish is None and not done:
             raise BackendProtocolError(f"{path} stream ended without finishing", backend=self.name)
         yield Delta(
@@ -118,30 +121,35 @@ class OpenAIBackend(HttpBackend):
         )
 
 
-async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
-    """Yield (field, data) per event: ("data", joined data lines) or ("error", value).
+class SseEvents:
+    """Server-sent events from lines, fed as they arrive: (field, data) per event,
+    ("data", joined data lines) or ("error", value).
 
     Follows the SSE rules that matter here: `:` comments, optional space after the colon,
     multi-line data joined with newlines, blank line ends an event. llama.cpp's server
     writes failures as a non-standard `error: {...}` field, reported as ("error", value).
     """
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "data", "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "error":
-            yield "error", value
-    if data:  # tolerate a last event without its closing blank line
-        yield "data", "\n".join(data)
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, lines: list[str]) -> list[tuple[str, str]]:
+        events: list[tuple[str, str]] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append(("data", "\n".join(self._data)))
+                    self._data = []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                self._data.append(value)
+            elif name == "error":
+                events.append(("error", value))
+        return events
 
 
 def _sampling(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
