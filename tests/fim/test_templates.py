@@ -10,10 +10,14 @@ from mimiverse.fim.templates import (
     TEMPLATES,
     ContextFile,
     comment_prefix,
+    heal_indent,
+    indent_healed,
     infer_family,
     template_for,
 )
 
+# The cursor sits in the body's indentation: every prompt shows one space less of it
+# (indentation healing, see test_indentation_healing).
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"
 CONTEXT = (
@@ -34,19 +38,19 @@ def test_every_configurable_family_has_a_template() -> None:
     [
         (
             "qwen2.5-coder",
-            "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n"
+            "<|fim_prefix|>def add(a, b):\n   <|fim_suffix|>\n\nprint(add(1, 2))\n"
             "<|fim_middle|>",
         ),
         (
             "starcoder2",
-            "<fim_prefix>def add(a, b):\n    <fim_suffix>\n\nprint(add(1, 2))\n<fim_middle>",
+            "<fim_prefix>def add(a, b):\n   <fim_suffix>\n\nprint(add(1, 2))\n<fim_middle>",
         ),
         (
             "deepseek-coder",
-            "<｜fim▁begin｜>def add(a, b):\n    <｜fim▁hole｜>\n\nprint(add(1, 2))\n<｜fim▁end｜>",
+            "<｜fim▁begin｜>def add(a, b):\n   <｜fim▁hole｜>\n\nprint(add(1, 2))\n<｜fim▁end｜>",
         ),
-        ("codellama", "<PRE> def add(a, b):\n     <SUF>\n\nprint(add(1, 2))\n <MID>"),
-        ("codestral", "[SUFFIX]\n\nprint(add(1, 2))\n[PREFIX] def add(a, b):\n    "),
+        ("codellama", "<PRE> def add(a, b):\n    <SUF>\n\nprint(add(1, 2))\n <MID>"),
+        ("codestral", "[SUFFIX]\n\nprint(add(1, 2))\n[PREFIX] def add(a, b):\n   "),
     ],
 )
 def test_single_file_prompt(family: str, expected: str) -> None:
@@ -68,7 +72,7 @@ def test_a_path_alone_keeps_the_plain_prompt(family: str) -> None:
             "<|file_sep|>util/math.py\ndef sub(a, b):\n    return a - b\n\n"
             "<|file_sep|>README.md\nAdds numbers.\n"
             "<|file_sep|>calc.py\n"
-            "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n"
+            "<|fim_prefix|>def add(a, b):\n   <|fim_suffix|>\n\nprint(add(1, 2))\n"
             "<|fim_middle|>",
         ),
         (
@@ -76,27 +80,27 @@ def test_a_path_alone_keeps_the_plain_prompt(family: str) -> None:
             "<repo_name>calc"
             "<file_sep>util/math.py\ndef sub(a, b):\n    return a - b\n"
             "<file_sep>README.md\nAdds numbers."
-            "<file_sep><fim_prefix>calc.py\ndef add(a, b):\n    "
+            "<file_sep><fim_prefix>calc.py\ndef add(a, b):\n   "
             "<fim_suffix>\n\nprint(add(1, 2))\n<fim_middle>",
         ),
         (
             "deepseek-coder",
             "<｜fim▁begin｜># util/math.py\ndef sub(a, b):\n    return a - b\n\n"
             "# README.md\nAdds numbers.\n\n"
-            "# calc.py\ndef add(a, b):\n    <｜fim▁hole｜>\n\nprint(add(1, 2))\n<｜fim▁end｜>",
+            "# calc.py\ndef add(a, b):\n   <｜fim▁hole｜>\n\nprint(add(1, 2))\n<｜fim▁end｜>",
         ),
         (
             "codellama",
             "<PRE> # util/math.py\ndef sub(a, b):\n    return a - b\n\n"
             "# README.md\nAdds numbers.\n\n"
-            "# calc.py\ndef add(a, b):\n     <SUF>\n\nprint(add(1, 2))\n <MID>",
+            "# calc.py\ndef add(a, b):\n    <SUF>\n\nprint(add(1, 2))\n <MID>",
         ),
         (
             "codestral",
             "[SUFFIX]\n\nprint(add(1, 2))\n[PREFIX] # util/math.py\n"
             "def sub(a, b):\n    return a - b\n\n"
             "# README.md\nAdds numbers.\n\n"
-            "# calc.py\ndef add(a, b):\n    ",
+            "# calc.py\ndef add(a, b):\n   ",
         ),
     ],
 )
@@ -253,3 +257,26 @@ def test_unknown_model_names_the_model_and_the_families() -> None:
 def test_unknown_family_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"unknown FIM family 'gpt'.*qwen2\.5-coder"):
         template_for("qwen2.5-coder:1.5b", "gpt")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "shown"),
+    [
+        ("def f():\n    ", "def f():\n   "),  # the indentation's last space goes
+        ("def f():\n        ", "def f():\n       "),
+        ("    ", "   "),  # the first line of a file
+        (" ", ""),
+        ("def f():\n\t", "def f():\n\t"),  # a tab is a token of its own
+        ("def f():\n\t ", "def f():\n\t"),
+        ("x = ", "x = "),  # code before the cursor: not a line's indentation
+        ("def f():\n    return ", "def f():\n    return "),
+        ("def f():\n", "def f():\n"),  # column 0: nothing to heal
+        ("", ""),
+    ],
+)
+def test_indentation_healing(prefix: str, shown: str) -> None:
+    assert heal_indent(prefix) == shown
+    assert indent_healed(prefix) == (shown != prefix)
+    assert TEMPLATES["qwen2.5-coder"].render(prefix, "\n") == (
+        f"<|fim_prefix|>{shown}<|fim_suffix|>\n<|fim_middle|>"
+    )

@@ -9,6 +9,9 @@ code leaves the block the cursor is in:
 - a new top-level definition, once the answer has a line of its own (per language);
 - a blank line after a complete statement (brackets balanced, no continuation pending).
 
+Lines inside a triple-quoted string the answer opened (a docstring, a Java text block)
+are text: neither their indentation nor their blank lines end anything.
+
 `BlockEnd` sees the answer character by character like the rest of the post-processor,
 returns the cut position when a rule fires, and says how much of the tail it may still
 cut (`hold`), so nothing emitted ever has to be taken back.
@@ -57,6 +60,24 @@ _CONTINUES = ("\\", ",", "(", "[", "{", "=", "+", "-", "*", "/", "%", "&", "|", 
               "?", ":", "->", "=>")
 _CLOSERS = ")]}"
 _BLOCK_OPENERS = (":", "{", "(", "[")
+_TRIPLE_QUOTES = ('"""', "'''")  # multi-line strings: Python, Java, Kotlin, Swift, Scala
+
+
+def _triple_quote_after(line: str, open_quote: str | None) -> str | None:
+    """The triple quote still open after `line`, given the one open before it."""
+    at = 0
+    while True:
+        if open_quote is not None:
+            end = line.find(open_quote, at)
+            if end < 0:
+                return open_quote
+            open_quote, at = None, end + 3
+            continue
+        found = [(i, q) for q in _TRIPLE_QUOTES if (i := line.find(q, at)) >= 0]
+        if not found:
+            return None
+        at, open_quote = min(found)
+        at += 3
 
 
 def _width(indent: str) -> int:
@@ -83,6 +104,7 @@ class BlockEnd:
         self._code_end: int | None = None  # the line break after the last line with code
         self._code_line = ""  # that line
         self._pending_top = False  # current line is at column 0 and may be a definition
+        self._triple: str | None = None  # a triple-quoted string the answer left open
 
     def scan(self, raw: str, i: int, ch: str) -> int | None:
         """Look at raw[i]; return the cut position when a rule fires."""
@@ -90,8 +112,11 @@ class BlockEnd:
             return self._line_ended(raw, i)
         if self._line_start == 0 or self._checked == self._line_start or ch in " \t\r":
             return None
-        # The first character of a new line with code: its indentation decides.
+        # The first character of a new line with code: its indentation decides, unless
+        # the line is inside a triple-quoted string (text, not code).
         self._checked = self._line_start
+        if self._triple is not None:
+            return None
         indent = _width(raw[self._line_start : i])
         if self._base is None:
             self._base = max(indent, self._cursor_indent)
@@ -122,6 +147,8 @@ class BlockEnd:
             if self._pending_top and self._starts_definition(line):
                 return self._cut()
             self._code_end, self._code_line = i, line
+            if "'''" in line or '"""' in line or self._triple is not None:
+                self._triple = _triple_quote_after(line, self._triple)
         elif self._code_end is not None and self._complete():
             return self._code_end
         self._line_start = i + 1
@@ -137,4 +164,5 @@ class BlockEnd:
         return self._code_end is not None and self._top_level.match(line) is not None
 
     def _complete(self) -> bool:
-        return self._balanced() and not self._code_line.rstrip().endswith(_CONTINUES)
+        return (self._triple is None and self._balanced()
+                and not self._code_line.rstrip().endswith(_CONTINUES))

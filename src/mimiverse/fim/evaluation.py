@@ -2,12 +2,17 @@
 
 Spans inside functions of a repository are masked, one per task: a single line of code
 (from its first non-blank character to its end) or a line of code and the rest of its
-block, up to 4 lines (from the first one's indentation). Comments and docstrings are
-never masked: they measure prose, not code. The completion model fills each hole twice,
-with and without repository context, through the same gateway as every editor request.
-Scores: exact match (lines compared without trailing blanks; single-line tasks by their
-first line) and edit similarity (rapidfuzz's normalised indel similarity, as
-CrossCodeEval reports it).
+paragraph, 2 to 4 lines (from the first one's indentation): up to where its block ends or
+a blank line comes, as the post-processor's rule 7 ends a multi-line answer. Comments and
+docstrings are never masked: they measure prose, not code. The completion model fills
+each hole twice, with and without repository context, through the same gateway as every
+editor request.
+
+Scores: exact match compares the code as it reads in the file, the cursor's indentation
+included (so an answer indented one level too deep is a miss): trailing blanks of each
+line and blank lines around the span are ignored, nothing else; single-line tasks are
+scored on the answer's first line. Edit similarity is rapidfuzz's normalised indel
+similarity of the stripped texts, as CrossCodeEval reports it.
 
 The repository is indexed as is: the hole's own file never reaches the prompt as
 context (matches inside the file's visible window are always dropped), so the answer
@@ -87,11 +92,13 @@ def _indent(line: str) -> int:
 
 
 def _block_end(lines: list[str], j: int, last: int) -> int | None:
-    """The last line of the block line j sits in, when that block ends (a dedent, or the
-    function's end) within MULTI_LINES lines from j; None otherwise."""
+    """The last line of the paragraph line j starts, when it ends (a dedent, a blank line
+    or the function's end) within MULTI_LINES lines from j; None otherwise."""
     end = j
     for k in range(j + 1, last + 1):
-        if not lines[k].strip() or lines[k].lstrip().startswith(_COMMENT_LEADS):
+        if not lines[k].strip():
+            break  # where a developer's paragraph (and rule 7's answer) ends
+        if lines[k].lstrip().startswith(_COMMENT_LEADS):
             continue  # a trailing comment is not code to complete
         if _indent(lines[k]) < _indent(lines[j]):
             break
@@ -101,7 +108,8 @@ def _block_end(lines: list[str], j: int, last: int) -> int | None:
     return end
 
 
-def _holes(text: str, first: int, last: int, rng: random.Random) -> list[FimTask]:
+def _holes(text: str, first: int, last: int, rng: random.Random,
+           multi_rng: random.Random) -> list[FimTask]:
     lines = text.split("\n")
     offsets = [0]
     for line in lines:
@@ -114,12 +122,13 @@ def _holes(text: str, first: int, last: int, rng: random.Random) -> list[FimTask
     start = offsets[i] + _indent(lines[i])
     end = offsets[i] + len(lines[i])
     tasks.append(FimTask("", "single", text[:start], text[end:], text[start:end]))
-    # Multi-line: from a line of code to where its block ends (as a developer writes
-    # the rest of a block), 2 to MULTI_LINES lines.
+    # Multi-line: from a line of code to where its paragraph ends (as a developer writes
+    # the rest of a block), 2 to MULTI_LINES lines. Its own generator, so how multi-line
+    # holes are chosen never changes the single-line ones.
     ends = {j: _block_end(lines, j, last) for j in body}
     starts = [j for j, stop in ends.items() if stop is not None and stop > j]
     if starts:
-        j = rng.choice(starts)
+        j = multi_rng.choice(starts)
         stop = ends[j]
         assert stop is not None
         start = offsets[j] + _indent(lines[j])
@@ -132,19 +141,20 @@ def build_fim_tasks(root: Path, *, limit: int, seed: int = 0) -> list[FimTask]:
     """Up to `limit` tasks of each kind from functions of the repository at `root`, sampled
     with `seed`: at most one hole of each kind per function."""
     rng = random.Random(seed)
+    multi_rng = random.Random(f"{seed}:multi")
     found: dict[Kind, list[FimTask]] = {"single": [], "multi": []}
     for file in walk(root).files:
         source = read_source(file)
         if not isinstance(source, SourceText) or file.language is None:
             continue
         for first, last in _lines_of_functions(file.path, source.text, file.language):
-            for task in _holes(source.text, first, last, rng):
+            for task in _holes(source.text, first, last, rng, multi_rng):
                 found[task.kind].append(
                     FimTask(file.path, task.kind, task.prefix, task.suffix, task.expected)
                 )
     chosen: list[FimTask] = []
     for kind in KINDS:
-        rng.shuffle(found[kind])
+        (rng if kind == "single" else multi_rng).shuffle(found[kind])
         chosen.extend(found[kind][:limit])
     return chosen
 
@@ -153,11 +163,20 @@ def _normal(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip("\n").split("\n")).strip()
 
 
+def _as_written(task: FimTask, text: str) -> list[str]:
+    """The span's lines as they read in the file (the cursor's line begins with what the
+    prefix has on it), without trailing blanks or blank lines around them."""
+    lines = [line.rstrip() for line in (task.prefix[task.prefix.rfind("\n") + 1 :]
+                                        + text).split("\n")]
+    first = next((i for i, line in enumerate(lines) if line), len(lines))
+    last = next((i for i in range(len(lines) - 1, -1, -1) if lines[i]), -1)
+    return lines[first : last + 1]
+
+
 def exact_match(task: FimTask, completion: str) -> bool:
     if task.kind == "single":
-        first = completion.split("\n", 1)[0]
-        return first.strip() == task.expected.strip()
-    return _normal(completion) == _normal(task.expected)
+        completion = completion.split("\n", 1)[0]
+    return _as_written(task, completion) == _as_written(task, task.expected)
 
 
 def edit_similarity(task: FimTask, completion: str) -> float:

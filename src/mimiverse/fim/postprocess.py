@@ -24,14 +24,23 @@ Rules (each one only ever shortens the answer):
 7. Block end (multi-line answers, see `blocks`): a line indented less than the block
    being written, a new top-level definition, or a blank line after a complete statement
    ends the answer before it.
+
+Before any rule: when the prompt left out the last space of the cursor's indentation
+(`templates.indent_healed`), the answer's leading space stands for it and is dropped.
+
+The prefix's open brackets and the suffix's unmatched closers (rule 3, 5) are only worked
+out when the answer first needs them, so an answer that never closes a bracket of the
+prefix nor overlaps the suffix costs no scan of either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from re import compile as re_compile
 
 from mimiverse.fim.blocks import BlockEnd
+from mimiverse.fim.templates import indent_healed
 
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -42,6 +51,19 @@ _MAX_OVERLAP = 256  # only the suffix's first line is compared; long lines are c
 _MAX_CLOSERS = 64  # the suffix's unmatched closers we look at
 # Characters that matter to the bracket scan; everything else is skipped in C.
 _BRACKET_SCAN = re_compile(r"[()\[\]{}'\"`\\\n]")
+_LEADING_SPACE = re_compile(r"\s*")  # \s is str.isspace(), as str.lstrip() strips
+
+
+@lru_cache(maxsize=64)
+def _stop_table(stop: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, list[str]], str, int]:
+    """Stops longest first, grouped by their last character; their first characters; and
+    how far back a partial stop can start. Read-only once built."""
+    stops = tuple(sorted({s for s in stop if s}, key=len, reverse=True))
+    by_last: dict[str, list[str]] = {}
+    for s in stops:
+        by_last.setdefault(s[-1], []).append(s)
+    firsts = "".join(sorted({s[0] for s in stops}))
+    return stops, by_last, firsts, max((len(s) for s in stops), default=1) - 1
 
 
 def is_mid_line(prefix: str, suffix: str) -> bool:
@@ -85,14 +107,12 @@ class FimPostprocessor:
         self._raw = ""  # everything received (up to the cut, once there is one)
         self._sent = 0  # length of the emitted part of the final text
         self._prefix_tail = prefix[-1:]
+        self._healed = indent_healed(prefix)  # the answer's first space is the cursor's
 
-        # Rule 1.
-        self._stops = tuple(sorted({s for s in stop if s}, key=len, reverse=True))
-        self._stops_by_last: dict[str, list[str]] = {}
-        for s in self._stops:
-            self._stops_by_last.setdefault(s[-1], []).append(s)
-        self._stop_firsts = "".join({s[0] for s in self._stops})
-        self._stop_window = max((len(s) for s in self._stops), default=1) - 1
+        # Rule 1 (the same few stops come with every request: their table is shared).
+        self._stops, self._stops_by_last, self._stop_firsts, self._stop_window = (
+            _stop_table(tuple(stop))
+        )
 
         # Rule 2.
         prefix_line = _last_line(prefix)
@@ -102,20 +122,15 @@ class FimPostprocessor:
         self._prefix_indent = _width(prefix_line[: len(prefix_line) - len(prefix_line.lstrip())])
         self._pending_break: int | None = None  # line break awaiting the next line's indent
 
-        # Rule 3.
-        stack, quote = _scan_brackets(prefix, None)
-        self._prefix_open = stack
-        self._start_quote = quote  # the cursor may sit inside a string literal
-        self._brackets = _Brackets(stack, quote)
-        self._suffix_closers = _unmatched_closers(suffix, quote, _MAX_CLOSERS)
-        self._suffix_closer = self._suffix_closers[0] if self._suffix_closers else None
-        self._close_limit = len(stack)  # how many prefix openers the answer may close
-        if self._suffix_closer is not None:
-            wanted = _CLOSERS[self._suffix_closer]
-            for depth, opener in enumerate(reversed(stack)):
-                if opener == wanted:
-                    self._close_limit = depth
-                    break
+        # Rule 3. Only the quote open at the cursor is needed from the start; the
+        # prefix's open brackets and the suffix's closers wait until the answer asks.
+        self._prefix = prefix
+        self._suffix = suffix
+        self._start_quote = _quote_at_end(prefix)  # the cursor may sit inside a literal
+        self._open: list[str] | None = None  # the prefix's unclosed openers, once scanned
+        self._closers: list[str] | None = None  # the suffix's unmatched closers, likewise
+        self._limit: int | None = None  # how many prefix openers the answer may close
+        self._brackets = _Brackets(self._prefix_open, self._start_quote)
         self._cut_closer: str | None = None
 
         # Rule 4: the line to look for, and its indentation when we can know it.
@@ -123,9 +138,12 @@ class FimPostprocessor:
         self._virtual_head = prefix_line if blank_prefix_line else None
         self._line_start = 0
         self._dead_line = -1  # start of the current line once it cannot repeat the suffix
-        core_at = len(suffix) - len(suffix.lstrip())
+        leading = _LEADING_SPACE.match(suffix)  # no copy of the suffix, unlike lstrip()
+        core_at = leading.end() if leading else 0
         self._suffix_ws = suffix[:core_at]
-        core_line = _first_line(suffix[core_at:]).rstrip()
+        newline = suffix.find("\n", core_at)
+        line_end = len(suffix) if newline < 0 else newline
+        core_line = suffix[core_at:line_end].rstrip()
         self._repeat_core = core_line if any(c.isalnum() or c == "_" for c in core_line) else ""
         # The suffix line's indentation in the file; None when the cursor's line has code
         # before it, so the line does not start where the suffix does.
@@ -139,9 +157,7 @@ class FimPostprocessor:
             self._repeat_line = self._repeat_indent + core_line
 
         # Rule 5.
-        head = suffix[core_at:]
-        newline = head.find("\n")
-        self._overlap = head[: newline + 1 if newline >= 0 else len(head)][:_MAX_OVERLAP]
+        self._overlap = suffix[core_at : min(line_end + 1, core_at + _MAX_OVERLAP)]
         self._overlap_line = self._overlap.rstrip("\r\n")
         run = len(self._overlap) - len(self._overlap.lstrip(")]}"))
         self._closer_run = self._overlap[:run]
@@ -159,6 +175,12 @@ class FimPostprocessor:
         """Take the next delta; return the text that is now safe to emit."""
         if self._closed or not text:
             return ""
+        if self._healed:
+            self._healed = False
+            if text[0] == " ":
+                text = text[1:]
+                if not text:
+                    return ""
         raw = self._raw
         start = len(raw)
         # Grow a local with no other reference, which CPython can extend in place
@@ -183,6 +205,33 @@ class FimPostprocessor:
             if block_end is not None:
                 end = min(end, block_end)
         return self._close(end)
+
+    # -- what rules 3 and 5 know of the prefix and suffix, worked out on first use ------
+
+    def _prefix_open(self) -> list[str]:
+        if self._open is None:
+            self._open = _scan_brackets(self._prefix, None)[0]
+        return self._open
+
+    def _suffix_closers(self) -> list[str]:
+        if self._closers is None:
+            self._closers = _unmatched_closers(self._suffix, self._start_quote, _MAX_CLOSERS)
+        return self._closers
+
+    def _close_limit(self) -> int:
+        """How many of the prefix's openers the answer may close: those inside the one
+        the suffix's first unmatched closer closes."""
+        if self._limit is None:
+            stack = self._prefix_open()
+            self._limit = len(stack)
+            closers = self._suffix_closers()
+            if closers:
+                wanted = _CLOSERS[closers[0]]
+                for depth, opener in enumerate(reversed(stack)):
+                    if opener == wanted:
+                        self._limit = depth
+                        break
+        return self._limit
 
     # -- scanning -----------------------------------------------------------------------
 
@@ -244,10 +293,10 @@ class FimPostprocessor:
     def _track_bracket(self, i: int, ch: str) -> int | None:
         depth = self._brackets.closed
         effect = self._brackets.step(ch)
-        if effect == _CLOSED_PREFIX and depth >= self._close_limit:
+        if effect == _CLOSED_PREFIX and depth >= self._close_limit():
             self._cut_closer = ch
             return i
-        if effect == _STRAY and ch in self._suffix_closers:
+        if effect == _STRAY and ch in self._suffix_closers():
             # A closer with nothing of ours to close that the suffix supplies anyway.
             self._cut_closer = ch
             return i
@@ -414,7 +463,7 @@ class FimPostprocessor:
         # when the answer's brackets were complete (`print(` + `f(x)` before `)`).
         kept = self._unclosed(text[:start])
         whole = self._unclosed(text)
-        closers = self._suffix_closers
+        closers = self._suffix_closers()
         return _fit(kept, closers) >= _fit(whole, closers) + len(kept) - len(whole)
 
     def _indent_agrees(self, text: str, start: int) -> bool:
@@ -470,16 +519,18 @@ def _pop_to(stack: list[str], opener: str) -> None:
 
 
 class _LiteralAwareBrackets:
-    """The brackets of `text` outside string literals, in order; `quote` is the literal
-    still open where the text ends (quotes never span lines here, as in most code)."""
+    """The brackets of `text[start:]` outside string literals, in order; `quote` is the
+    literal still open where the text ends (quotes never span lines here, as in most
+    code, except after a backslash)."""
 
-    def __init__(self, text: str, quote: str | None) -> None:
+    def __init__(self, text: str, quote: str | None, start: int = 0) -> None:
         self.text = text
         self.quote = quote
+        self.start = start
 
     def __iter__(self) -> Iterator[str]:
         skip = -1
-        for match in _BRACKET_SCAN.finditer(self.text):
+        for match in _BRACKET_SCAN.finditer(self.text, self.start):
             i = match.start()
             ch = self.text[i]
             if i == skip:
@@ -507,6 +558,18 @@ def _scan_brackets(text: str, quote: str | None) -> tuple[list[str], str | None]
         else:
             _pop_to(stack, _CLOSERS[ch])
     return stack, brackets.quote
+
+
+def _quote_at_end(text: str) -> str | None:
+    """The quote `_scan_brackets(text, None)` leaves open, from the last line alone: a line
+    break ends every literal unless a backslash escapes it."""
+    start = text.rfind("\n") + 1
+    if start >= 2 and text[start - 2] == "\\":
+        return _scan_brackets(text, None)[1]  # the break may be escaped: read it all
+    brackets = _LiteralAwareBrackets(text, None, start)
+    for _ in brackets:
+        pass
+    return brackets.quote
 
 
 def _unmatched_closers(text: str, quote: str | None, limit: int) -> list[str]:
@@ -540,9 +603,10 @@ _STRAY = 2  # a closer with nothing open in the answer or prefix to close
 
 
 class _Brackets:
-    """Brackets of the answer, on top of the prefix's unclosed ones; quote-aware."""
+    """Brackets of the answer, on top of the prefix's unclosed ones (asked for only when
+    the answer closes more than it opened); quote-aware."""
 
-    def __init__(self, prefix_open: list[str], quote: str | None) -> None:
+    def __init__(self, prefix_open: Callable[[], list[str]], quote: str | None) -> None:
         self.prefix_open = prefix_open
         self.closed = 0  # prefix openers closed by the answer, innermost first
         self.own: list[str] = []
@@ -573,7 +637,8 @@ class _Brackets:
                 _pop_to(self.own, opener)
                 return 0
             depth = self.closed
-            if depth < len(self.prefix_open) and self.prefix_open[-1 - depth] == opener:
+            prefix_open = self.prefix_open()
+            if depth < len(prefix_open) and prefix_open[-1 - depth] == opener:
                 self.closed += 1
                 return _CLOSED_PREFIX
             return _STRAY
@@ -581,4 +646,5 @@ class _Brackets:
 
     def unclosed(self) -> list[str]:
         """Everything open after prefix + answer, innermost last."""
-        return self.prefix_open[: len(self.prefix_open) - self.closed] + self.own
+        prefix_open = self.prefix_open()
+        return prefix_open[: len(prefix_open) - self.closed] + self.own

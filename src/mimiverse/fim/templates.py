@@ -8,6 +8,16 @@ some backends return special tokens as text.
 Multi-file prompts: Qwen2.5-Coder and StarCoder2 were trained with `repo_name`/`file_sep`
 tokens and get that form whenever `context` or `repo_name` is given. The other families
 get each context file as a block headed by a path comment, placed before the prefix.
+
+Indentation healing: byte-level BPE tokenizers such as Qwen2.5-Coder's (checked) put a
+word's leading space in the word's token, so an indented line reads `"       "` +
+`" return"`, not `"        "` + `"return"`. A prompt
+that ends inside a line's indentation (the usual multi-line cursor) ends on a token the
+model never saw before code, and it answers with more indentation (measured on
+Qwen2.5-Coder-0.5B: 7 of 40 multi-line answers began with 4 stray spaces). So when the
+cursor's line is nothing but indentation ending in a space, the prompt leaves out that
+last space (`heal_indent`) and the post-processor drops the one space the answer then
+starts with (`indent_healed` tells both sides).
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ class FimTemplate:
         context: Sequence[ContextFile] = (),
         repo_name: str | None = None,
     ) -> str:
+        prefix = heal_indent(prefix)
         if self.repo_style == "qwen" and (context or repo_name is not None):
             return self._render_qwen_repo(prefix, suffix, path, context, repo_name)
         if self.repo_style == "starcoder" and (context or repo_name is not None):
@@ -126,6 +137,18 @@ class FimTemplate:
         head = f"{path}\n" if path is not None else ""
         parts.append(self._fim(head + prefix, suffix))
         return "".join(parts)
+
+
+def indent_healed(prefix: str) -> bool:
+    """True when the cursor's line is only indentation ending in a space: the prompt then
+    shows one space less, and the answer's leading space stands for it."""
+    line = prefix[prefix.rfind("\n") + 1 :]
+    return line.endswith(" ") and not line.strip()
+
+
+def heal_indent(prefix: str) -> str:
+    """The prefix as the prompt shows it (see the module docstring)."""
+    return prefix[:-1] if indent_healed(prefix) else prefix
 
 
 _SLASH_COMMENT = frozenset(
