@@ -139,6 +139,24 @@ async def test_first_token_timeout_falls_back(
     await ollama_server.behaviour.wait_until(lambda b: b.cancelled == 1, within_s=1)
 
 
+async def test_a_stall_mid_stream_ends_it_with_an_error_event(
+    serve: Serve, ollama_server: ServerHandle, http: httpx.AsyncClient
+) -> None:
+    # The stream is opened in the request's task and read in the response's own: the
+    # between-tokens limit follows whichever task waits.
+    app = serve(settings_for(("ollama", "ollama", ollama_server.url),
+                             timeouts={"between_tokens_s": 0.2}))
+    ollama_server.behaviour.configure(mode="stall", after_tokens=2, reply="abcdefghijkl")
+    r = await http.post(f"{app.url}/api/ai/fim/stream", json={"prefix": "x"})
+    events = sse_events(r.text)
+    assert [k for k, _ in events] == ["delta", "delta", "error"]
+    assert "".join(str(d["text"]) for k, d in events if k == "delta") == "abcdefgh"
+    assert events[-1][1]["error"] == {"type": "stream_interrupted",
+                                      "message": "no token for 0.2s",
+                                      "backend": "ollama"}
+    await ollama_server.behaviour.wait_until(lambda b: b.cancelled == 1, within_s=1)
+
+
 @pytest.mark.parametrize("path", ["/api/ai/fim", "/api/ai/fim/stream"])
 @pytest.mark.parametrize("mode", ["hang", "stall"])
 async def test_client_disconnect_cancels_upstream_within_a_second(
