@@ -167,6 +167,8 @@ class Gateway:
         """The prompt for `fim`: repository context first, the file in what is left."""
         settings = self.settings.repo_context
         retriever = self.retriever if fim.repo_context and settings.enabled else None
+        if retriever is not None and not retriever.has_repositories():
+            retriever = None  # nothing indexed here for this caller: plan without context
         if retriever is None and not fim.snippets:
             return self.render_fim(fim)
         chosen = await prompt_context(

@@ -55,6 +55,10 @@ class RepoRetriever:
             OrderedDict()
         )
 
+    def has_repositories(self) -> bool:
+        """Whether any indexed repository is open to the request's principal."""
+        return bool(self.service.visible_jobs())
+
     def locate(self, path: str | None) -> tuple[Job, str | None] | None:
         """The indexed repository a file belongs to, and its path relative to that root.
 

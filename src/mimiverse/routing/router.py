@@ -108,8 +108,9 @@ class TokenWatch:
     asyncio.timeout does) and `expired()` tells that cancellation from any other.
 
     Per token it mostly only notes the time: one timer, armed by a wait when none is
-    pending (or it would fire too late) and re-arming itself when it fires early (a timer moved per token, plus one
-    asyncio.timeout for the first token, cost ~7% of the gateway's CPU per request)."""
+    pending (or it would fire too late) and re-arming itself when it fires early (a timer
+    moved per token, plus one asyncio.timeout for the first token, cost ~7% of the
+    gateway's CPU per request)."""
 
     def __init__(self, timeouts: Timeouts) -> None:
         self.loop = asyncio.get_running_loop()
