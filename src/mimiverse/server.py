@@ -4,7 +4,9 @@ logging set up so our own lines (the JSON access log included) reach stderr/stdo
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+import socket
 from typing import Any
 
 import uvicorn
@@ -92,6 +94,24 @@ def log_config(settings: Settings) -> dict[str, Any]:
         "level": "INFO" if settings.server.access_log else "CRITICAL",
     }
     return config
+
+
+# Collect the young generation every 7,000 allocations (Python's default: 700), the older
+# ones less often too: a request allocates many short-lived objects and few that last.
+GC_THRESHOLDS = (7000, 20, 100)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, with the garbage collector settled once the app has started:
+    what start-up made (the app, settings, models, compiled patterns) lives as long as the
+    process, so it is frozen out of every later collection (`gc.freeze`), and collections
+    come less often. Together ~0.05 ms less CPU per completion (docs/benchmarks.md)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

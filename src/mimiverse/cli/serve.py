@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from mimiverse.app import create_app
 from mimiverse.cli.common import ConfigOption, fail, settings_from
 from mimiverse.errors import MimiverseError
-from mimiverse.server import uvicorn_config
+from mimiverse.server import Server, uvicorn_config
 
 
 def serve(
@@ -35,4 +34,4 @@ def serve(
         app = create_app(settings, repos=[str(p.resolve()) for p in repo or []])
     except MimiverseError as exc:
         raise fail(str(exc)) from None
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    Server(uvicorn_config(app, settings)).run()

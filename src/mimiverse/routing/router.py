@@ -65,6 +65,7 @@ class RoutedStream:
             first, self._first = self._first, None
             yield first
         watch = self._watch
+        watch.follow()
         try:
             while not self._closed:
                 watch.waiting()
@@ -119,15 +120,19 @@ class TokenWatch:
         self._between_s = timeouts.between_tokens_s
         self._deadline = self.loop.time() + timeouts.total_s
         self._since: float | None = None  # when the current wait began; None: holding
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[Any] | None = asyncio.current_task()  # the one waiting
         self._timer: asyncio.TimerHandle | None = None
         self._cancelled = False
         self._first = True  # waiting for the first token
 
-    def waiting(self) -> None:
-        """A wait for the next token begins (in the task that waits)."""
-        self._since = self.loop.time()
+    def follow(self) -> None:
+        """The current task waits from now on (a stream opened in a request's task may be
+        read in another: a streaming response's own)."""
         self._task = asyncio.current_task()
+
+    def waiting(self) -> None:
+        """A wait for the next token begins."""
+        self._since = self.loop.time()
         due = self._due(self._since)
         # Armed when none is pending, or when this wait's limit ends before the pending
         # one fires (the first wait after the first token: a shorter limit).
