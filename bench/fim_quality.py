@@ -217,7 +217,8 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join([
         "### Completion quality on Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, llama.cpp, CPU)",
         "",
-        f"{r['tasks']} tasks per kind from `eval fim` holes in {', '.join(r['packages'])}; "
+        f"{r['tasks']} tasks in all (the table gives each kind's count) from `eval fim` "
+        f"holes in {', '.join(r['packages'])}; "
         f"greedy; max_prompt_tokens {r['max_prompt_tokens']}, max_tokens {r['max_tokens']}. "
         "EM = exact match, ES = edit similarity; latency per completion in seconds; "
         "prompt = median prompt tokens.",
