@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -37,11 +38,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
+        # In-process models load now, in the background, not on the first request.
+        warming = asyncio.create_task(gateway.router.warm_up(), name="warm up backends")
         for repo in repos:
             await codebase_service.start(repo)
         try:
             yield
         finally:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
             await codebase_service.aclose()
             await gateway.aclose()
             gpus.close()

@@ -13,7 +13,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (mimi
 
 from llama_cpp import Llama
 
-from mimiverse.backends.base import ChatMessage, ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import ChatMessage, ChatRequest, Delta, GenerateRequest, PromptSpeed
 from mimiverse.backends.llamacpp import LlamaCppBackend
 from mimiverse.errors import BackendRejected, BackendUnavailable, Unsupported
 from tests.llamacpp.conftest import FIM_PROMPT, llamacpp_settings
@@ -319,3 +319,27 @@ async def test_embeddings_from_a_pooling_gguf(tiny_embed_gguf: TinyModelInfo) ->
 async def test_embeddings_refused_for_a_model_without_pooling(backend: LlamaCppBackend) -> None:
     with pytest.raises(Unsupported, match="no pooling type"):
         await backend.embed_batch("tiny", ["x"])
+
+
+async def test_warming_up_loads_the_model_and_measures_the_prompt_speed(
+    backend: LlamaCppBackend,
+) -> None:
+    assert backend.prompt_speed is not None and backend.prompt_speed.tokens_per_s is None
+    assert backend.prompt_budget() is None  # unmeasured: the route's ceiling would apply
+    await backend.warm_up()
+    assert backend.count_tokens("x = 1") is not None  # loaded
+    speed = backend.prompt_speed.tokens_per_s
+    assert speed is not None and speed > 0
+    budget = backend.prompt_budget()
+    assert budget is not None and budget >= PromptSpeed.FLOOR
+    # The probe leaves nothing in the KV cache: the first real prompt is read whole and
+    # answers as it would have without the probe.
+    fresh = LlamaCppBackend(llamacpp_settings(backend.model_path))
+    try:
+        assert await collect(backend.stream_generate(fim(4))) == \
+            await collect(fresh.stream_generate(fim(4)))
+    finally:
+        await fresh.aclose()
+    measured = backend.prompt_speed.tokens_per_s
+    await backend.warm_up()  # loaded and measured: no second probe
+    assert backend.prompt_speed.tokens_per_s == measured

@@ -150,5 +150,9 @@ class Backend:
         """Return if the backend is reachable; raise a BackendError saying why not."""
         await self.list_models()
 
+    async def warm_up(self) -> None:
+        """Get ready to answer fast, in the background at start (an in-process backend
+        loads its model); by default there is nothing to do."""
+
     async def aclose(self) -> None:
         """Release connections, threads or loaded models."""

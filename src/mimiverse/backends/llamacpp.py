@@ -46,6 +46,13 @@ _TOP_K = 40
 _TOP_P = 0.95
 _MIN_P = 0.05
 
+# What the prompt-speed probe reads: ordinary code, about as many tokens as a small prompt.
+_PROBE_TOKENS = 128
+_PROBE_TEXT = "".join(
+    f"def step_{i}(values, factor={i}):\n    total = sum(v * factor for v in values)\n"
+    f"    return total / max(len(values), 1)\n\n" for i in range(12)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationStats:
@@ -91,6 +98,11 @@ class LlamaCppBackend(InProcessBackend):
         if self._llm is None:
             async with self._lock:
                 await self._model()
+
+    async def warm_up(self) -> None:
+        # Loading also measures the prompt speed: the first request gets a learned budget.
+        async with self._lock:
+            await self._model()
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as generation sees it: special tokens parsed, no BOS added."""
@@ -155,7 +167,22 @@ class LlamaCppBackend(InProcessBackend):
         self._check_open()
         if self._llm is None:
             self._llm = await self._in_worker(self._load, False)
+            if self.prompt_speed is not None and self.prompt_speed.tokens_per_s is None:
+                await self._in_worker(self._probe_prompt_speed, self._llm)
         return self._llm
+
+    def _probe_prompt_speed(self, llm: Llama) -> None:
+        """Read a short prompt once, timed, so even the first request's prompt fits the
+        target time (unmeasured, it gets the route's whole budget: 2,048 tokens take
+        ~12 s on a 2-core CPU). Just after loading the model's pages are still cold, so
+        this errs on the slow side; real requests refine it."""
+        tokens = _tokenize(llm, _PROBE_TEXT)[:_PROBE_TOKENS]
+        started = time.perf_counter()
+        llm.eval(tokens)
+        assert self.prompt_speed is not None
+        self.prompt_speed.observe(len(tokens), time.perf_counter() - started)
+        llm.reset()  # type: ignore[no-untyped-call]
+        self._context_ids = []
 
     def _describe_failure(self, exc: Exception) -> str:
         return f"llama.cpp failed: {exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from mimiverse.telemetry import NO_OBSERVER, Observer
 
 StreamFactory = Callable[[Backend, str], AsyncIterator[Delta]]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RoutedStream:
@@ -210,6 +212,16 @@ class Router:
     def start_probes(self) -> None:
         """Start the background readiness probes (needs the running event loop)."""
         self.health.start()
+
+    async def warm_up(self) -> None:
+        """Warm every backend up (load in-process models); a failure is logged, not
+        raised: the backend's first request will say what is wrong."""
+        names = list(self.backends)
+        results = await asyncio.gather(*(self.backends[n].warm_up() for n in names),
+                                       return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("backend %s did not warm up: %s", name, result)
 
     def _routed_models(self, name: str) -> list[str]:
         return [self.route(t).model for t in TASKS if name in self.route(t).backends]
