@@ -4,12 +4,12 @@ per-request machinery FastAPI runs for arbitrary signatures.
 Every keystroke of every editor is a completion request, and the gateway's throughput is
 its CPU per request. FastAPI's generic handler (body parsing by content type, the
 dependency solver, response-model revalidation) cost ~0.1 ms of the ~0.9 ms a completion
-took (docs/benchmarks.md); these routes need none of that generality. An endpoint whose parameters are only a pydantic body model, the
-`Request` and the gateway (`GatewayDep`), and which returns a pydantic model or a
-`Response`, is served by a handler that validates the body with the model's own JSON
-parser and passes those three directly. The declaration stays the one source of the
-OpenAPI schema; errors raise as in any route and the app's handlers answer them. Any
-other signature is served by FastAPI's handler as usual.
+took (docs/benchmarks.md); these routes need none of that generality. An endpoint whose
+parameters are only a pydantic body model, the `Request` and the gateway (`GatewayDep`),
+and which returns a pydantic model or a `Response`, is served by a handler that validates
+the body with the model's own JSON parser and passes those three directly. The
+declaration stays the one source of the OpenAPI schema; errors raise as in any route and
+the app's handlers answer them. Any other signature is served by FastAPI's handler.
 """
 
 from __future__ import annotations
