@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,16 +174,22 @@ def test_killed_workers_leave_their_files_to_the_indexer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     pools: list[indexer_module._Workers] = []
-    take = indexer_module._Workers._take
+    start, take = indexer_module._Workers.__init__, indexer_module._Workers._take
 
-    def kill_after_first(self: indexer_module._Workers, number: int) -> list[object]:
-        if number == 2:
+    def start_stopped(self: indexer_module._Workers, *args: Any) -> None:
+        start(self, *args)
+        for worker in self._workers:  # they hold their tasks unanswered until killed
+            os.kill(worker.proc.pid, signal.SIGSTOP)
+
+    def kill_when_waited_for(self: indexer_module._Workers, number: int) -> list[object]:
+        if number == 1:  # task 0 is done here; the workers hold the next ones
             pools.append(self)
             for worker in self._workers:
                 worker.proc.kill()
         return take(self, number)  # type: ignore[return-value]
 
-    monkeypatch.setattr(indexer_module._Workers, "_take", kill_after_first)
+    monkeypatch.setattr(indexer_module._Workers, "__init__", start_stopped)
+    monkeypatch.setattr(indexer_module._Workers, "_take", kill_when_waited_for)
     parallel, serial = make_repo(tmp_path / "parallel"), make_repo(tmp_path / "serial")
     with caplog.at_level(logging.WARNING, "mimiverse.index"):
         assert index(parallel, workers=2).indexed == FILES
