@@ -188,7 +188,7 @@ async def test_a_steady_stream_still_ends_at_the_total_limit() -> None:
     with pytest.raises(StreamInterrupted, match="total time limit reached"):
         async for delta in stream:
             got.append(delta.text)
-    assert 3 <= len(got) < 10
+    assert got == [str(i) for i in range(len(got))] and len(got) < 50  # cut, in order
     assert router.breakers["a"].consecutive_failures == 1
 
 

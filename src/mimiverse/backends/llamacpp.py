@@ -32,7 +32,7 @@ from typing import Any, ClassVar, TypeVar
 import llama_cpp
 from llama_cpp import Llama
 
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, PromptSpeed
 from mimiverse.backends.inprocess import InProcessBackend
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendError, BackendRejected, BackendUnavailable, Unsupported
@@ -100,9 +100,9 @@ class LlamaCppBackend(InProcessBackend):
                 await self._model()
 
     async def warm_up(self) -> None:
-        # Loading also measures the prompt speed: the first request gets a learned budget.
-        async with self._lock:
-            await self._model()
+        # Loading (the health check) also measures the prompt speed: the first request
+        # gets a learned budget.
+        await self.check_health()
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as generation sees it: special tokens parsed, no BOS added."""
@@ -167,11 +167,12 @@ class LlamaCppBackend(InProcessBackend):
         self._check_open()
         if self._llm is None:
             self._llm = await self._in_worker(self._load, False)
-            if self.prompt_speed is not None and self.prompt_speed.tokens_per_s is None:
-                await self._in_worker(self._probe_prompt_speed, self._llm)
+            speed = self.prompt_speed
+            if speed is not None and speed.tokens_per_s is None:
+                await self._in_worker(self._probe_prompt_speed, self._llm, speed)
         return self._llm
 
-    def _probe_prompt_speed(self, llm: Llama) -> None:
+    def _probe_prompt_speed(self, llm: Llama, speed: PromptSpeed) -> None:
         """Read a short prompt once, timed, so even the first request's prompt fits the
         target time (unmeasured, it gets the route's whole budget: 2,048 tokens take
         ~12 s on a 2-core CPU). Just after loading the model's pages are still cold, so
@@ -179,8 +180,7 @@ class LlamaCppBackend(InProcessBackend):
         tokens = _tokenize(llm, _PROBE_TEXT)[:_PROBE_TOKENS]
         started = time.perf_counter()
         llm.eval(tokens)
-        assert self.prompt_speed is not None
-        self.prompt_speed.observe(len(tokens), time.perf_counter() - started)
+        speed.observe(len(tokens), time.perf_counter() - started)
         llm.reset()  # type: ignore[no-untyped-call]
         self._context_ids = []
 

@@ -88,30 +88,16 @@ class OpenAIBackend(HttpBackend):
                     if data == "[DONE]":
                         done = True
                         continue
-                    chunk = orjson.loads(data)  # malformed -> BackendProtocolError (mapped)
-                    if not isinstance(chunk, dict):
-                        raise BackendProtocolError(f"{path} streamed a non-object",
-                                                   backend=self.name)
-                    if chunk.get("error"):
-                        raise BackendUnavailable(f"{path}: {_error_message(chunk)}",
-                                                 backend=self.name)
-                    if isinstance(chunk.get("usage"), dict):
-                        # The last report wins (some servers send one per chunk).
-                        usage = chunk["usage"]
-                    # The usage-only chunk has `choices: []`; only index 0 exists since n=1.
-                    choices = chunk.get("choices") or []
-                    if not isinstance(choices, list):
-                        raise TypeError("'choices' is not a list")
-                    for choice in choices:
-                        if not isinstance(choice, dict):
-                            raise TypeError("a choice is not an object")
-                        if choice.get("index", 0) != 0:
-                            continue
-                        text = text_of(choice)
-                        if text:
-                            yield Delta(text=text)
-                        if choice.get("finish_reason"):
-                            finish = "length" if choice["finish_reason"] == "length" else "stop"
+                    choice, reported = self._chunk(path, data)
+                    if reported is not None:
+                        usage = reported  # the last report wins (some send one per chunk)
+                    if choice is None:
+                        continue
+                    text = text_of(choice)
+                    if text:
+                        yield Delta(text=text)
+                    if choice.get("finish_reason"):
+                        finish = "length" if choice["finish_reason"] == "length" else "stop"
         if finish is None and not done:
             raise BackendProtocolError(f"{path} stream ended without finishing", backend=self.name)
         yield Delta(
@@ -119,6 +105,25 @@ class OpenAIBackend(HttpBackend):
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
         )
+
+    def _chunk(
+        self, path: str, data: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One streamed chunk: its choice 0 (None in the usage-only chunk, which has
+        `choices: []`; only index 0 exists since n=1) and its usage report, if any."""
+        chunk = orjson.loads(data)  # malformed -> BackendProtocolError (mapped)
+        if not isinstance(chunk, dict):
+            raise BackendProtocolError(f"{path} streamed a non-object", backend=self.name)
+        if chunk.get("error"):
+            raise BackendUnavailable(f"{path}: {_error_message(chunk)}", backend=self.name)
+        usage = chunk.get("usage")
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise TypeError("'choices' is not a list")
+        if not all(isinstance(choice, dict) for choice in choices):
+            raise TypeError("a choice is not an object")
+        first = next((c for c in choices if c.get("index", 0) == 0), None)
+        return first, usage if isinstance(usage, dict) else None
 
 
 class SseEvents:
