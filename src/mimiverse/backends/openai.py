@@ -120,9 +120,12 @@ class OpenAIBackend(HttpBackend):
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):
             raise TypeError("'choices' is not a list")
-        if not all(isinstance(choice, dict) for choice in choices):
-            raise TypeError("a choice is not an object")
-        first = next((c for c in choices if c.get("index", 0) == 0), None)
+        first = None
+        for choice in choices:  # a loop, not generators: this runs for every token
+            if not isinstance(choice, dict):
+                raise TypeError("a choice is not an object")
+            if first is None and choice.get("index", 0) == 0:
+                first = choice
         return first, usage if isinstance(usage, dict) else None
 
 
