@@ -36,6 +36,7 @@ from mimiverse.security import Principal, is_loopback, token_digest
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
 BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton"]
+Balance = Literal["ordered", "least-busy", "latency"]
 Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
 
 _config_file: ContextVar[Path | None] = ContextVar("mimiverse_config_file", default=None)
@@ -56,6 +57,9 @@ class Timeouts(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=0, le=65535)
+    # Processes serving the port (`serve --workers`); each has its own event loop and
+    # memory cache. More than one: use the Redis cache and the PostgreSQL index to share.
+    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # One JSON line per request on stdout (mimiverse.access): never code, prompts or tokens.
     access_log: bool = True
@@ -243,6 +247,8 @@ class BackendSettings(_Strict):
     n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
     n_threads: int | None = Field(None, ge=1, le=256)
     max_connections: int = Field(64, ge=1, le=4096)
+    # Its capacity relative to the other backends of a balanced route (2: twice the load).
+    weight: float = Field(1.0, gt=0, le=1000)
     # FIM prompt size for this backend: a fixed cap, and/or the size it reads within
     # `target_prompt_s`, learned from the prompt speed it shows (llama.cpp, Ollama).
     max_prompt_tokens: int | None = Field(None, ge=64, le=131072)
@@ -282,6 +288,9 @@ class ModelRoute(_Strict):
     # Upper bound on prompt tokens sent to the model (FIM prefix+suffix are trimmed to fit).
     max_prompt_tokens: int = Field(2048, ge=64, le=131072)
     max_tokens: int = Field(256, ge=1, le=8192, description="default and ceiling for replies")
+    # How requests spread over `backends` (routing/balance.py): "ordered" tries them in
+    # order (the next only when one fails); "least-busy" and "latency" spread the load.
+    balance: Balance = "ordered"
 
 
 def _default_backends() -> list[BackendSettings]:
@@ -343,6 +352,10 @@ class IndexSettings(_Strict):
     max_hits_per_file: int = Field(3, ge=1, le=100)
     # When set, POST /api/codebase/index only accepts repositories under these folders.
     allowed_roots: list[str] = Field(default_factory=list, max_length=256)
+    # PostgreSQL: index jobs are rows every replica sees. A runner renews its lease every
+    # third of `job_lease_s`; a job whose lease ran out (its replica died) is taken over.
+    job_lease_s: float = Field(30.0, ge=0.5, le=3600)
+    job_poll_s: float = Field(1.0, gt=0, le=60, description="how often replicas look for jobs")
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> IndexSettings:

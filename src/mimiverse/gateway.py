@@ -261,7 +261,9 @@ class Gateway:
             attempts.append(plan.postprocessor())  # fresh state for each attempt
             return backend.stream_generate(plan.request)
 
-        stream = await self.router.open_stream("completion", start)
+        # The same file goes to the same backend while it can take it: its prompt cache
+        # holds this file's earlier prompts.
+        stream = await self.router.open_stream("completion", start, affinity=fim.path)
         events = _text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events
