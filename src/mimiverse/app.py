@@ -38,8 +38,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
+        metrics.start()  # with several workers: share this one's state every second
         # In-process models load now, in the background, not on the first request.
         warming = asyncio.create_task(gateway.router.warm_up(), name="warm up backends")
+        await codebase_service.follow()  # PostgreSQL: every replica's repositories and jobs
         for repo in repos:
             await codebase_service.start(repo)
         try:
@@ -47,6 +49,7 @@ def create_app(
         finally:
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
+            await metrics.aclose()
             await codebase_service.aclose()
             await gateway.aclose()
             gpus.close()

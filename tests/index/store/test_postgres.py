@@ -6,7 +6,7 @@ import pytest
 
 from mimiverse.errors import CodeIndexError
 from mimiverse.index.model import Chunk, FileState, SearchFilter
-from mimiverse.index.store.postgres import PostgresStore
+from mimiverse.index.store.postgres import SCHEMA_VERSION, PostgresStore
 from mimiverse.index.tokenize import tokens
 
 psycopg = pytest.importorskip("psycopg")
@@ -65,7 +65,8 @@ def test_migrations_run_once_and_refuse_a_newer_schema(postgres_conninfo: str) -
     PostgresStore(postgres_conninfo, tokenizer=tokens).close()
     PostgresStore(postgres_conninfo, tokenizer=tokens).close()  # idempotent
     with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(CodeIndexError, match="newer"):
         PostgresStore(postgres_conninfo, tokenizer=tokens)
