@@ -25,9 +25,11 @@ from mimiverse.telemetry.requests import RequestTelemetry
 
 
 def create_app(
-    settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = ()
+    settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = (),
+    index_repos: bool = True,
 ) -> FastAPI:
-    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks."""
+    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks, or
+    only opened for search (`index_repos` False: another worker of the server indexes)."""
     gateway = gateway or Gateway(settings)
     codebase_service = CodebaseService(settings.index, gateway.router)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
@@ -43,7 +45,7 @@ def create_app(
         warming = asyncio.create_task(gateway.router.warm_up(), name="warm up backends")
         await codebase_service.follow()  # PostgreSQL: every replica's repositories and jobs
         for repo in repos:
-            await codebase_service.start(repo)
+            await (codebase_service.start(repo) if index_repos else codebase_service.open(repo))
         try:
             yield
         finally:

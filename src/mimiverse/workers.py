@@ -56,8 +56,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_workers(settings: Settings, build_app: Callable[[], Any], workers: int) -> None:
-    """Serve `build_app()` from `workers` forked processes; returns when all have exited
+def serve_workers(settings: Settings, build_app: Callable[[int], Any], workers: int) -> None:
+    """Serve `build_app(i)` from `workers` forked processes (i: the worker's number from
+    0; a replacement gets the number of the one it replaces); returns when all have exited
     after SIGINT/SIGTERM; raises WorkerFailed if one could not start."""
     own_metrics_dir = not multiprocess.enabled()
     directory = Path(os.environ[multiprocess.ENV]) if not own_metrics_dir else Path(
@@ -68,7 +69,7 @@ def serve_workers(settings: Settings, build_app: Callable[[], Any], workers: int
     sock = listen(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     log.info("serving on http://%s:%d with %d workers", host, port, workers)
-    children: dict[int, float] = {}  # pid -> when it started
+    children: dict[int, tuple[int, float]] = {}  # pid -> (its number, when it started)
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -78,22 +79,23 @@ def serve_workers(settings: Settings, build_app: Callable[[], Any], workers: int
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    def start() -> None:
+    def start(number: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _run_worker(sock, settings, build_app)
-        children[pid] = time.monotonic()
+            _run_worker(sock, settings, lambda: build_app(number))
+        children[pid] = (number, time.monotonic())
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: str | None = None
     try:
-        for _ in range(workers):
-            start()
+        for number in range(workers):
+            start(number)
         while children:
             pid, status = os.wait()
-            started = children.pop(pid, None)
-            if started is None:
+            child = children.pop(pid, None)
+            if child is None:
                 continue
+            number, started = child
             multiprocess.worker_exited(pid)
             if stopping:
                 continue
@@ -103,7 +105,7 @@ def serve_workers(settings: Settings, build_app: Callable[[], Any], workers: int
                 forward(signal.SIGTERM, None)
                 continue
             log.warning("worker %d exited with %d; starting another", pid, code)
-            start()
+            start(number)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -121,3 +121,28 @@ def test_a_miss_on_one_worker_is_a_hit_on_the_other(
         return answers, lookups
 
     wait_for("the page sums both workers", lambda: page_counts() == (sent, sent), 10)
+
+
+def test_repositories_given_on_start_are_indexed_by_one_worker_and_searched_by_all(
+    tmp_path: Path, openai_server: ServerHandle, redis_server: RedisServer
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(5):
+        (repo / f"tariff_{i}.py").write_text(f"def tariff_rate_{i}(zone):\n    return {i}\n")
+    server = ServeProcess(write_config(tmp_path, openai_server.url, redis_server.url),
+                          ["--workers", "2", "--repo", str(repo)])
+    try:
+        server.wait_ready()
+        # A new connection per request: both workers answer these (SQLite: each opened
+        # the repository; only the first one indexed it).
+        for _ in range(20):
+            r = httpx.post(f"{server.url}/api/codebase/search", trust_env=False, timeout=10,
+                           json={"query": "tariff_rate_3", "mode": "lexical"})
+            if r.status_code == 200 and r.json()["results"]:
+                assert r.json()["results"][0]["path"] == "tariff_3.py"
+            else:  # the indexing worker has not committed the files yet
+                wait_for("indexed", lambda: "indexed " in server.output(), 30)
+    finally:
+        server.stop()
+    assert server.output().count(f"indexed {repo}:") == 1

@@ -37,10 +37,11 @@ def serve(
         settings = settings_from(config, server=settings.server.model_copy(update=server))
     repos = [str(p.resolve()) for p in repo or []]
     if settings.server.workers > 1:
-        # Each worker builds its own app after the fork (see mimiverse/workers.py).
+        # Each worker builds its own app after the fork (see mimiverse/workers.py); the
+        # first one indexes the --repo repositories, the others open them for search.
         try:
-            serve_workers(settings, lambda: create_app(settings, repos=repos),
-                          settings.server.workers)
+            serve_workers(settings, lambda number: create_app(
+                settings, repos=repos, index_repos=number == 0), settings.server.workers)
         except (WorkerFailed, OSError) as exc:
             raise fail(str(exc)) from None
         return

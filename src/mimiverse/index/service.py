@@ -135,6 +135,14 @@ class CodebaseService:
             job = self.jobs.setdefault(root, Job(root=root, store=store, repo=repo))
         return job
 
+    async def open(self, path: str) -> Job:
+        """Open the repository at `path` for search without indexing it (another worker
+        does): shown as ready, as far as that worker has indexed it."""
+        job = await self.job(path)
+        if job.task is None:
+            job.state = "ready"
+        return job
+
     async def _store(self, root: Path) -> IndexStore:
         if self.settings.store != "postgres":
             return await asyncio.to_thread(open_store, self.settings, root)
