@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mimiverse.config import Settings, load_settings
-from mimiverse.routing.balance import STICKY_SLACK, Balancer, _rendezvous
+from mimiverse.routing.balance import LATENCY_REFRESH_S, STICKY_SLACK, Balancer, _rendezvous
 from tests.servers.harness import ServerHandle, run_in_thread
 from tests.servers.openai_server import OpenAIApp
 from tests.support.app_server import AppServer, serve_app
@@ -215,3 +215,30 @@ def test_overload_check_uses_in_flight_per_weight() -> None:
     order = balancer.order("completion", "least-busy", ["x", "y"], "f.py",
                            usable=lambda n: n != home)
     assert order[0] == other
+
+
+def test_latency_probes_unmeasured_and_stale_backends_one_request_at_a_time() -> None:
+    now = [1000.0]
+    balancer = Balancer({"x": 1.0, "y": 1.0}, clock=lambda: now[0])
+    names = ["x", "y"]
+    # Nothing measured: x gets a probe; while it is in flight, y gets the next one.
+    assert balancer.order("completion", "latency", names)[0] == "x"
+    balancer.started("x")
+    assert balancer.order("completion", "latency", names)[0] == "y"
+    balancer.started("y")
+    balancer.first_token("x", 2.0)  # slow (a model load, say)
+    balancer.finished("x")
+    balancer.first_token("y", 0.01)
+    balancer.finished("y")
+    assert balancer.order("completion", "latency", names) == ["y", "x"]
+    # Half a minute on, x's figure is stale: one request checks it again...
+    now[0] += LATENCY_REFRESH_S + 1
+    balancer.first_token("y", 0.01)
+    assert balancer.order("completion", "latency", names)[0] == "x"
+    balancer.started("x")
+    # ...and only one: the next goes to y while the probe is out.
+    assert balancer.order("completion", "latency", names)[0] == "y"
+    balancer.first_token("x", 0.005)  # faster now: its average moves a fifth of the way
+    balancer.finished("x")
+    assert balancer.load["x"].first_token_s == pytest.approx(2.0 - 0.2 * 1.995)
+    assert balancer.order("completion", "latency", names) == ["y", "x"]  # fresh again

@@ -5,8 +5,10 @@
   that answered fewest of the task's requests per unit of weight (a weighted round robin
   when nothing is in flight).
 - "latency": the shortest expected wait: the moving average of the backend's time to
-  first token times (its requests in flight + 1), per unit of weight. A backend not yet
-  measured counts as instant, so each is tried early.
+  first token times (its requests in flight + 1), per unit of weight. A backend not
+  measured yet, or not for `LATENCY_REFRESH_S` (it may have recovered from a slow spell,
+  a model load say), gets the next request while it has none in flight: one probe at a
+  time, never a burst.
 
 Completions name a file: the same file goes to the same backend (weighted rendezvous
 hashing over the usable ones), so its prompt cache is reused, unless that backend has
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,19 +31,23 @@ from mimiverse.config import TASKS, Balance, Task
 
 LATENCY_SMOOTHING = 0.2  # weight of the newest time to first token in the moving average
 STICKY_SLACK = 2.0  # in-flight requests (per unit of weight) a file's backend may be ahead
+LATENCY_REFRESH_S = 30.0  # a measurement older than this is checked with one request
 
 
 @dataclass(slots=True)
 class Load:
     in_flight: int = 0
     first_token_s: float | None = None  # moving average; None until measured
+    measured_at: float = 0.0
 
 
 class Balancer:
     """The load of every backend of one process, and the order it implies per request."""
 
-    def __init__(self, weights: Mapping[str, float]) -> None:
+    def __init__(self, weights: Mapping[str, float],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.weights = dict(weights)
+        self.clock = clock
         self.load = {name: Load() for name in weights}
         self.answered: dict[Task, Counter[str]] = {task: Counter() for task in TASKS}
 
@@ -79,6 +86,7 @@ class Balancer:
         previous = load.first_token_s
         load.first_token_s = seconds if previous is None else (
             previous + LATENCY_SMOOTHING * (seconds - previous))
+        load.measured_at = self.clock()
 
     def answer(self, task: Task, name: str) -> None:
         self.answered[task][name] += 1
@@ -102,7 +110,9 @@ class Balancer:
 
     def _expected_wait(self, name: str) -> float:
         load = self._load(name)
-        return (load.first_token_s or 0.0) * (load.in_flight + 1) / self._weight(name)
+        if load.first_token_s is None or self.clock() - load.measured_at > LATENCY_REFRESH_S:
+            return 0.0 if load.in_flight == 0 else math.inf  # one probe at a time
+        return load.first_token_s * (load.in_flight + 1) / self._weight(name)
 
 
 def _rendezvous(key: str, name: str, weight: float) -> float:

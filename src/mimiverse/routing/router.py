@@ -217,7 +217,7 @@ class Router:
         }
         self.observer: Observer = NO_OBSERVER  # what it reports to (the app's metrics)
         weights = {b.name: b.weight for b in settings.backends}
-        self.balancer = Balancer({name: weights.get(name, 1.0) for name in backends})
+        self.balancer = Balancer({name: weights.get(name, 1.0) for name in backends}, clock)
         # Backends with a readiness probe (triton) are skipped while their last one failed.
         self.health = HealthMonitor(backends, self._routed_models, self._recovered)
 
