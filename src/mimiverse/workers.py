@@ -73,11 +73,13 @@ def serve_workers(settings: Settings, build_app: Callable[[int], Any], workers: 
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        # SIGTERM whatever came: after a terminal's Ctrl-C the workers have their SIGINT
+        # already, and a second SIGINT would make uvicorn skip its graceful shutdown.
         nonlocal stopping
         stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                os.kill(pid, signal.SIGTERM)
 
     def start(number: int) -> None:
         pid = os.fork()

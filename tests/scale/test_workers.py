@@ -146,3 +146,6 @@ def test_repositories_given_on_start_are_indexed_by_one_worker_and_searched_by_a
     finally:
         server.stop()
     assert server.output().count(f"indexed {repo}:") == 1
+    # SIGTERM: the parent stops both workers, each shuts down gracefully.
+    assert server.proc.returncode == 0
+    assert server.output().count("Finished server process") == 2

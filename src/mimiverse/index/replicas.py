@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from mimiverse.errors import CodeIndexError
 from mimiverse.index.indexer import IndexReport
-from mimiverse.index.store.pg_jobs import JobRow, PostgresJobs
 
 if TYPE_CHECKING:
     from mimiverse.config import IndexSettings
     from mimiverse.index.service import Job, State
+    from mimiverse.index.store.pg_jobs import JobRow, PostgresJobs
 
 log = logging.getLogger("mimiverse.index")
 

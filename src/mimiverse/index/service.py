@@ -159,11 +159,12 @@ class CodebaseService:
         index/replicas.py); SQLite: nothing (jobs stay in this process)."""
         if self.settings.store != "postgres" or self._following is not None:
             return
-        store = await self._store(Path("/"))
-        jobs = getattr(store, "jobs", None)
-        if jobs is None:
+        from mimiverse.index.store.postgres import PostgresStore  # the [postgres] extra
+
+        store = await self._store(Path("/"))  # one store for all: the root is not used
+        if not isinstance(store, PostgresStore):
             return
-        self.replicas = ReplicaJobs(jobs(), self.settings)
+        self.replicas = ReplicaJobs(store.jobs(), self.settings)
 
         def make_job(root: Path, repo: int) -> Job:
             return Job(root=root, store=store, repo=repo)

@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
+if TYPE_CHECKING:  # psycopg is the [postgres] extra: imported only by who uses the store
+    import psycopg
+    from psycopg.rows import TupleRow
 
-Connection = psycopg.Connection[TupleRow]
-RUNNING = ("indexing", "embedding")
+    Connection = psycopg.Connection[TupleRow]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +54,7 @@ RETURNING j.repo, r.root
 
 class PostgresJobs:
     def __init__(self, connection: Callable[[], AbstractContextManager[Connection]]) -> None:
+        """`connection`: the store's pooled connections (PostgresStore.jobs())."""
         self._conn = connection
 
     def request(self, repo: int) -> None:
@@ -84,6 +84,8 @@ class PostgresJobs:
               report: dict[str, Any] | None = None) -> bool:
         """Extend the lease (and move to `state`, with the run's report); False when the
         job is no longer this owner's (its lease ran out and another replica took it)."""
+        from psycopg.types.json import Jsonb
+
         with self._conn() as conn:
             row = conn.execute(
                 "UPDATE index_jobs SET lease_until = now() + make_interval(secs => %s),"
