@@ -68,7 +68,12 @@ class ReplicaJobs:
         self.lease_s = settings.job_lease_s
         self.poll_s = settings.job_poll_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.unreachable: set[int] = set()  # roots this replica cannot read
+        self.allowed_roots = [Path(a).expanduser().resolve() for a in settings.allowed_roots]
+        self.unreachable: set[int] = set()  # roots this replica cannot read or may not use
+
+    def allows(self, root: Path) -> bool:
+        """This replica's `[index] allowed_roots` hold for repositories others added too."""
+        return not self.allowed_roots or any(root.is_relative_to(a) for a in self.allowed_roots)
 
     async def request(self, job: Job) -> bool:
         """Queue `job`'s repository; True when this replica got to run it."""
@@ -91,6 +96,9 @@ class ReplicaJobs:
         rows: list[JobRow] = await asyncio.to_thread(self.table.rows)
         for row in rows:
             root = Path(row.root)
+            if not self.allows(root):
+                self.unreachable.add(row.repo)
+                continue
             job = jobs.get(root) or jobs.setdefault(root, make_job(root, row.repo))
             if job.task is None or job.task.done():  # run elsewhere (or finished): the row
                 job.state, job.error = SHOWN.get(row.state, "ready"), row.error
@@ -103,8 +111,9 @@ class ReplicaJobs:
             return
         repo, root_text = claimed
         root = Path(root_text)
-        if not root.is_dir():
-            log.warning("index job for %s: not a folder on this replica; left to others", root)
+        if not self.allows(root) or not root.is_dir():
+            log.warning("index job for %s: not a folder this replica may index; left to "
+                        "others", root)
             self.unreachable.add(repo)
             await asyncio.to_thread(self.table.release, repo, self.owner)
             return

@@ -1,0 +1,62 @@
+"""One replica's view of the shared jobs (index/replicas.py) on a real PostgreSQL store:
+what it mirrors, what it claims, what it leaves to others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mimiverse.config import IndexSettings
+from mimiverse.index.indexer import IndexReport
+from mimiverse.index.replicas import ReplicaJobs, report_json, report_of
+from mimiverse.index.service import Job
+from mimiverse.index.store.postgres import PostgresStore
+from mimiverse.index.tokenize import tokens
+
+
+async def test_a_replica_mirrors_and_claims_only_what_it_may_index(
+    postgres_conninfo: str, tmp_path: Path
+) -> None:
+    store = PostgresStore(postgres_conninfo, tokenizer=tokens)
+    try:
+        mine, gone = tmp_path / "repos" / "mine", tmp_path / "repos" / "gone"
+        theirs = tmp_path / "other"
+        mine.mkdir(parents=True)
+        theirs.mkdir()
+        ids = {p: store.repo_id(str(p)) for p in (mine, theirs, gone)}
+        table = store.jobs()
+        for repo in ids.values():
+            table.request(repo)
+        settings = IndexSettings(store="postgres", url=postgres_conninfo,
+                                 allowed_roots=[str(tmp_path / "repos")])
+        replica = ReplicaJobs(table, settings)
+        jobs: dict[Path, Job] = {}
+        launched: list[Path] = []
+
+        def make_job(root: Path, repo: int) -> Job:
+            return Job(root=root, store=store, repo=repo)
+
+        def launch(job: Job) -> None:
+            launched.append(job.root)
+
+        for _ in range(3):
+            await replica._step(jobs, make_job, launch)
+        # Outside its allowed roots: neither shown nor run. Not a folder here: shown
+        # (another replica may run it) but given back, not run.
+        assert set(jobs) == {mine, gone}
+        assert launched == [mine]
+        rows = {row.root: row for row in table.rows()}
+        assert (rows[str(mine)].state, rows[str(mine)].owner) == ("indexing", replica.owner)
+        assert (rows[str(gone)].state, rows[str(gone)].owner) == ("queued", None)
+        assert (rows[str(theirs)].state, rows[str(theirs)].owner) == ("queued", None)
+        assert jobs[gone].state == "indexing"  # queued: shown as indexing
+    finally:
+        store.close()
+
+
+def test_reports_travel_as_json() -> None:
+    report = IndexReport(root="/r", files=3, chunks=9, indexed=3, took_ms=12.5)
+    report.skipped["binary"] = 2
+    data = report_json(report)
+    assert data is not None and data["skipped"] == {"binary": 2}
+    assert report_of(data) == report
+    assert report_of(None) is None and report_json(None) is None
