@@ -156,21 +156,37 @@ class CodebaseService:
 
     async def follow(self) -> None:
         """PostgreSQL: start following the store's repositories and jobs (see
-        index/replicas.py); SQLite: nothing (jobs stay in this process)."""
-        if self.settings.store != "postgres" or self._following is not None:
-            return
-        from mimiverse.index.store.postgres import PostgresStore  # the [postgres] extra
+        index/replicas.py); SQLite: nothing (jobs stay in this process). A database that
+        is not up yet is waited for in the background: the server starts regardless."""
+        if self.settings.store == "postgres" and self._following is None:
+            self._following = asyncio.create_task(self._follow(), name="follow index jobs")
 
-        store = await self._store(Path("/"))  # one store for all: the root is not used
-        if not isinstance(store, PostgresStore):
+    async def _follow(self) -> None:
+        while True:
+            try:
+                replicas = await self._replicas()
+                break
+            except CodeIndexError as exc:
+                log.warning("index jobs: %s; trying again", exc)
+                await asyncio.sleep(max(self.settings.job_poll_s, 5.0))
+        if replicas is None or self.shared is None:
             return
-        self.replicas = ReplicaJobs(store.jobs(), self.settings)
+        store = self.shared
 
         def make_job(root: Path, repo: int) -> Job:
             return Job(root=root, store=store, repo=repo)
 
-        self._following = asyncio.create_task(
-            self.replicas.follow(self.jobs, make_job, self._launch), name="follow index jobs")
+        await replicas.follow(self.jobs, make_job, self._launch)
+
+    async def _replicas(self) -> ReplicaJobs | None:
+        """The shared jobs (PostgreSQL), opened on first use; None with SQLite."""
+        if self.replicas is None and self.settings.store == "postgres":
+            from mimiverse.index.store.postgres import PostgresStore  # the [postgres] extra
+
+            store = await self._store(Path("/"))  # one store for all: the root is unused
+            if isinstance(store, PostgresStore) and self.replicas is None:
+                self.replicas = ReplicaJobs(store.jobs(), self.settings)
+        return self.replicas
 
     async def start(self, path: str) -> Job:
         """Start (or restart, if idle) indexing of the repository at `path`. With shared
@@ -178,9 +194,10 @@ class CodebaseService:
         job = await self.job(path)
         if job.task is not None and not job.task.done():
             return job  # already running: the caller polls its status
-        if self.replicas is not None:
+        replicas = await self._replicas()
+        if replicas is not None:
             job.state, job.error = "indexing", None
-            if await self.replicas.request(job):
+            if await replicas.request(job):
                 self._launch(job)
             return job
         self._launch(job)

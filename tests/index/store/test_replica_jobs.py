@@ -3,14 +3,16 @@ what it mirrors, what it claims, what it leaves to others."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from mimiverse.config import IndexSettings
+from mimiverse.config import IndexSettings, load_settings
 from mimiverse.index.indexer import IndexReport
 from mimiverse.index.replicas import ReplicaJobs, report_json, report_of
-from mimiverse.index.service import Job
+from mimiverse.index.service import CodebaseService, Job
 from mimiverse.index.store.postgres import PostgresStore
 from mimiverse.index.tokenize import tokens
+from mimiverse.routing.router import Router
 
 
 async def test_a_replica_mirrors_and_claims_only_what_it_may_index(
@@ -60,3 +62,16 @@ def test_reports_travel_as_json() -> None:
     assert data is not None and data["skipped"] == {"binary": 2}
     assert report_of(data) == report
     assert report_of(None) is None and report_json(None) is None
+
+
+async def test_the_server_starts_while_postgresql_is_down(tmp_path: Path) -> None:
+    settings = IndexSettings(store="postgres",
+                             url=f"postgresql:///x?host={tmp_path}&connect_timeout=2")
+    service = CodebaseService(settings, Router(load_settings(None), {}))
+    await service.follow()  # returns at once; the database is waited for in the background
+    following = service._following
+    assert following is not None
+    await asyncio.sleep(0.05)
+    assert not following.done() and service.replicas is None
+    await service.aclose()
+    assert following.cancelled()
