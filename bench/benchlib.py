@@ -113,6 +113,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants alive now (from /proc/<pid>/task/<tid>/children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                queue += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def machine_jiffies() -> tuple[int, int, int]:
     """(process time, interrupt time, total) in jiffies over all CPUs, from /proc/stat.
 
@@ -138,7 +150,8 @@ class Proc:
         return self.popen.pid
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU time of the process and its live children (`serve --workers N`)."""
+        return sum(cpu_seconds(pid) for pid in process_tree(self.pid))
 
     def alive(self) -> bool:
         return self.popen.poll() is None

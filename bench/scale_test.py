@@ -7,7 +7,8 @@ Workers: `mimiverse serve --workers N` (N = 1, 2; memory cache, primed on every 
 in front of the OpenAI-compatible test server, each as a process of its own. For cache
 hits and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
 bench/load_test.py does (open loop, bench/loadgen.py). Each repeat starts fresh processes;
-the table gives the median of the repeats and the ratio of the medians.
+the table gives the median of the repeats and the ratio of the medians. Then one window
+at a fixed --cpu-rate gives the gateway's CPU per answer, all workers together.
 
 Balancing: three test servers, two answering after --delay-s per token and one after ten
 times that, behind one gateway whose completion route balances with each strategy in
@@ -52,7 +53,20 @@ def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, float]:
             print(f"{workers} worker(s), {case}:", flush=True)
             found = lt.run_case(case, gateway, backend, plan, opts)
             rates[case] = found["sustained_rps"]
+            rates[f"{case}_cpu_ms"] = cpu_per_answer(case, gateway, backend, opts)
     return rates
+
+
+def cpu_per_answer(case: str, gateway: bl.Proc, backend: bl.Proc,
+                   opts: argparse.Namespace) -> float:
+    """The gateway's CPU ms per answer (all workers together) at the same offered rate for
+    1 and 2 workers: what a busy machine changes far less than the sustained rate."""
+    body = lt.cached_body(gateway) if case == "cached" else lt.uncached_body(
+        secrets.token_hex(4))
+    result = bl.run_load("python", gateway.url, lt.FIM_PATH, body, target=case,
+                         seconds=opts.seconds, connections=opts.connections,
+                         watch=[gateway, backend], marker=lt.MARK, rate=opts.cpu_rate)
+    return 1000 * result.cores[gateway.name] / result.rps if result.rps else 0.0
 
 
 def workers_table(runs: dict[int, list[dict[str, float]]], p99_ms: float) -> str:
@@ -64,9 +78,14 @@ def workers_table(runs: dict[int, list[dict[str, float]]], p99_ms: float) -> str
                      f"{two / one:.2f}x" if one else "-",
                      " / ".join(f"{r[case]:,.0f}" for r in runs[1]),
                      " / ".join(f"{r[case]:,.0f}" for r in runs[2])])
+    cpu = [[lt.CASES[case], *(bl.fmt_ms(median(r[f"{case}_cpu_ms"] for r in runs[n]))
+                              for n in (1, 2))] for case in ("cached", "uncached")]
     return (f"Sustained req/s at p99 <= {p99_ms:g} ms (median of {len(runs[1])} runs):\n\n"
             + bl.table(["case", "1 worker", "2 workers", "ratio", "runs, 1 worker",
-                        "runs, 2 workers"], rows))
+                        "runs, 2 workers"], rows)
+            + "\n\nGateway CPU per answer at the same offered rate (ms, all workers "
+            "together, median):\n\n"
+            + bl.table(["case", "1 worker", "2 workers"], cpu))
 
 
 # -- balancing -------------------------------------------------------------------------
@@ -141,6 +160,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument("--delay-s", type=float, default=0.002, help="fast servers, per token")
+    parser.add_argument("--cpu-rate", type=float, default=300.0,
+                        help="req/s of the window that measures CPU per answer")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     return parser.parse_args()
