@@ -19,7 +19,7 @@ from typing import Literal
 
 from mimiverse.errors import InvalidRequest
 from mimiverse.index.chunker import chunk_file
-from mimiverse.index.model import StoredChunk
+from mimiverse.index.model import Chunk, SearchFilter, StoredChunk
 from mimiverse.index.redaction import redact
 from mimiverse.index.service import CodebaseService, Job
 from mimiverse.index.walker import SourceFile, SourceText, detect_language, read_source
@@ -44,6 +44,7 @@ _NOT_NAMES = frozenset(
     }
 )  # fmt: skip
 _DEFINITION_KINDS = frozenset({"function", "method", "class"})
+ENCLOSING_LINES = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,8 @@ def _source_file(full: Path, relative: str) -> SourceFile:
 def enclosing(relative: str, text: str, start: int, end: int) -> Source | None:
     """The innermost definition around lines start..end of the file (fresh from disk)."""
     language = detect_language(relative)
-    chunks = [c for c in chunk_file(relative, text, language)
+    # Fresh pieces, not the index's chunks: those merge small neighbours into one.
+    chunks = [c for c in _pieces(relative, text, language)
               if c.kind in _DEFINITION_KINDS and c.start_line <= start and end <= c.end_line]
     if not chunks:
         return None
@@ -158,14 +160,15 @@ def lines_of(text: str, start: int, end: int) -> str:
 
 
 async def definitions(service: CodebaseService, job: Job, names: Sequence[str],
-                      per_name: int = 2) -> list[Source]:
-    """Chunks that define each name (symbol `name` or `Owner.name`), names in order."""
+                      language: str | None, per_name: int = 2) -> list[Source]:
+    """Chunks that define each name (symbol `name` or `Owner.name`), names in order; in
+    `language` when known (a name in a Go trace means Go code, not a Python namesake)."""
+    where = SearchFilter(language=language)
 
     async def lookup(name: str) -> list[Source]:
-        result = await service.search(name, limit=20, mode="lexical", repo=str(job.root))
-        # Named by what was looked up: a merged chunk's own symbol may be a neighbour's.
-        found = [replace(Source.of(h.chunk, "definition"), symbol=name) for h in result.hits
-                 if _defines(h.chunk, name)]
+        result = await service.search(name, limit=20, mode="lexical", repo=str(job.root),
+                                      where=where)
+        found = [_narrowed(h.chunk, name) for h in result.hits if _defines(h.chunk, name)]
         return found[:per_name]
 
     found = await asyncio.gather(*(lookup(n) for n in names))
@@ -178,6 +181,21 @@ def _defines(chunk: StoredChunk, name: str) -> bool:
     if chunk.kind in _DEFINITION_KINDS and short_name(chunk.symbol) == name:
         return True
     return _definition_line(name).search(chunk.text) is not None
+
+
+def _narrowed(chunk: StoredChunk, name: str) -> Source:
+    """The lines of the chunk that define `name`: the index merges small definitions
+    into one chunk, and the prompt needs only the one asked for."""
+    source = replace(Source.of(chunk, "definition"), symbol=name)
+    if chunk.kind in _DEFINITION_KINDS and short_name(chunk.symbol) == name:
+        return source
+    own = [p for p in _pieces(chunk.path, chunk.text, chunk.language)
+           if p.kind in _DEFINITION_KINDS and short_name(p.symbol) == name]
+    if not own:
+        return source  # e.g. a method of a class cut in half: the chunk as it is
+    offset = chunk.start_line - 1
+    return replace(source, start_line=own[0].start_line + offset,
+                   end_line=own[0].end_line + offset, text=own[0].text)
 
 
 def _definition_line(name: str) -> re.Pattern[str]:
@@ -194,15 +212,36 @@ def _definition_line(name: str) -> re.Pattern[str]:
     )
 
 
-async def callers(service: CodebaseService, job: Job, name: str, limit: int = 5
-                  ) -> list[Source]:
-    """Chunks that call `name` (its name followed by an opening parenthesis), except its
-    own definitions."""
+async def callers(service: CodebaseService, job: Job, name: str, language: str | None,
+                  limit: int = 5) -> list[Source]:
+    """Chunks (in `language` when known) that call `name`: its name followed by an
+    opening parenthesis, outside its own definitions."""
     call = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"\s*\(")
-    result = await service.search(name, limit=30, mode="lexical", repo=str(job.root))
-    found = [Source.of(h.chunk, "caller") for h in result.hits
+    result = await service.search(name, limit=30, mode="lexical", repo=str(job.root),
+                                  where=SearchFilter(language=language))
+    found = [_calling(h.chunk, name, call) for h in result.hits
              if short_name(h.chunk.symbol) != name and call.search(h.chunk.text)]
-    return found[:limit]
+    return [s for s in found if s is not None][:limit]
+
+
+def _calling(chunk: StoredChunk, name: str, call: re.Pattern[str]) -> Source | None:
+    """The definition inside the chunk that calls `name` (a chunk may hold several)."""
+    pieces = [p for p in _pieces(chunk.path, chunk.text, chunk.language)
+              if p.kind in _DEFINITION_KINDS and short_name(p.symbol) != name]
+    for piece in pieces:
+        if call.search(piece.text):
+            offset = chunk.start_line - 1
+            return Source(chunk.path, piece.start_line + offset, piece.end_line + offset,
+                          piece.symbol, "caller", piece.text, chunk.language)
+    if _definition_line(name).search(chunk.text):
+        return None  # only its own definition matched
+    return Source.of(chunk, "caller")
+
+
+def _pieces(path: str, text: str, language: str | None) -> list[Chunk]:
+    """Every definition a piece of its own, whole up to ENCLOSING_LINES."""
+    return chunk_file(path, text, language, max_chunk_lines=ENCLOSING_LINES,
+                      max_chunk_chars=ENCLOSING_LINES * 80, min_chunk_lines=1)
 
 
 def dedupe(sources: Iterable[Source], shown: Sequence[Source] = ()) -> list[Source]:

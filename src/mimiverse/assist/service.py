@@ -81,7 +81,8 @@ class Assistant:
         before = ""
         if question.selection:
             names = retrieval.names_used(question.selection, SELECTION_NAMES)
-            defined = await retrieval.definitions(self.codebase, job, names)
+            language = detect_language(relative) if relative else None
+            defined = await retrieval.definitions(self.codebase, job, names, language)
             label = f"Selected code ({relative}):" if relative else "Selected code:"
             before = fenced(label, question.selection)
         candidates = retrieval.dedupe([*defined, *matches])
@@ -109,11 +110,14 @@ class Assistant:
         around = retrieval.enclosing(relative, text, start, end)
         outer = [around] if around is not None and around.text != selection.text else []
         names = retrieval.names_used(selection.text, SELECTION_NAMES)
-        defined = await retrieval.definitions(self.codebase, job, names)
+        defined = await retrieval.definitions(self.codebase, job, names, language)
         called = retrieval.short_name(around.symbol if around else None)
-        calling = await retrieval.callers(self.codebase, job, called) if called else []
-        candidates = [selection, *retrieval.dedupe([*outer, *defined, *calling],
-                                                   shown=[selection])]
+        calling = await retrieval.callers(self.codebase, job, called, language) \
+            if called else []
+        # The enclosing definition holds the selection, and is shown all the same; the
+        # rest must add code that neither shows.
+        rest = retrieval.dedupe([*defined, *calling], shown=[selection])
+        candidates = [selection, *retrieval.dedupe([*outer, *rest])]
         where = f"{relative}:{start}-{end}"
         return self._build(EXPLAIN_SYSTEM, (), "", f"Explain the selection [1] ({where}).",
                            candidates)
@@ -127,7 +131,7 @@ class Assistant:
             job = None  # nothing indexed: explain the code alone
         if job is not None:
             names = retrieval.names_used(code, SELECTION_NAMES)
-            defined = await retrieval.definitions(self.codebase, job, names)
+            defined = await retrieval.definitions(self.codebase, job, names, language)
         before = fenced("Selected code:", code, language)
         return self._build(EXPLAIN_SYSTEM, (), before, "Explain the selected code.", defined)
 
@@ -142,15 +146,13 @@ class Assistant:
         job = self._debug_job(repo)
         if job is not None and frames:
             shown = await self._frame_sources(job, frames)
-            names: list[str] = []
-            for source in shown:
+            found: list[Source] = []
+            for source in shown:  # names on each failing line, in its own language
                 assert source.line is not None
-                line = retrieval.lines_of(source.text, source.line - source.start_line + 1,
-                                          source.line - source.start_line + 1)
-                names.extend(retrieval.names_used(line, 4))
-            found = await retrieval.definitions(self.codebase, job,
-                                                list(dict.fromkeys(names))[:SELECTION_NAMES],
-                                                per_name=1)
+                at = source.line - source.start_line + 1
+                names = retrieval.names_used(retrieval.lines_of(source.text, at, at), 4)
+                found.extend(await retrieval.definitions(self.codebase, job, names,
+                                                         source.language, per_name=1))
             defined = retrieval.dedupe(found, shown=shown)
         total = self.gateway.settings.models.chat.max_prompt_tokens
         clipped = clip_middle(error_output, max(1000, total))  # ~a third of the budget
