@@ -16,12 +16,12 @@ from tests.assist.fixture import make_repo
 
 QUESTION = "why does the cart total raise KeyError for qty?"
 SELECTION = "cart = json.loads(raw, object_hook=check_item)\nreturn total(cart)"
-# The selection's names defined in the repository: check_item has a chunk of its own,
-# total shares one with its small neighbours (found by its `def` line).
+# The selection's names defined in the repository: check_item has a chunk of its own;
+# total shares one (lines 1-14) with its small neighbours, and only its lines are shown.
 DEFINITIONS = [
     {"path": "src/shop/cart.py", "start_line": 17, "end_line": 20, "symbol": "check_item",
      "role": "definition"},
-    {"path": "src/shop/cart.py", "start_line": 1, "end_line": 14, "symbol": "total",
+    {"path": "src/shop/cart.py", "start_line": 8, "end_line": 9, "symbol": "total",
      "role": "definition"},
 ]
 
