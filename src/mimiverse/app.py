@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
-from mimiverse.api import ai, assist, cache, codebase, health, models, triton
+from mimiverse.api import ai, assist, cache, codebase, health, models, triton, ui
 from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
@@ -68,7 +68,7 @@ def create_app(
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.
     for router in (ai.router, assist.router, cache.router, codebase.router, models.router,
                    health.router, triton.router, metrics_api.router, openai.router,
-                   ollama.router, tabby.router):
+                   ollama.router, tabby.router, ui.router):
         app.router.routes.extend(router.routes)
     # Body size, per-token rate and concurrency limits, and slow stream readers dropped.
     app.add_middleware(Admission, limits=settings.limits,

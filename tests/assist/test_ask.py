@@ -129,8 +129,8 @@ async def test_ask_errors(serve: Serve, http: httpx.AsyncClient, tmp_path: Path)
         ({"question": QUESTION, "topk": 3}, 422, "topk: Extra inputs are not permitted"),
         ({"question": ""}, 422, "question: String should have at least 1 character"),
         ({"question": QUESTION, "repo": str(tmp_path)}, 404, "is not indexed here"),
-        ({"question": QUESTION, "path": "../etc/passwd"}, 422, "must stay inside"),
-        ({"question": QUESTION, "path": "/etc/passwd"}, 422, "is not inside the repository"),
+        ({"question": QUESTION, "path": "../etc/passwd"}, 404, "must stay inside"),
+        ({"question": QUESTION, "path": "/etc/passwd"}, 404, "is not inside the repository"),
     ]:
         r = await http.post(f"{app.url}/api/ai/ask", json=body)
         assert (r.status_code, text in r.json()["error"]["message"]) == (status, True), r.text

@@ -141,16 +141,18 @@ async def test_explain_refuses(serve: Serve, http: httpx.AsyncClient, tmp_path: 
     url, echo, root = await started(serve, http, tmp_path)
     (root / ".env").write_text("TOKEN=1\n")  # never indexed: never read
     lines = {"start_line": 1, "end_line": 2}
-    for body, text in [
-        ({"path": ".env", **lines}, "is not an indexed file"),
-        ({"path": "../outside.py", **lines}, "must stay inside"),
-        ({"path": "/etc/passwd", **lines}, "is not inside the repository"),
-        ({"path": "src/main.py", "start_line": 50, "end_line": 60}, "past the end"),
-        ({"path": "src/main.py", "start_line": 3, "end_line": 2}, "must not be before"),
-        ({"path": "src/main.py", "start_line": 1}, "send path, start_line and end_line"),
-        ({"code": "x", "path": "src/main.py", **lines}, "not both"),
-        ({"path": "src/main.py", "language": "go", **lines}, "language goes with code"),
+    for body, status, text in [
+        ({"path": ".env", **lines}, 404, "is not an indexed file"),
+        ({"path": "../outside.py", **lines}, 404, "must stay inside"),
+        ({"path": "/etc/passwd", **lines}, 404, "is not inside the repository"),
+        ({"path": "src/main.py", "start_line": 50, "end_line": 60}, 422, "past the end"),
+        ({"path": "src/main.py", "start_line": 3, "end_line": 2}, 422, "must not be before"),
+        # Lines of a file, or code: one or the other, complete.
+        ({"path": "src/main.py", "start_line": 1}, 422, "end_line: Field required"),
+        ({"code": "x", "path": "src/main.py", **lines}, 422, "Extra inputs are not permitted"),
+        ({"path": "src/main.py", "language": "go", **lines}, 422,
+         "language: Extra inputs are not permitted"),
     ]:
         r = await http.post(f"{url}/api/ai/explain", json=body)
-        assert (r.status_code, text in r.json()["error"]["message"]) == (422, True), r.text
+        assert (r.status_code, text in r.json()["error"]["message"]) == (status, True), r.text
     assert echo.prompts == []

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from mimiverse.api.ai import SSE_HEADERS, SSE_RESPONSE, Sampling, sse, sse_stream
+from mimiverse.api.ai import SSE_HEADERS, Sampling, sse, sse_stream
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
 from mimiverse.assist.prompts import Prompt
@@ -31,6 +31,14 @@ MAX_CODE = 200_000  # characters of a selection, code or error output
 SWITCH = "@codebase"
 SOURCES_HEADER = "X-Mimiverse-Sources"
 
+# Streams: `sources` first, then what /api/ai/chat streams (`delta`s, `done` or `error`).
+ASSIST_SSE: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/event-stream": {"schema": {
+              "type": "object", "required": ["event", "data"],
+              "properties": {"event": {"enum": ["sources", "delta", "done", "error"]},
+                             "data": {"type": "string"}}}}},
+          "description": "server-sent events"},
+}
 router = APIRouter(prefix="/api/ai", tags=["assist"],
                    responses=error_responses(*COMMON_ERRORS, 404, 409, *BACKEND_ERRORS))
 
@@ -65,26 +73,25 @@ class AskBody(_Body):
                                   description="code the question is about")
 
 
-class ExplainBody(_Body):
-    path: str | None = Field(None, max_length=4096, description="an indexed file")
-    start_line: int | None = Field(None, ge=1, le=10_000_000)
-    end_line: int | None = Field(None, ge=1, le=10_000_000)
-    code: str | None = Field(None, min_length=1, max_length=MAX_CODE)
+class ExplainLines(_Body):
+    """Lines of an indexed file."""
+
+    path: str = Field(max_length=4096, description="an indexed file (absolute, or relative "
+                                                   "to the repository)")
+    start_line: int = Field(ge=1, le=10_000_000)
+    end_line: int = Field(ge=1, le=10_000_000)
+    repo: str | None = RepoField
+
+
+class ExplainCode(_Body):
+    """Code sent as text."""
+
+    code: str = Field(min_length=1, max_length=MAX_CODE)
     language: str | None = Field(None, max_length=32, pattern=r"^[A-Za-z0-9_+#.\-]*$")
     repo: str | None = RepoField
 
-    @model_validator(mode="after")
-    def _one_kind(self) -> ExplainBody:
-        by_file = (self.path, self.start_line, self.end_line)
-        if self.code is not None:
-            if any(v is not None for v in by_file):
-                raise ValueError("send either code (and language) or path, start_line and "
-                                 "end_line, not both")
-        elif any(v is None for v in by_file):
-            raise ValueError("send path, start_line and end_line (or code and language)")
-        elif self.language is not None:
-            raise ValueError("language goes with code; a file's language is told by its name")
-        return self
+
+ExplainBody = ExplainLines | ExplainCode
 
 
 class DebugBody(_Body):
@@ -138,7 +145,7 @@ async def answer(request: Request, gateway: Gateway, body: _Body, prompt: Prompt
     )
 
 
-@router.post("/ask", response_model=AssistResponse, responses=SSE_RESPONSE)
+@router.post("/ask", response_model=AssistResponse, responses=ASSIST_SSE)
 async def ask(body: AskBody, request: Request, gateway: GatewayDep, assistant: AssistantDep
               ) -> AssistResponse | StreamingResponse:
     """Answer a question from the indexed code: the selection's definitions and the
@@ -147,22 +154,20 @@ async def ask(body: AskBody, request: Request, gateway: GatewayDep, assistant: A
     return await answer(request, gateway, body, prompt)
 
 
-@router.post("/explain", response_model=AssistResponse, responses=SSE_RESPONSE)
+@router.post("/explain", response_model=AssistResponse, responses=ASSIST_SSE)
 async def explain(body: ExplainBody, request: Request, gateway: GatewayDep,
                   assistant: AssistantDep) -> AssistResponse | StreamingResponse:
     """Explain lines of an indexed file (with their enclosing definition, the definitions
     of the names they use and their callers), or code sent as text."""
-    if body.code is not None:
+    if isinstance(body, ExplainCode):
         prompt = await assistant.explain_code(body.code, body.language, body.repo)
     else:
-        assert body.path is not None and body.start_line is not None
-        assert body.end_line is not None
         prompt = await assistant.explain_file(body.path, body.start_line, body.end_line,
                                               body.repo)
     return await answer(request, gateway, body, prompt)
 
 
-@router.post("/debug", response_model=AssistResponse, responses=SSE_RESPONSE)
+@router.post("/debug", response_model=AssistResponse, responses=ASSIST_SSE)
 async def debug(body: DebugBody, request: Request, gateway: GatewayDep,
                 assistant: AssistantDep) -> AssistResponse | StreamingResponse:
     """Diagnose error output (Python, Node, Go, Rust, Java traces): the repository's

@@ -47,6 +47,12 @@ _DEFINITION_KINDS = frozenset({"function", "method", "class"})
 ENCLOSING_LINES = 120
 
 
+class NotInRepository(InvalidRequest):
+    """404: the path names no indexed file of the repository (outside it, or skipped)."""
+
+    status_code = 404
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """A piece of code put into a prompt; what the answer's `sources` list."""
@@ -110,11 +116,11 @@ def locate(service: CodebaseService, repo: str | None, path: str | None
     if path.startswith("/"):
         normal = PurePosixPath(posixpath.normpath(path))
         if not normal.is_relative_to(job.root.as_posix()):
-            raise InvalidRequest(f"path {path!r} is not inside the repository {job.root}")
+            raise NotInRepository(f"path {path!r} is not inside the repository {job.root}")
         return job, normal.relative_to(job.root.as_posix()).as_posix()
     relative = posixpath.normpath(path.replace("\\", "/"))
     if relative == ".." or relative.startswith("../") or "\x00" in relative:
-        raise InvalidRequest(f"path {path!r} must stay inside the repository")
+        raise NotInRepository(f"path {path!r} must stay inside the repository")
     return job, relative
 
 

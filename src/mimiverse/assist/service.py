@@ -21,7 +21,7 @@ from mimiverse.assist.prompts import (
     clip_middle,
     fenced,
 )
-from mimiverse.assist.retrieval import Source
+from mimiverse.assist.retrieval import NotInRepository, Source
 from mimiverse.assist.tracebacks import Frame, parse_frames
 from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import InvalidRequest, NotReady
@@ -92,13 +92,13 @@ class Assistant:
     # -- explain ---------------------------------------------------------------------
 
     async def explain_file(self, path: str, start: int, end: int, repo: str | None) -> Prompt:
-        if end < start:
-            raise InvalidRequest("end_line must not be before start_line")
         job, relative = retrieval.locate(self.codebase, repo, path)
         assert relative is not None
         text = await retrieval.read_indexed(job, relative, self.max_file_bytes)
         if text is None:
-            raise InvalidRequest(f"path {path!r} is not an indexed file of {job.root}")
+            raise NotInRepository(f"path {path!r} is not an indexed file of {job.root}")
+        if end < start:
+            raise InvalidRequest("end_line must not be before start_line")
         lines = text.split("\n")
         if start > len(lines):
             raise InvalidRequest(f"start_line {start} is past the end of {relative} "
