@@ -31,14 +31,19 @@ MAX_CODE = 200_000  # characters of a selection, code or error output
 SWITCH = "@codebase"
 SOURCES_HEADER = "X-Mimiverse-Sources"
 
+
+
+def sse_schema(*events: str) -> dict[int | str, dict[str, object]]:
+    """`responses=` of a route that streams these server-sent events."""
+    return {200: {"content": {"text/event-stream": {"schema": {
+                      "type": "object", "required": ["event", "data"],
+                      "properties": {"event": {"enum": list(events)},
+                                     "data": {"type": "string"}}}}},
+                  "description": "server-sent events"}}
+
+
 # Streams: `sources` first, then what /api/ai/chat streams (`delta`s, `done` or `error`).
-ASSIST_SSE: dict[int | str, dict[str, object]] = {
-    200: {"content": {"text/event-stream": {"schema": {
-              "type": "object", "required": ["event", "data"],
-              "properties": {"event": {"enum": ["sources", "delta", "done", "error"]},
-                             "data": {"type": "string"}}}}},
-          "description": "server-sent events"},
-}
+ASSIST_SSE = sse_schema("sources", "delta", "done", "error")
 router = APIRouter(prefix="/api/ai", tags=["assist"],
                    responses=error_responses(*COMMON_ERRORS, 404, 409, *BACKEND_ERRORS))
 
@@ -122,7 +127,7 @@ def sources_out(sources: Sequence[Source]) -> list[dict[str, object]]:
     return [s.public() for s in sources]
 
 
-async def _with_sources(sources: Sequence[Source], events: AsyncIterator[TextEvent]
+async def with_sources(sources: Sequence[Source], events: AsyncIterator[TextEvent]
                         ) -> AsyncIterator[bytes]:
     yield sse("sources", {"sources": sources_out(sources)})
     async for chunk in sse_stream(events):
@@ -135,7 +140,7 @@ async def answer(request: Request, gateway: Gateway, body: _Body, prompt: Prompt
     if body.stream:
         # Opened before the status line: "all backends down" is still a real 503/504.
         events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
-        return StreamingResponse(_with_sources(prompt.sources, events),
+        return StreamingResponse(with_sources(prompt.sources, events),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     result = await cancel_on_disconnect(request, gateway.chat(chat))
     return AssistResponse(

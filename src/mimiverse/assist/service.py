@@ -91,7 +91,9 @@ class Assistant:
 
     # -- explain ---------------------------------------------------------------------
 
-    async def explain_file(self, path: str, start: int, end: int, repo: str | None) -> Prompt:
+    async def explain_file(self, path: str, start: int, end: int, repo: str | None,
+                           request: str | None = None) -> Prompt:
+        """`request`: what the developer asked about the lines, when they said it."""
         job, relative = retrieval.locate(self.codebase, repo, path)
         assert relative is not None
         text = await retrieval.read_indexed(job, relative, self.max_file_bytes)
@@ -118,9 +120,10 @@ class Assistant:
         # rest must add code that neither shows.
         rest = retrieval.dedupe([*defined, *calling], shown=[selection])
         candidates = [selection, *retrieval.dedupe([*outer, *rest])]
-        where = f"{relative}:{start}-{end}"
-        return self._build(EXPLAIN_SYSTEM, (), "", f"Explain the selection [1] ({where}).",
-                           candidates)
+        task = f"Explain the selection [1] ({relative}:{start}-{end})."
+        if request:
+            task += f"\nThe developer asked: {request}"
+        return self._build(EXPLAIN_SYSTEM, (), "", task, candidates)
 
     async def explain_code(self, code: str, language: str | None, repo: str | None) -> Prompt:
         """Code sent as text: its names' definitions when a repository is indexed."""
