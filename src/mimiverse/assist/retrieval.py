@@ -174,8 +174,12 @@ async def definitions(service: CodebaseService, job: Job, names: Sequence[str],
     async def lookup(name: str) -> list[Source]:
         result = await service.search(name, limit=20, mode="lexical", repo=str(job.root),
                                       where=where)
-        found = [_narrowed(h.chunk, name) for h in result.hits if _defines(h.chunk, name)]
-        return found[:per_name]
+        chunks = [h.chunk for h in result.hits]
+
+        def narrow() -> list[Source]:  # parsing holds the GIL: off the event loop
+            return [_narrowed(c, name) for c in chunks if _defines(c, name)][:per_name]
+
+        return await asyncio.to_thread(narrow)
 
     found = await asyncio.gather(*(lookup(n) for n in names))
     return dedupe(s for sources in found for s in sources)
@@ -225,9 +229,14 @@ async def callers(service: CodebaseService, job: Job, name: str, language: str |
     call = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"\s*\(")
     result = await service.search(name, limit=30, mode="lexical", repo=str(job.root),
                                   where=SearchFilter(language=language))
-    found = [_calling(h.chunk, name, call) for h in result.hits
-             if short_name(h.chunk.symbol) != name and call.search(h.chunk.text)]
-    return [s for s in found if s is not None][:limit]
+    chunks = [h.chunk for h in result.hits
+              if short_name(h.chunk.symbol) != name and call.search(h.chunk.text)]
+
+    def narrow() -> list[Source]:  # parsing holds the GIL: off the event loop
+        found = [_calling(c, name, call) for c in chunks]
+        return [s for s in found if s is not None][:limit]
+
+    return await asyncio.to_thread(narrow)
 
 
 def _calling(chunk: StoredChunk, name: str, call: re.Pattern[str]) -> Source | None:

@@ -7,6 +7,7 @@ routing, fallback and timeouts are the chat task's own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,7 +110,7 @@ class Assistant:
         language = detect_language(relative)
         selection = Source(relative, start, end, None, "selection",
                            retrieval.lines_of(text, start, end), language)
-        around = retrieval.enclosing(relative, text, start, end)
+        around = await asyncio.to_thread(retrieval.enclosing, relative, text, start, end)
         outer = [around] if around is not None and around.text != selection.text else []
         names = retrieval.names_used(selection.text, SELECTION_NAMES)
         defined = await retrieval.definitions(self.codebase, job, names, language)
@@ -173,7 +174,8 @@ class Assistant:
             return None  # nothing indexed: diagnose from the error output alone
 
     async def _frame_sources(self, job: Job, frames: list[Frame]) -> list[Source]:
-        files = FileMap(job.root.as_posix(), await retrieval.indexed_paths(job))
+        paths = await retrieval.indexed_paths(job)
+        files = await asyncio.to_thread(FileMap, job.root.as_posix(), paths)
         shown: list[Source] = []
         texts: dict[str, str | None] = {}
         for frame in frames:
@@ -186,7 +188,7 @@ class Assistant:
             text = texts[relative]
             if text is None or frame.line > text.count("\n") + 1:
                 continue
-            source = _frame_source(relative, text, frame)
+            source = await asyncio.to_thread(_frame_source, relative, text, frame)
             if not any(s.overlaps(source) for s in shown):  # inner frames shown first
                 shown.append(source)
             if len(shown) >= FRAMES:
