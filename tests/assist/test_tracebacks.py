@@ -108,3 +108,18 @@ def test_mapping_rules() -> None:
         "../outside/src/main.py": None,
     }
     assert {path: files.lookup(path) for path in cases} == cases
+
+
+def test_typescript_and_esm_frames() -> None:
+    # ts-node / source-mapped TypeScript, an ES module by file URL, and Node internals.
+    trace = """TypeError: Cannot read properties of undefined (reading 'qty')
+    at lineTotal (/app/src/cart.ts:12:21)
+    at async checkout (file:///app/src/checkout.mjs:7:3)
+    at /app/src/index.ts:3:1
+    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)
+"""
+    assert parse_frames(trace) == [  # node:internal names no file: not a frame of code
+        Frame("/app/src/cart.ts", 12, "lineTotal", "typescript"),
+        Frame("/app/src/checkout.mjs", 7, "checkout", "javascript"),
+        Frame("/app/src/index.ts", 3, None, "typescript"),
+    ]
