@@ -198,3 +198,19 @@ async def test_voice_asks_explains_and_chats(
                        ({"question": "x"}, "question: Extra inputs are not permitted")]:
         r = await http.post(app.url + "/api/ai/voice", files=files, data=data)
         assert (r.status_code, text in r.json()["error"]["message"]) == (422, True), r.text
+
+
+def test_transcription_route_needs_openai_speech_servers() -> None:
+    from mimiverse.errors import ConfigError
+
+    base: dict[str, Any] = {"name": "m", "kind": "ollama", "url": "http://127.0.0.1:9"}
+    for backends, named, why in [([base], "m", "of kind 'ollama'"),
+                                 ([], "nowhere", "not a configured backend")]:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, backends=[*backends, {**base, "name": "x"}], models={
+                "completion": {"model": "m", "backends": ["x"]},
+                "chat": {"model": "m", "backends": ["x"]},
+                "embedding": {"model": "m", "backends": ["x"]},
+                "transcription": {"model": "w", "backends": [named]}})
+        assert f"models.transcription.backends names {named!r}, which is {why}" in str(
+            caught.value)
