@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Serve
+from tests.api.test_codebase import wait_ready
 from tests.api.test_fim import sse_events
 from tests.assist import fixture
 from tests.assist.echo import EchoBackend, blocks, echo_settings, spans
@@ -156,3 +157,20 @@ async def test_explain_refuses(serve: Serve, http: httpx.AsyncClient, tmp_path: 
         r = await http.post(f"{url}/api/ai/explain", json=body)
         assert (r.status_code, text in r.json()["error"]["message"]) == (status, True), r.text
     assert echo.prompts == []
+
+
+async def test_explain_refuses_lines_over_the_budget(
+    serve: Serve, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    url, echo, root = await started(serve, http, tmp_path, chat_prompt_tokens=300)
+    (root / "src/shop/big.py").write_text("".join(f"x{i} = {i}  # {'-' * 60}\n"
+                                                  for i in range(100)))
+    await http.post(f"{url}/api/codebase/index", json={"path": str(root)})
+    await wait_ready(http, url)
+    r = await http.post(f"{url}/api/ai/explain",
+                        json={"path": "src/shop/big.py", "start_line": 1, "end_line": 100})
+    assert r.status_code == 400 and "explain fewer lines" in r.json()["error"]["message"]
+    r = await http.post(f"{url}/api/ai/explain",
+                        json={"path": "src/shop/big.py", "start_line": 1, "end_line": 2})
+    assert r.status_code == 200 and r.json()["sources"][0]["role"] == "selection"
+    assert len(echo.prompts) == 1

@@ -25,7 +25,7 @@ from mimiverse.assist.prompts import (
 from mimiverse.assist.retrieval import NotInRepository, Source
 from mimiverse.assist.tracebacks import Frame, parse_frames
 from mimiverse.backends.base import ChatMessage
-from mimiverse.errors import InvalidRequest, NotReady
+from mimiverse.errors import InvalidRequest, NotReady, PromptTooLong
 from mimiverse.fim.prompt import conservative_tokens
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService, Job
@@ -124,7 +124,12 @@ class Assistant:
         task = f"Explain the selection [1] ({relative}:{start}-{end})."
         if request:
             task += f"\nThe developer asked: {request}"
-        return self._build(EXPLAIN_SYSTEM, (), "", task, candidates)
+        prompt = self._build(EXPLAIN_SYSTEM, (), "", task, candidates)
+        if not prompt.sources or prompt.sources[0] is not selection:
+            raise PromptTooLong(
+                f"lines {start}-{end} of {relative} are more than the chat model takes "
+                "(models.chat.max_prompt_tokens): explain fewer lines")
+        return prompt
 
     async def explain_code(self, code: str, language: str | None, repo: str | None) -> Prompt:
         """Code sent as text: its names' definitions when a repository is indexed."""
