@@ -41,7 +41,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture
 def speech_server() -> Iterator[ServerHandle]:
-    with run_in_thread(SpeechApp(SAID)) as handle:  # type: ignore[arg-type]
+    with run_in_thread(SpeechApp(SAID)) as handle:  # type: ignore[arg-type]  # raw ASGI
         yield handle
 
 
