@@ -82,9 +82,14 @@ def log_config(settings: Settings) -> dict[str, Any]:
     """uvicorn's logging, plus `mimiverse.*` at the configured level and the access log
     (one JSON object per line on stdout; off with [server] access_log = false)."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    # No handler writes a URL's credentials (a backend's, say), whoever logs it.
+    config["filters"] = {"credentials": {"()": "mimiverse.credentials.CredentialFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["credentials"]
     config["formatters"]["line"] = {"format": "%(message)s"}
     config["handlers"]["access_lines"] = {
         "class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout",
+        "filters": ["credentials"],
     }
     config["loggers"]["mimiverse"] = {
         "handlers": ["default"], "level": settings.server.log_level.upper(), "propagate": False,

@@ -7,8 +7,10 @@ and the gateway's throughput budget is set by exactly that cost.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -89,10 +91,10 @@ class HttpBackend(Backend):
             raise BackendProtocolError(f"unexpected response: {exc}", backend=self.name) from exc
 
     def _status_error(self, status: int, body: bytes) -> BackendError:
-        detail = _error_detail(body)
+        summary = error_summary(status, body)
         if status >= 500 or status == 429:
-            return BackendUnavailable(f"HTTP {status}: {detail}", backend=self.name)
-        return BackendRejected(f"HTTP {status}: {detail}", backend=self.name, status_code=status)
+            return BackendUnavailable(summary, backend=self.name)
+        return BackendRejected(summary, backend=self.name, status_code=status)
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
         return await self._json("POST", path, orjson.dumps(payload))
@@ -142,18 +144,56 @@ async def _line_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[str
     yield [pending.decode("utf-8").rstrip("\r"), ""] if pending else [""]
 
 
-def _error_detail(content: bytes) -> str:
-    """The backend's own error message, short, without echoing prompts back."""
+def error_summary(status: int, content: bytes) -> str:
+    """An upstream error as its status and a short reason, never its body: an error page
+    or a message may quote the prompt, the code or a credential back.
+
+    The reason is the status's phrase, the error's `type`/`code` when it is a short
+    identifier, and "model X not found" (what Ollama and vLLM answer for a model that is
+    not there, which tells an operator what to fix)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    summary = f"HTTP {status} {phrase}"
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return content[:200].decode("utf-8", "replace") or "(empty body)"
-    if isinstance(body, dict):
-        err = body.get("error", body.get("detail", body))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)[:200]
-    return str(body)[:200]
+        return summary
+    reason = error_reason(body.get("error", body) if isinstance(body, dict) else None)
+    return f"{summary}: {reason}" if reason else summary
+
+
+def error_reason(error: object) -> str | None:
+    """A short reason from an upstream's error object or message (see `error_summary`),
+    or None: its text is never passed on."""
+    if isinstance(error, str) and error.startswith("{"):
+        try:
+            error = orjson.loads(error)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(error, dict):
+            error = error.get("error", error)
+    message = error.get("message") if isinstance(error, dict) else error
+    found = _MODEL_NOT_FOUND.search(message) if isinstance(message, str) else None
+    if found is not None:
+        return f'model "{found.group(1)}" not found'
+    if isinstance(error, dict):
+        for key in ("code", "type"):  # the code is the more specific (model_not_found)
+            value = error.get(key)
+            if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+                return value
+    return None
+
+
+def stream_error(path: str, error: object) -> str:
+    """The message for an error an upstream reported inside a stream (after its 200)."""
+    reason = error_reason(error)
+    return f"{path}: upstream error" + (f": {reason}" if reason else "")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+_MODEL_NOT_FOUND = re.compile(r"""model ['"]?([\w.:/\-]{1,128})['"]? not found""")
 
 
 def checked_vectors(vectors: object, count: int, *, backend: str) -> list[list[float]]:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
-from mimiverse.backends.http import HttpBackend, checked_vectors
+from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -114,8 +114,8 @@ class OllamaBackend(HttpBackend):
                                                    backend=self.name)
                     if "error" in obj:
                         # The runner failed after the 200 was sent (out of memory, crashed...).
-                        why = str(obj["error"])[:200]
-                        raise BackendUnavailable(f"{path}: {why}", backend=self.name)
+                        raise BackendUnavailable(stream_error(path, obj["error"]),
+                                                 backend=self.name)
                     text = text_of(obj)
                     if obj.get("done") is True:
                         self._observe_prompt(obj)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
-from mimiverse.backends.http import HttpBackend, checked_vectors
+from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -84,7 +84,7 @@ class OpenAIBackend(HttpBackend):
                     if done:
                         continue  # read to the end so the connection goes back to the pool
                     if field == "error":
-                        raise BackendUnavailable(f"{path}: {data[:200]}", backend=self.name)
+                        raise BackendUnavailable(stream_error(path, data), backend=self.name)
                     if data == "[DONE]":
                         done = True
                         continue
@@ -115,7 +115,7 @@ class OpenAIBackend(HttpBackend):
         if not isinstance(chunk, dict):
             raise BackendProtocolError(f"{path} streamed a non-object", backend=self.name)
         if chunk.get("error"):
-            raise BackendUnavailable(f"{path}: {_error_message(chunk)}", backend=self.name)
+            raise BackendUnavailable(stream_error(path, chunk["error"]), backend=self.name)
         usage = chunk.get("usage")
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):
@@ -196,13 +196,6 @@ def _vector(value: Any) -> Any:
         raw = base64.b64decode(value, validate=True)
         return list(struct.unpack(f"<{len(raw) // 4}f", raw))
     return value
-
-
-def _error_message(chunk: dict[str, Any]) -> str:
-    err = chunk["error"]
-    if isinstance(err, dict):
-        err = err.get("message", err)
-    return str(err)[:200]
 
 
 def _count(value: object) -> int | None:
