@@ -63,7 +63,7 @@ def hostile_server(tmp_path: Path) -> Iterator[str]:
         '[models.completion]\nmodel = "m"\nfamily = "qwen2.5-coder"\nbackends = ["none"]\n'
         '[models.chat]\nmodel = "m"\nbackends = ["none"]\n'
         '[models.embedding]\nmodel = "m"\nbackends = ["none"]\n'
-        f'[index]\npath = "{tmp_path / "index.db"}"\n'
+        f'[index]\ndata_dir = "{tmp_path / "data"}"\n'
     )
     port = _free_port()
     log = tmp_path / "server.log"

@@ -78,7 +78,7 @@ def index(
 
     async def go() -> None:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             await _index_once(service, root, embed)
             if watch:
@@ -126,7 +126,7 @@ def search(
 
     async def go() -> None:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             job = await service.job(str(root))  # search what is indexed; no re-index
             job.state = "ready"

@@ -20,6 +20,7 @@ from pathlib import Path
 from mimiverse.config import IndexSettings
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Mode
+from mimiverse.routing.router import Router
 
 MODES: tuple[Mode, ...] = ("lexical", "vector", "hybrid")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n\s*\n")
@@ -107,13 +108,17 @@ def score(ranks: Sequence[int | None]) -> Scores:
 
 
 async def evaluate(
-    service: CodebaseService, src: Path, *, limit: int = 200, seed: int = 0,
+    settings: IndexSettings, router: Router, src: Path, *, limit: int = 200, seed: int = 0,
     modes: Sequence[Mode] = MODES,
 ) -> tuple[list[Task], dict[Mode, Scores]]:
-    """Index a docstring-free copy of `src` with `service` and score each mode."""
+    """Index a docstring-free copy of `src` in a throwaway SQLite index and score each
+    mode (whatever store `settings` configure)."""
     workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
+    copy = workdir / src.name
+    throwaway = settings.model_copy(update={
+        "store": "sqlite", "data_dir": str(workdir / "data"), "allowed_roots": []})
+    service = CodebaseService(throwaway, router, [str(copy)])
     try:
-        copy = workdir / src.name
         tasks = build_tasks(src, copy, limit=limit, seed=seed)
         job = await service.start(str(copy))
         await service.wait(job.root)
@@ -138,9 +143,3 @@ async def evaluate(
     finally:
         await service.aclose()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def eval_settings(settings: IndexSettings) -> IndexSettings:
-    """A throwaway SQLite index inside the temporary copy, whatever the configured store."""
-    return settings.model_copy(update={"store": "sqlite", "path": ".mimiverse/eval.db",
-                                       "allowed_roots": []})
