@@ -7,6 +7,7 @@ and the gateway's throughput budget is set by exactly that cost.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -96,22 +97,36 @@ class HttpBackend(Backend):
             return BackendUnavailable(summary, backend=self.name)
         return BackendRejected(summary, backend=self.name, status_code=status)
 
-    async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
-        return await self._json("POST", path, orjson.dumps(payload))
+    async def post_json(
+        self, path: str, payload: dict[str, Any], *, first_byte_s: float | None = None
+    ) -> Any:
+        """`first_byte_s`: how long the answer may take to begin (its status line); the
+        rest of it then arrives within the backend's total timeout."""
+        return await self._json("POST", path, orjson.dumps(payload), first_byte_s)
 
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
 
-    async def _json(self, method: str, path: str, body: bytes | None) -> Any:
+    async def _json(
+        self, method: str, path: str, body: bytes | None, first_byte_s: float | None = None
+    ) -> Any:
+        first_byte = asyncio.timeout(first_byte_s)
         with self.mapped_errors():
-            async with self.session.request(
-                method, self.base_url + path, data=body,
-                headers=JSON_HEADERS if body is not None else None,
-            ) as response:
-                content = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, content)
-                return orjson.loads(content)
+            try:
+                async with first_byte, self.session.request(
+                    method, self.base_url + path, data=body,
+                    headers=JSON_HEADERS if body is not None else None,
+                ) as response:
+                    first_byte.reschedule(None)  # it began: the rest within total_s
+                    content = await response.read()
+            except TimeoutError:
+                if not first_byte.expired():
+                    raise
+                raise BackendTimeout(f"{path}: no answer began within {first_byte_s:g}s",
+                                     backend=self.name) from None
+            if response.status >= 400:
+                raise self._status_error(response.status, content)
+            return orjson.loads(content)
 
     @asynccontextmanager
     async def stream_lines(

@@ -64,7 +64,8 @@ class OllamaBackend(HttpBackend):
         if not texts:
             return []
         payload = {"model": model, "input": list(texts), "keep_alive": KEEP_ALIVE}
-        body = await self.post_json("/api/embed", payload)
+        body = await self.post_json("/api/embed", payload,
+                                    first_byte_s=self.config.timeouts.first_token_s)
         if not isinstance(body, dict):
             raise BackendProtocolError("/api/embed did not return an object", backend=self.name)
         return checked_vectors(body.get("embeddings"), len(texts), backend=self.name)

@@ -42,7 +42,8 @@ class OpenAIBackend(HttpBackend):
         if not texts:
             return []
         payload = {"model": model, "input": list(texts), "encoding_format": "float"}
-        body = await self.post_json("/v1/embeddings", payload)
+        body = await self.post_json("/v1/embeddings", payload,
+                                    first_byte_s=self.config.timeouts.first_token_s)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise BackendProtocolError("/v1/embeddings returned no data list", backend=self.name)
