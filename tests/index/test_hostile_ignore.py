@@ -109,3 +109,13 @@ def test_the_server_answers_while_a_hostile_repository_indexes(
     assert status["files"] == 1501  # and the .gitignore
     assert status["skipped"]["ignored"] == 1
     assert answered_while_indexing > 0, answered_while_indexing
+
+
+@pytest.mark.timeout(60)  # generous: RE2 answers at once; a backtracking engine, not
+def test_a_backtracking_search_glob_is_decided_without_backtracking() -> None:
+    from mimiverse.index.store import compiled_glob
+
+    pattern = compiled_glob("*a" * 12 + "*b")  # path_glob is the client's: hostile too
+    assert pattern.search("src/" + "a" * 60 + ".py") is None
+    assert pattern.search("src/" + "a" * 60 + "b") is not None
+    assert compiled_glob("docs/ä €/*.md").search("docs/ä €/read me.md") is not None

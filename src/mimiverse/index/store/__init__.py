@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mimiverse.index.model import Chunk, IndexTerms
 
@@ -154,14 +154,26 @@ def _class_regex(body: str) -> str:
 
 
 def _literal(c: str) -> str:
-    # A backslash before a non-alphanumeric character means that character in both
-    # Python and PostgreSQL regexes; alphanumerics pass as they are.
-    return c if c.isalnum() or c in "_/" else "\\" + c
+    # A backslash before a non-alphanumeric ASCII character means that character in RE2,
+    # Python and PostgreSQL regexes; other characters go in a class of their own (RE2
+    # refuses a backslash before them); alphanumerics pass as they are.
+    if c.isalnum() or c in "_/":
+        return c
+    return "\\" + c if c.isascii() else f"[{c}]"
+
+
+class PathPattern(Protocol):
+    def search(self, text: str) -> object | None: ...
 
 
 @lru_cache(maxsize=256)
-def compiled_glob(glob: str) -> re.Pattern[str]:
-    return re.compile(glob_regex(glob))
+def compiled_glob(glob: str) -> PathPattern:
+    """The glob's regex, compiled by RE2: a client's glob (`*a*a*a*a*b`) must not make a
+    backtracking engine take polynomial-to-exponential time in a path's length."""
+    import re2
+
+    pattern: PathPattern = re2.compile(glob_regex(glob))
+    return pattern
 
 
 def sqlite_path(settings: IndexSettings, root: Path) -> Path:
