@@ -27,7 +27,7 @@ from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
-from mimiverse.index.walker import detect_language
+from mimiverse.index.filetypes import detect_language
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream

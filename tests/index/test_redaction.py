@@ -15,11 +15,11 @@ import pytest
 
 from mimiverse.config import IndexSettings
 from mimiverse.index.chunker import chunk_file
+from mimiverse.index.filetypes import detect_language
 from mimiverse.index.indexer import Indexer
 from mimiverse.index.redaction import redact
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
-from mimiverse.index.walker import detect_language
 
 # Shaped like real credentials, made up here (none is valid anywhere).
 AWS = "AKIA" + "Q3EXAMPLE7MIMIVRS"[:16]
