@@ -31,7 +31,9 @@ def _hostile_repo(root: Path, files: int) -> Path:
     for i in range(files):
         sub = root / f"d{i % 10}"
         sub.mkdir(exist_ok=True)
-        (sub / f"{NAME}{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n")
+        # Enough code that indexing lasts a while even on a fast, idle machine.
+        body = "".join(f"def f{i}_{j}(x):\n    return x + {j}\n\n\n" for j in range(20))
+        (sub / f"{NAME}{i}.py").write_text(body)
     (root / f"{NAME}b").write_text("ignored: it matches the pattern\n")
     return root
 
