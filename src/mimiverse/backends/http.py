@@ -104,6 +104,15 @@ class HttpBackend(Backend):
         rest of it then arrives within the backend's total timeout."""
         return await self._json("POST", path, orjson.dumps(payload), first_byte_s)
 
+    async def post_form(self, path: str, form: aiohttp.FormData) -> Any:
+        """POST multipart/form-data (e.g. audio) and read a JSON answer."""
+        with self.mapped_errors():
+            async with self.session.post(self.base_url + path, data=form) as response:
+                content = await response.read()
+                if response.status >= 400:
+                    raise self._status_error(response.status, content)
+                return orjson.loads(content)
+
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
 
