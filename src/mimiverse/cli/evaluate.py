@@ -18,7 +18,7 @@ from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
-from mimiverse.index.evaluation import evaluate
+from mimiverse.index.evaluation import evaluate, throwaway_index
 from mimiverse.index.service import CodebaseService
 from mimiverse.routing.router import Router
 
@@ -154,9 +154,11 @@ def eval_ask(
 
     async def go() -> None:
         gateway = Gateway(settings)
-        service = CodebaseService(eval_settings(settings.index), gateway.router)
         try:
-            tasks, scores = await evaluate_ask(gateway, service, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, gateway.router)
+                tasks, scores = await evaluate_ask(gateway, service, src, limit=limit,
+                                                   seed=seed)
         finally:
             await gateway.aclose()
         if not tasks:

@@ -13,7 +13,8 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,3 +144,15 @@ async def evaluate(
     finally:
         await service.aclose()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_index(settings: IndexSettings) -> Iterator[IndexSettings]:
+    """`settings` for an evaluation's temporary copies: a SQLite index in a temporary data
+    folder (removed after), whatever store is configured, allowed the temporary folder."""
+    data = tempfile.mkdtemp(prefix="mimiverse-eval-data-")
+    try:
+        yield settings.model_copy(update={"store": "sqlite", "data_dir": data,
+                                          "allowed_roots": [tempfile.gettempdir()]})
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
