@@ -42,7 +42,9 @@ def eval_search(
     async def go() -> None:
         router = Router(settings, {b.name: build_backend(b) for b in settings.backends})
         try:
-            tasks, results = await evaluate(settings.index, router, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, router)
+                tasks, results = await evaluate(service, src, limit=limit, seed=seed)
         finally:
             await router.aclose()
         if not tasks:

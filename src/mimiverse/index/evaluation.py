@@ -21,7 +21,6 @@ from pathlib import Path
 from mimiverse.config import IndexSettings
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Mode
-from mimiverse.routing.router import Router
 
 MODES: tuple[Mode, ...] = ("lexical", "vector", "hybrid")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n\s*\n")
@@ -109,17 +108,14 @@ def score(ranks: Sequence[int | None]) -> Scores:
 
 
 async def evaluate(
-    settings: IndexSettings, router: Router, src: Path, *, limit: int = 200, seed: int = 0,
+    service: CodebaseService, src: Path, *, limit: int = 200, seed: int = 0,
     modes: Sequence[Mode] = MODES,
 ) -> tuple[list[Task], dict[Mode, Scores]]:
-    """Index a docstring-free copy of `src` in a throwaway SQLite index and score each
-    mode (whatever store `settings` configure)."""
+    """Index a docstring-free copy of `src` with `service` (see `throwaway_index`) and
+    score each mode."""
     workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
-    copy = workdir / src.name
-    throwaway = settings.model_copy(update={
-        "store": "sqlite", "data_dir": str(workdir / "data"), "allowed_roots": []})
-    service = CodebaseService(throwaway, router, [str(copy)])
     try:
+        copy = workdir / src.name
         tasks = build_tasks(src, copy, limit=limit, seed=seed)
         job = await service.start(str(copy))
         await service.wait(job.root)
