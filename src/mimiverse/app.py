@@ -33,7 +33,7 @@ def create_app(
     """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks, or
     only opened for search (`index_repos` False: another worker of the server indexes)."""
     gateway = gateway or Gateway(settings)
-    codebase_service = CodebaseService(settings.index, gateway.router)
+    codebase_service = CodebaseService(settings.index, gateway.router, repos)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
     gpus = GpuCollector()
     metrics = Metrics(gateway, codebase_service, collectors=[gpus])

@@ -20,6 +20,7 @@ EMBEDDINGS = "/v1/embeddings"
 
 
 def write_config(path: Path, upstream: str, redis: str, conninfo: str) -> Path:
+    allowed = path.parent / "repo"  # the folder both replicas may index (the same path)
     path.write_text(f"""
 [server]
 access_log = false
@@ -33,6 +34,7 @@ store = "postgres"
 url = "{conninfo}"
 job_lease_s = 1.0
 job_poll_s = 0.2
+allowed_roots = ["{allowed}"]
 
 [[backends]]
 name = "vllm"

@@ -18,7 +18,7 @@ from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
-from mimiverse.index.evaluation import eval_settings, evaluate
+from mimiverse.index.evaluation import evaluate, throwaway_index
 from mimiverse.index.service import CodebaseService
 from mimiverse.routing.router import Router
 
@@ -41,9 +41,10 @@ def eval_search(
 
     async def go() -> None:
         router = Router(settings, {b.name: build_backend(b) for b in settings.backends})
-        service = CodebaseService(eval_settings(settings.index), router)
         try:
-            tasks, results = await evaluate(service, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, router)
+                tasks, results = await evaluate(service, src, limit=limit, seed=seed)
         finally:
             await router.aclose()
         if not tasks:
@@ -92,7 +93,7 @@ def eval_fim(
         if not tasks:
             raise fail(f"no functions with bodies to mask found under {root}")
         gateway = Gateway(settings)
-        service = CodebaseService(settings.index, gateway.router)
+        service = CodebaseService(settings.index, gateway.router, [str(root)])
         gateway.retriever = RepoRetriever(service, settings.repo_context)
         results: dict[str, dict[Kind, FimScores]] = {}
         try:
@@ -155,9 +156,11 @@ def eval_ask(
 
     async def go() -> None:
         gateway = Gateway(settings)
-        service = CodebaseService(eval_settings(settings.index), gateway.router)
         try:
-            tasks, scores = await evaluate_ask(gateway, service, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, gateway.router)
+                tasks, scores = await evaluate_ask(gateway, service, src, limit=limit,
+                                                   seed=seed)
         finally:
             await gateway.aclose()
         if not tasks:

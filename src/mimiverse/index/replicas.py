@@ -63,17 +63,19 @@ def report_of(data: dict[str, Any] | None) -> IndexReport | None:
 class ReplicaJobs:
     """This replica's part: follow the store's jobs, claim due ones, keep their leases."""
 
-    def __init__(self, table: PostgresJobs, settings: IndexSettings) -> None:
+    def __init__(self, table: PostgresJobs, settings: IndexSettings,
+                 allowed_roots: list[Path]) -> None:
+        """`allowed_roots`: the folders this replica may index (CodebaseService's)."""
         self.table = table
         self.lease_s = settings.job_lease_s
         self.poll_s = settings.job_poll_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.allowed_roots = [Path(a).expanduser().resolve() for a in settings.allowed_roots]
+        self.allowed_roots = allowed_roots
         self.unreachable: set[int] = set()  # roots this replica cannot read or may not use
 
     def allows(self, root: Path) -> bool:
-        """This replica's `[index] allowed_roots` hold for repositories others added too."""
-        return not self.allowed_roots or any(root.is_relative_to(a) for a in self.allowed_roots)
+        """This replica's allowed roots hold for repositories others added too."""
+        return any(root.is_relative_to(a) for a in self.allowed_roots)
 
     async def request(self, job: Job) -> bool:
         """Queue `job`'s repository; True when this replica got to run it."""

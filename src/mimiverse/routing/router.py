@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -255,9 +255,12 @@ class Router:
         return self.breakers[name].state == "closed" and self.health.allows(name)
 
     async def open_stream(
-        self, task: Task, start: StreamFactory, affinity: str | None = None
+        self, task: Task, start: StreamFactory, exclude: Collection[str] = (),
+        affinity: str | None = None,
     ) -> RoutedStream:
-        """Start `start(backend, model)` on the first backend that yields a first delta."""
+        """Start `start(backend, model)` on the first backend that yields a first delta;
+        `exclude`: backends not to try (they failed this request already); `affinity`:
+        what should stay on one backend (a completion's file)."""
         model = self.route(task).model
 
         async def attempt(backend: Backend) -> RoutedStream:
@@ -280,7 +283,7 @@ class Router:
             self.balancer.first_token(backend.name, time.perf_counter() - started)
             return RoutedStream(self, backend, model, first, upstream, watch)
 
-        return await self._first_to_answer(task, attempt, affinity)
+        return await self._first_to_answer(task, attempt, exclude, affinity)
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -303,13 +306,16 @@ class Router:
         return await self._first_to_answer("embedding", attempt)
 
     async def _first_to_answer(
-        self, task: Task, attempt: Callable[[Backend], Awaitable[T]], affinity: str | None = None
+        self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
+        exclude: Collection[str] = (), affinity: str | None = None,
     ) -> T:
         """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
         every verdict. All failing -> AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
         for backend in self.candidates(task, affinity):
+            if backend.name in exclude:
+                continue
             if failures:  # each candidate not answering adds one: we moved past the last
                 self.observer.fell_back(task, failures[-1][0])
             breaker = self.breakers[backend.name]

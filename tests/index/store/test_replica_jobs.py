@@ -28,9 +28,8 @@ async def test_a_replica_mirrors_and_claims_only_what_it_may_index(
         table = store.jobs()
         for repo in ids.values():
             table.request(repo)
-        settings = IndexSettings(store="postgres", url=postgres_conninfo,
-                                 allowed_roots=[str(tmp_path / "repos")])
-        replica = ReplicaJobs(table, settings)
+        settings = IndexSettings(store="postgres", url=postgres_conninfo)
+        replica = ReplicaJobs(table, settings, [(tmp_path / "repos").resolve()])
         jobs: dict[Path, Job] = {}
         launched: list[Path] = []
 
