@@ -337,10 +337,19 @@ class IndexSettings(_Strict):
     url: str | None = Field(None, description="postgres: postgresql://user@host/db")
     max_file_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     embed_batch: int = Field(32, ge=1, le=1024)
-    rrf_k: int = Field(60, ge=1, le=1000)
+    # Hybrid ranking (index/fusion.py, index/ranking.py; measured by bench/search_quality.py).
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: min-max normalised scores, weighted; rrf: reciprocal ranks"
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="rrf only")
     lexical_weight: float = Field(1.0, ge=0, le=10)
     vector_weight: float = Field(1.0, ge=0, le=10)
-    max_hits_per_file: int = Field(3, ge=1, le=100)
+    symbol_boost: float = Field(1.0, ge=0, le=10, description="query names the definition")
+    path_boost: float = Field(0.25, ge=0, le=10, description="query terms in the file's path")
+    test_file_weight: float = Field(
+        0.7, ge=0, le=1, description="score factor of test files unless the query is about tests"
+    )
+    max_hits_per_file: int | None = Field(None, ge=1, le=100, description="None: no cap")
     # When set, POST /api/codebase/index only accepts repositories under these folders.
     allowed_roots: list[str] = Field(default_factory=list, max_length=256)
 

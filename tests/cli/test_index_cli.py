@@ -68,12 +68,27 @@ def rectangle_perimeter(width, height):
     """Return the perimeter of a rectangle given width and height."""
     return 2 * (width + height)
 ''')
-    result = runner.invoke(app, ["eval", "search", str(pkg), "--json", "--config", str(config)])
+    cache = tmp_path / "embeddings.npz"
+    args = ["eval", "search", str(pkg), "--json", "--config", str(config),
+            "--embed-cache", str(cache)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["queries"] == 2
-    assert report["modes"]["lexical"] == {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
-    assert set(report["modes"]) == {"lexical", "vector", "hybrid"}
+    assert report["queries"] == 6 and report["chunks"] == 2
+    kinds = report["kinds"]
+    assert {k: v["queries"] for k, v in kinds.items()} == {
+        "docstring": 2, "identifier": 2, "phrase": 2}
+    assert set(kinds["docstring"]["rankers"]) == {"bm25", "dense", "lexical", "vector", "hybrid"}
+    perfect = {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
+    assert kinds["docstring"]["rankers"]["lexical"] == perfect
+    assert kinds["identifier"]["rankers"]["lexical"] == perfect
+    assert kinds["phrase"]["rankers"]["bm25"] == perfect
+
+    asked = openai_server.behaviour.requests["/v1/embeddings"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == report
+    assert openai_server.behaviour.requests["/v1/embeddings"] == asked  # all from the cache
 
 
 def _files_indexed(db: Path) -> int:
