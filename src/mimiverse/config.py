@@ -343,7 +343,7 @@ class IndexSettings(_Strict):
     )
     rrf_k: int = Field(60, ge=1, le=1000, description="rrf only")
     lexical_weight: float = Field(1.0, ge=0, le=10)
-    vector_weight: float = Field(1.0, ge=0, le=10)
+    vector_weight: float = Field(1.3, ge=0, le=10)
     symbol_boost: float = Field(1.0, ge=0, le=10, description="query names the definition")
     path_boost: float = Field(0.25, ge=0, le=10, description="query terms in the file's path")
     test_file_weight: float = Field(

@@ -26,7 +26,7 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     root = make_repo(tmp_path / "repo")
     result = runner.invoke(app, ["index", str(root), "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "4 files, 7 chunks (4 indexed, 0 unchanged, 0 removed)" in result.stdout
+    assert "4 files, 10 chunks (4 indexed, 0 unchanged, 0 removed)" in result.stdout
     assert openai_server.behaviour.requests["/v1/embeddings"] >= 1
 
     again = runner.invoke(app, ["index", str(root), "--config", str(config)])
@@ -39,7 +39,7 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     top = found["results"][0]
     assert (top["path"], top["symbol"], top["start_line"]) == ("src/auth/login.py",
                                                                "hash_password", 1)
-    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root),
+    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root), "--limit", "2",
                                 "--config", str(config)])
     assert table.exit_code == 0
     assert "web/cart.js:1-5" in table.stdout and "addToCart" in table.stdout

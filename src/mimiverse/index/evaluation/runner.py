@@ -41,6 +41,7 @@ class Report:
     chunks: int
     # {query kind: {ranker: scores}}; rankers are MODES and BASELINES
     scores: dict[Kind, dict[str, Scores]]
+    took_ms: dict[Mode, list[float]] = field(default_factory=dict)  # the service's, per query
 
 
 def score(ranks: Sequence[int | None]) -> Scores:
@@ -91,12 +92,14 @@ async def evaluate(
         if job.error or job.embedding_error:
             raise RuntimeError(job.error or job.embedding_error)
         rankings: dict[str, list[list[_Span]]] = {}
+        took: dict[Mode, list[float]] = {}
         for mode in MODES:
             say(f"searching ({mode})")
-            rankings[mode] = []
+            rankings[mode], took[mode] = [], []
             for task in tasks:
                 result = await service.search(task.query, limit=10, mode=mode,
                                               where=SearchFilter(), repo=str(copy))
+                took[mode].append(result.took_ms)
                 rankings[mode].append([_Span(h.chunk.path, h.chunk.start_line,
                                              h.chunk.end_line) for h in result.hits])
         say("baselines")
@@ -117,7 +120,7 @@ async def evaluate(
             if picked:
                 scores[kind] = {name: score([_rank(tasks[i], ranked[i]) for i in picked])
                                 for name, ranked in rankings.items()}
-        return Report(tasks, len(chunks), scores)
+        return Report(tasks, len(chunks), scores, took)
     finally:
         await service.aclose()
         shutil.rmtree(workdir, ignore_errors=True)
