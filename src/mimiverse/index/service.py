@@ -276,7 +276,7 @@ class CodebaseService:
         fused = fuse(ranked, method=s.fusion, k=s.rrf_k,
                      weights={"lexical": s.lexical_weight, "vector": s.vector_weight})
         fused = demote_tests(fused, lambda cid: chunks[cid].path, terms,
-                           self.priors.test_file_weight)
+                             self.priors.test_file_weight)
         fused = one_per_definition(fused, chunks)
         fused = cap_per_file(fused, lambda cid: chunks[cid].path, s.max_hits_per_file)
         hits = [Hit(chunks[f.id], round(f.score, 6), f.signals) for f in fused[:limit]]
