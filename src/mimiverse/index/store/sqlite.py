@@ -50,7 +50,7 @@ from mimiverse.index.store import (
 )
 from mimiverse.index.store.base import IndexStore, RepoStats
 from mimiverse.index.store.sqlite_changes import JSON_VALUES, Changes
-from mimiverse.index.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from mimiverse.index.store.sqlite_schema import INTEGRITY_CHECKS, MIGRATIONS, SCHEMA_VERSION
 from mimiverse.index.store.sqlite_vectors import Snapshot, VectorCache, similarities, top
 
 # WAL pages an indexing run may leave unchecked (256 MiB of 16 KiB pages; SQLite's usual
@@ -509,28 +509,6 @@ class SqliteStore(IndexStore):
         return RepoStats(files, chunks, chunks - vectors, model, dim)
 
     def check_integrity(self, repo: int) -> list[str]:
-        checks = (
-            ("chunks without a file row",
-             "SELECT count(*) FROM chunks c WHERE c.repo = :r AND NOT EXISTS"
-             " (SELECT 1 FROM files f WHERE f.repo = c.repo AND f.path = c.path)"),
-            ("vectors without a chunk of this repository",
-             "SELECT count(*) FROM vectors v WHERE v.repo = :r AND NOT EXISTS"
-             " (SELECT 1 FROM chunks c WHERE c.id = v.chunk_id AND c.repo = v.repo)"),
-            ("vectors whose size is not the recorded dimension (or no model is recorded)",
-             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
-             " AND (r.embedding_dim IS NULL OR length(v.vector) != 4 * r.embedding_dim)"),
-            ("vectors newer than the repository's vector generation",
-             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
-             " AND v.seq > r.vector_seq"),
-            ("chunk/token counters that do not match the chunks (BM25 statistics)",
-             "SELECT count(*) FROM repos r WHERE r.id = :r AND (r.chunk_count, r.token_count)"
-             " IS NOT (SELECT count(*), coalesce(sum(length(terms)"
-             " - length(replace(terms, ' ', '')) + (terms != '')), 0)"
-             " FROM chunks WHERE repo = r.id)"),
-            ("document frequencies that do not match the full-text index (all repositories)",
-             "SELECT count(*) FROM temp.chunks_vocab v FULL JOIN term_df d ON d.term = v.term"
-             " WHERE v.doc IS NOT d.df"),
-        )
         problems: list[str] = []
         with self._in_use():
             self._con().execute(
@@ -539,7 +517,7 @@ class SqliteStore(IndexStore):
             )
         with self._tx("BEGIN") as con:
             self._root(con, repo)
-            for what, sql in checks:
+            for what, sql in INTEGRITY_CHECKS:
                 (count,) = con.execute(sql, {"r": repo}).fetchone()
                 if count:
                     problems.append(f"{count} {what}")

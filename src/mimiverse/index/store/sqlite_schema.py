@@ -1,4 +1,5 @@
-"""The SQLite index's schema, as the migrations that build it (`PRAGMA user_version`)."""
+"""The SQLite index's schema: the migrations that build it (`PRAGMA user_version`) and
+the invariants `check_integrity` counts the breaches of."""
 
 from __future__ import annotations
 
@@ -91,3 +92,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# What must hold between the tables (`check_integrity`): (what is wrong, a count of it).
+INTEGRITY_CHECKS: tuple[tuple[str, str], ...] = (
+    ("chunks without a file row",
+     "SELECT count(*) FROM chunks c WHERE c.repo = :r AND NOT EXISTS"
+     " (SELECT 1 FROM files f WHERE f.repo = c.repo AND f.path = c.path)"),
+    ("vectors without a chunk of this repository",
+     "SELECT count(*) FROM vectors v WHERE v.repo = :r AND NOT EXISTS"
+     " (SELECT 1 FROM chunks c WHERE c.id = v.chunk_id AND c.repo = v.repo)"),
+    ("vectors whose size is not the recorded dimension (or no model is recorded)",
+     "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
+     " AND (r.embedding_dim IS NULL OR length(v.vector) != 4 * r.embedding_dim)"),
+    ("vectors newer than the repository's vector generation",
+     "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
+     " AND v.seq > r.vector_seq"),
+    ("chunk/token counters that do not match the chunks (BM25 statistics)",
+     "SELECT count(*) FROM repos r WHERE r.id = :r AND (r.chunk_count, r.token_count)"
+     " IS NOT (SELECT count(*), coalesce(sum(length(terms)"
+     " - length(replace(terms, ' ', '')) + (terms != '')), 0)"
+     " FROM chunks WHERE repo = r.id)"),
+    ("document frequencies that do not match the full-text index (all repositories)",
+     "SELECT count(*) FROM temp.chunks_vocab v FULL JOIN term_df d ON d.term = v.term"
+     " WHERE v.doc IS NOT d.df"),
+)
+
