@@ -125,8 +125,8 @@ def render(reports: dict[str, Any], opts: argparse.Namespace) -> tuple[str, bool
         "the chunk text; `dense`: the bare embedding model (all-MiniLM-L6-v2-int8) on the "
         "chunk text; both over the same chunks the index holds.",
         *sections,
-        "Search time through the service (p50 per query, ms; embedding the query included "
-        "for vector and hybrid): " + "; ".join(
+        "Search time through the service (p50 per query, ms; query vectors come from the "
+        "embedding cache, so embedding is not in it): " + "; ".join(
             f"{name} ({rep.chunks} chunks) " + ", ".join(
                 f"{m} {statistics.median(t):.1f}" for m, t in rep.took_ms.items() if t)
             for name, rep in reports.items()) + ".",
