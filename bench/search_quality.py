@@ -44,7 +44,7 @@ def package_dir(name: str) -> Path | None:
 async def run_one(name: str, src: Path, opts: argparse.Namespace) -> Any:
     from mimiverse.backends.registry import build_backend
     from mimiverse.config import Settings
-    from mimiverse.index.evaluation import eval_settings, evaluate
+    from mimiverse.index.evaluation import evaluate, throwaway_index
     from mimiverse.index.evaluation.embed_cache import CachingRouter, EmbeddingCache
     from mimiverse.index.service import CodebaseService
 
@@ -52,11 +52,12 @@ async def run_one(name: str, src: Path, opts: argparse.Namespace) -> Any:
     cache = EmbeddingCache(opts.cache)
     router = CachingRouter(settings, {b.name: build_backend(b) for b in settings.backends},
                            cache)
-    service = CodebaseService(eval_settings(settings.index), router)
     started = time.perf_counter()
     try:
-        report = await evaluate(service, src, limit=opts.limit, lookups=opts.lookups,
-                                seed=opts.seed)
+        with throwaway_index(settings.index) as index:
+            service = CodebaseService(index, router)
+            report = await evaluate(service, src, limit=opts.limit, lookups=opts.lookups,
+                                    seed=opts.seed)
     finally:
         cache.save()
         await router.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ def speech_server() -> Iterator[ServerHandle]:
 
 def voice_settings(*speech_urls: str, **more: Any) -> Settings:
     names = [f"speech{i}" for i in range(len(speech_urls))]
+    # The tests' repositories live in temporary folders, which clients may then index.
+    more.setdefault("index", {"allowed_roots": [tempfile.gettempdir()]})
     return load_settings(
         None,
         backends=[{"name": "echo", "kind": "openai", "url": "http://127.0.0.1:9"},

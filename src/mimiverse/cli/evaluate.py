@@ -18,7 +18,7 @@ from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
-from mimiverse.index.evaluation import RANKERS, Report, eval_settings, evaluate
+from mimiverse.index.evaluation import RANKERS, Report, evaluate, throwaway_index
 from mimiverse.index.evaluation.embed_cache import CachingRouter, EmbeddingCache
 from mimiverse.index.service import CodebaseService
 
@@ -50,9 +50,10 @@ def eval_search(
         cache = EmbeddingCache(embed_cache)
         router = CachingRouter(settings, {b.name: build_backend(b) for b in settings.backends},
                                cache)
-        service = CodebaseService(eval_settings(settings.index), router)
         try:
-            return await evaluate(service, src, limit=limit, lookups=lookups, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, router)
+                return await evaluate(service, src, limit=limit, lookups=lookups, seed=seed)
         finally:
             cache.save()
             await router.aclose()
@@ -109,7 +110,7 @@ def eval_fim(
         if not tasks:
             raise fail(f"no functions with bodies to mask found under {root}")
         gateway = Gateway(settings)
-        service = CodebaseService(settings.index, gateway.router)
+        service = CodebaseService(settings.index, gateway.router, [str(root)])
         gateway.retriever = RepoRetriever(service, settings.repo_context)
         results: dict[str, dict[Kind, FimScores]] = {}
         try:
@@ -172,9 +173,11 @@ def eval_ask(
 
     async def go() -> None:
         gateway = Gateway(settings)
-        service = CodebaseService(eval_settings(settings.index), gateway.router)
         try:
-            tasks, scores = await evaluate_ask(gateway, service, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, gateway.router)
+                tasks, scores = await evaluate_ask(gateway, service, src, limit=limit,
+                                                   seed=seed)
         finally:
             await gateway.aclose()
         if not tasks:

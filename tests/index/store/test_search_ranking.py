@@ -57,7 +57,7 @@ def test_invoice_total_adds_line_amounts():
 def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
     if request.param == "postgres":
         return {"store": "postgres", "url": request.getfixturevalue("postgres_conninfo")}
-    return {"store": "sqlite", "path": str(tmp_path / "index.db")}
+    return {"store": "sqlite", "data_dir": str(tmp_path / "data")}
 
 
 async def test_definitions_first_and_tests_below_code(
@@ -68,7 +68,7 @@ async def test_definitions_first_and_tests_below_code(
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     s = settings(**store_settings)
-    service = CodebaseService(s.index, Router(s, {"bow": BowEmbedder()}))
+    service = CodebaseService(s.index, Router(s, {"bow": BowEmbedder()}), [str(tmp_path)])
     try:
         job = await service.start(str(root))
         await service.wait(job.root)

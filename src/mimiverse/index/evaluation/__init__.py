@@ -6,14 +6,14 @@ from mimiverse.index.evaluation.runner import (
     RANKERS,
     Report,
     Scores,
-    eval_settings,
     evaluate,
     pooled,
     score,
+    throwaway_index,
 )
 from mimiverse.index.evaluation.tasks import KINDS, Kind, Task, build_tasks, first_sentence
 
 __all__ = [
     "BASELINES", "KINDS", "MODES", "RANKERS", "Kind", "Report", "Scores", "Task",
-    "build_tasks", "eval_settings", "evaluate", "first_sentence", "pooled", "score",
+    "build_tasks", "evaluate", "first_sentence", "pooled", "score", "throwaway_index",
 ]

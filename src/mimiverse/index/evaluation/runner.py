@@ -10,7 +10,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,11 @@ from mimiverse.index.evaluation.baselines import Dense, PlainBM25
 from mimiverse.index.evaluation.tasks import KINDS, Kind, Task, build_tasks
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Mode
+from mimiverse.index.store import sqlite_path
 
 MODES: tuple[Mode, ...] = ("lexical", "vector", "hybrid")
 BASELINES = ("bm25", "dense")
 RANKERS: tuple[str, ...] = (*BASELINES, *MODES)
-EVAL_DB = ".mimiverse/eval.db"
 _EMBED_BATCH = 256
 
 
@@ -69,7 +70,7 @@ def _rank(task: Task, found: Sequence[_Span]) -> int | None:
 
 
 def _indexed_chunks(db: Path) -> list[tuple[_Span, str]]:
-    """Every chunk of the evaluation's own SQLite index, with its text."""
+    """Every chunk of the evaluation's own SQLite index (`throwaway_index`), with its text."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         rows = con.execute("SELECT path, start_line, end_line, text FROM chunks ORDER BY id")
         return [(_Span(r[0], r[1], r[2]), r[3]) for r in rows]
@@ -79,8 +80,8 @@ async def evaluate(
     service: CodebaseService, src: Path, *, limit: int = 200, lookups: int = 50,
     seed: int = 0, on_progress: Callable[[str], None] | None = None,
 ) -> Report:
-    """Index a docstring-free copy of `src` with `service` (see `eval_settings`) and score
-    each mode and baseline; `service.router` embeds the baselines' chunks too."""
+    """Index a docstring-free copy of `src` with `service` (on a `throwaway_index`) and
+    score each mode and baseline; `service.router` embeds the baselines' chunks too."""
     say = on_progress or (lambda _: None)
     workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
     try:
@@ -103,7 +104,7 @@ async def evaluate(
                 rankings[mode].append([_Span(h.chunk.path, h.chunk.start_line,
                                              h.chunk.end_line) for h in result.hits])
         say("baselines")
-        chunks = _indexed_chunks(copy / EVAL_DB)
+        chunks = _indexed_chunks(sqlite_path(service.settings, job.root))
         spans = [s for s, _ in chunks]
         bm25 = PlainBM25([t for _, t in chunks])
         rankings["bm25"] = [[spans[i] for i in bm25.search(t.query, 10)] for t in tasks]
@@ -126,9 +127,16 @@ async def evaluate(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def eval_settings(settings: IndexSettings) -> IndexSettings:
-    """A throwaway SQLite index inside the temporary copy, whatever the configured store."""
-    return settings.model_copy(update={"store": "sqlite", "path": EVAL_DB, "allowed_roots": []})
+@contextmanager
+def throwaway_index(settings: IndexSettings) -> Iterator[IndexSettings]:
+    """`settings` for an evaluation's temporary copies: a SQLite index in a temporary data
+    folder (removed after), whatever store is configured, allowed the temporary folder."""
+    data = tempfile.mkdtemp(prefix="mimiverse-eval-data-")
+    try:
+        yield settings.model_copy(update={"store": "sqlite", "data_dir": data,
+                                          "allowed_roots": [tempfile.gettempdir()]})
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def pooled(reports: Sequence[Report]) -> dict[Kind, dict[str, Scores]]:
