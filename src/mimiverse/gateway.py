@@ -3,9 +3,9 @@
 The HTTP routes (ours, and the OpenAI/Ollama-compatible ones) and the CLI all call these,
 so prompt rendering, post-processing, caching, routing and timing live in one place.
 
-Every answer is a stream of TextEvents (deltas, then one `done`), whether it comes from a
-backend, the cache (replayed delta for delta) or type-ahead reuse; non-streaming callers
-collect it, sharing one upstream call between identical requests in flight.
+Every answer is a stream of TextEvents (answers.py), whether it comes from a backend, the
+cache or type-ahead reuse; non-streaming callers collect it, sharing one upstream call
+between identical requests in flight.
 """
 
 from __future__ import annotations
@@ -13,22 +13,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
+from mimiverse.answers import (
+    Answer,
+    Events,
+    Stored,
+    TextEvent,
+    chat_events,
+    entry,
+    final,
+    ms_since,
+    replay,
+    replay_entry,
+    stored_delta,
+    text_events,
+)
 from mimiverse.backends.base import Backend, ChatMessage, ChatRequest, Delta, GenerateRequest
 from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings, Task
-from mimiverse.errors import PromptTooLong
+from mimiverse.errors import FieldUnsupported, PromptTooLong, Unsupported
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.walker import detect_language
-from mimiverse.routing.router import RoutedStream, Router
+from mimiverse.routing.router import Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
 
@@ -59,6 +73,8 @@ class ChatInput:
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Further ChatRequest fields by name (tools, response_format, think, top_p, ...).
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +88,6 @@ class RawInput:
     seed: int | None = None
 
 
-@dataclass(slots=True)
-class Answer:
-    """The result of a completion or chat, streamed or not."""
-
-    text: str
-    model: str
-    backend: str
-    latency_ms: float
-    cached: bool = False
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Embeddings:
     vectors: list[list[float]]
@@ -93,18 +95,6 @@ class Embeddings:
     backend: str
     latency_ms: float
     cached: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TextEvent:
-    """One streamed event: a text delta, or (kind="done") the final answer."""
-
-    kind: Literal["delta", "done"]
-    text: str = ""
-    answer: Answer | None = None
-
-
-Events = AsyncIterator[TextEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +115,8 @@ class FimPlan:
                                 single_line=self.single_line, language=self.language)
 
 
-def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
+__all__ = ["Answer", "ChatInput", "Embeddings", "Events", "FimInput", "Gateway", "RawInput",
+           "TextEvent"]
 
 
 class Gateway:
@@ -252,9 +242,9 @@ class Gateway:
                 return hit
             rest = await self.typeahead.lookup(plan.params_key, fim.prefix, fim.suffix)
             if rest is not None:
-                answer = Answer(rest, plan.request.model, CACHE_BACKEND, _ms_since(started),
+                answer = Answer(rest, plan.request.model, CACHE_BACKEND, ms_since(started),
                                 cached=True, finish_reason="stop")
-                return _replay([rest], answer)
+                return replay([TextEvent("delta", rest)], answer)
         attempts: list[FimPostprocessor] = []
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
@@ -262,7 +252,7 @@ class Gateway:
             return backend.stream_generate(plan.request)
 
         stream = await self.router.open_stream("completion", start)
-        events = _text_events(stream, started, attempts[-1])
+        events = text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events
 
@@ -323,7 +313,7 @@ class Gateway:
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             return backend.stream_generate(request)
 
-        events = _text_events(await self.router.open_stream("completion", start), started)
+        events = text_events(await self.router.open_stream("completion", start), started)
         return events if key is None else self._storing(events, key)
 
     async def generate_raw(self, raw: RawInput) -> Answer:
@@ -332,28 +322,37 @@ class Gateway:
 
     # -- chat ------------------------------------------------------------------------
 
-    def _chat_request(self, chat: ChatInput) -> ChatRequest:
+    def _chat_request(self, chat: ChatInput) -> tuple[ChatRequest, list[str]]:
+        """The request for the chat route, and the optional fields it uses (which some
+        backends cannot honour): FieldUnsupported when none of the route's can."""
         route = self.settings.models.chat
         self._check_prompt_length("chat", "".join(m.content for m in chat.messages))
-        return ChatRequest(
+        request = ChatRequest(
             model=route.model, messages=chat.messages,
             max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),
-            temperature=chat.temperature, stop=chat.stop, seed=chat.seed,
+            temperature=chat.temperature, stop=chat.stop, seed=chat.seed, **chat.fields,
         )
+        used = request.used_fields()
+        if used:
+            gaps = [(b, b.chat_gaps(used)) for b in self.router.candidates("chat")]
+            if all(missing for _, missing in gaps):
+                raise FieldUnsupported("; ".join(
+                    f"{', '.join(missing)}: not supported by backend {b.name!r} ({b.kind})"
+                    for b, missing in gaps) + " (the chat route's backends)")
+        return request, used
 
     def _chat_key(self, request: ChatRequest) -> str | None:
         if not self._deterministic(request.temperature, request.seed):
             return None
-        return cache_key(
-            "chat", model=request.model, messages=[[m.role, m.content] for m in request.messages],
-            max_tokens=request.max_tokens, temperature=request.temperature,
-            seed=request.seed, stop=list(request.stop),
-        )
+        # The whole request: tools, schemas, images and every sampling field change answers.
+        return cache_key("chat", request=request)
 
     @observed_stream("chat")
-    async def stream_chat(self, chat: ChatInput, request: ChatRequest | None = None) -> Events:
+    async def stream_chat(
+        self, chat: ChatInput, planned: tuple[ChatRequest, list[str]] | None = None
+    ) -> Events:
         started = time.perf_counter()
-        request = request or self._chat_request(chat)
+        request, used = planned or self._chat_request(chat)
         key = self._chat_key(request)
         if key is not None:
             hit = await self._cached_events(key, started)
@@ -361,15 +360,18 @@ class Gateway:
                 return hit
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
+            missing = backend.chat_gaps(used) if used else None
+            if missing:  # another candidate can: the router moves on to it
+                return _refused(f"cannot honour {', '.join(missing)}", backend.name)
             return backend.stream_chat(request)
 
-        events = _text_events(await self.router.open_stream("chat", start), started)
+        events = chat_events(await self.router.open_stream("chat", start), started)
         return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
-        request = self._chat_request(chat)
-        return await self._collect(self._chat_key(request),
-                                   lambda: self.stream_chat(chat, request))
+        planned = self._chat_request(chat)
+        return await self._collect(self._chat_key(planned[0]),
+                                   lambda: self.stream_chat(chat, planned))
 
     # -- embeddings ------------------------------------------------------------------
 
@@ -394,7 +396,7 @@ class Gateway:
             vectors.update(zip(missing, fresh, strict=True))
             await asyncio.gather(*(self.cache.set(keys[t], {"vector": v})
                                    for t, v in zip(missing, fresh, strict=True)))
-        return Embeddings([vectors[t] for t in texts], model, backend_name, _ms_since(started),
+        return Embeddings([vectors[t] for t in texts], model, backend_name, ms_since(started),
                           cached=not missing)
 
     # -- shared ----------------------------------------------------------------------
@@ -403,25 +405,14 @@ class Gateway:
         self, key: str | None, open_events: Callable[[], Awaitable[Events]]
     ) -> Answer:
         async def run() -> Answer:
-            return await _final(await open_events())
+            return await final(await open_events())
 
         if key is None:
             return await run()
         return await self._flights.do(key, run)
 
     async def _cached_events(self, key: str, started: float) -> Events | None:
-        value = await self.cache.get(key)
-        deltas = value.get("deltas") if value else None
-        if not (isinstance(deltas, list) and all(isinstance(d, str) for d in deltas)):
-            return None
-        assert value is not None
-        answer = Answer(
-            "".join(deltas), str(value.get("model", "")), str(value.get("backend", "")),
-            _ms_since(started), cached=True, finish_reason=_opt_str(value.get("finish_reason")),
-            prompt_tokens=_opt_int(value.get("prompt_tokens")),
-            completion_tokens=_opt_int(value.get("completion_tokens")),
-        )
-        return _replay(deltas, answer)
+        return replay_entry(await self.cache.get(key), started)
 
     async def _storing(
         self, events: Events, key: str,
@@ -431,77 +422,17 @@ class Gateway:
 
         Errors and streams cut short (an exception, a client gone) are never stored.
         """
-        deltas: list[str] = []
+        deltas: list[Stored] = []
         async for event in events:
             if event.answer is None:
-                deltas.append(event.text)
+                deltas.append(stored_delta(event))
             else:
-                a = event.answer
-                await self.cache.set(key, {
-                    "deltas": deltas, "model": a.model, "backend": a.backend,
-                    "finish_reason": a.finish_reason, "prompt_tokens": a.prompt_tokens,
-                    "completion_tokens": a.completion_tokens,
-                })
+                await self.cache.set(key, entry(deltas, event.answer))
                 if also is not None:
-                    await also(a)
+                    await also(event.answer)
             yield event
 
 
-async def _text_events(
-    stream: RoutedStream, started: float, post: FimPostprocessor | None = None
-) -> Events:
-    """Deltas (post-processed for FIM), then the answer; with a post-processor, the
-    upstream is stopped as soon as one of its rules fires."""
-    parts: list[str] = []
-    last = Delta()
-    finish: str | None = None
-    try:
-        async for delta in stream:
-            last = delta
-            text = post.feed(delta.text) if post is not None else delta.text
-            if text:
-                parts.append(text)
-                yield TextEvent("delta", text)
-            if post is not None and post.done:
-                finish = "stop"
-                break
-        tail = post.finish() if post is not None else ""
-        if tail:
-            parts.append(tail)
-            yield TextEvent("delta", tail)
-    finally:
-        await stream.aclose()
-    yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, finish))
-
-
-def _answer(stream: RoutedStream, text: str, last: Delta, started: float,
-            finish: str | None) -> Answer:
-    return Answer(
-        text=text, model=stream.model, backend=stream.backend.name,
-        latency_ms=_ms_since(started), finish_reason=finish or last.finish_reason,
-        prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-    )
-
-
-async def _replay(deltas: list[str], answer: Answer) -> Events:
-    for text in deltas:
-        yield TextEvent("delta", text)
-    yield TextEvent("done", answer=answer)
-
-
-async def _final(events: Events) -> Answer:
-    answer: Answer | None = None
-    async for event in events:
-        if event.answer is not None:
-            answer = event.answer
-    if answer is None:
-        raise AssertionError("event stream ended without a final answer")
-    return answer
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
+async def _refused(reason: str, backend: str) -> AsyncIterator[Delta]:
+    raise Unsupported(reason, backend=backend)
+    yield Delta()  # unreachable: makes this an async generator

@@ -18,6 +18,7 @@ from tests.servers.behaviour import (
     chat_prompt,
     default_reply,
     embed_vector,
+    json_reply,
     plan_reply,
     split_tokens,
 )
@@ -92,13 +93,28 @@ class OllamaApp(ProtocolApp):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             await self.bad_request(ex, "messages must be a list of objects")
             return
-        reply = self._plan(chat_prompt(messages), options)
+        b = self.behaviour
+        prompt = chat_prompt(messages)
+        reply = self._plan(prompt, options, json_reply(body.get("format"), prompt))
+        # As Ollama: whole calls, arguments as objects, no ids; done_reason stays "stop".
+        calls = [{"function": {"index": i, "name": c["name"],
+                               "arguments": c.get("arguments", {})}}
+                 for i, c in enumerate(b.tool_calls)] if body.get("tools") else []
+        thinking = b.reasoning if body.get("think") not in (None, False) else None
         if body.get("stream", True) is False:
+            message = _message("" if calls else reply.text)
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
             await self.send_json(ex, {"model": model, "created_at": CREATED_AT,
-                                      "message": _message(reply.text), **_final(reply)})
+                                      "message": message, **_final(reply)})
             return
-        frames = [_line({"model": model, "created_at": CREATED_AT, "message": _message(chunk),
-                         "done": False}) for chunk in reply.chunks]
+        messages_out = [{**_message(""), "thinking": t} for t in split_tokens(thinking or "")]
+        messages_out += [{**_message(""), "tool_calls": calls}] if calls \
+            else [_message(chunk) for chunk in reply.chunks]
+        frames = [_line({"model": model, "created_at": CREATED_AT, "message": m,
+                         "done": False}) for m in messages_out]
         tail = _line({"model": model, "created_at": CREATED_AT, "message": _message(""),
                       **_final(reply)})
         await self._stream(ex, model, frames, tail)
@@ -142,12 +158,14 @@ class OllamaApp(ProtocolApp):
         self.behaviour.loaded = loaded if keep in (0, "0", "0s") else [*loaded, model]
         return model, options
 
-    def _plan(self, prompt: str, options: dict[str, Any]) -> Reply:
+    def _plan(self, prompt: str, options: dict[str, Any], text: str | None = None) -> Reply:
         limit = options.get("num_predict")
         # -1 means no limit and -2 "fill the context": both unbounded here.
         max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
         stop = options.get("stop") or []
-        text = self.behaviour.reply if self.behaviour.reply is not None else default_reply(prompt)
+        if text is None:
+            text = self.behaviour.reply if self.behaviour.reply is not None \
+                else default_reply(prompt)
         return plan_reply(text, prompt, max_tokens, [s for s in stop if isinstance(s, str)])
 
     async def _stream(self, ex: Exchange, model: str, frames: list[bytes], tail: bytes) -> None:
@@ -162,7 +180,7 @@ def _line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-def _message(content: str) -> dict[str, str]:
+def _message(content: str) -> dict[str, Any]:
     return {"role": "assistant", "content": content}
 
 

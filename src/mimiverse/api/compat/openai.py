@@ -11,7 +11,9 @@ Decisions where the OpenAI API leaves room:
 - Defaults differ from OpenAI's on purpose: no `max_tokens` means the configured default
   (OpenAI's 16 is too short for code), no `temperature` means 0 (greedy, cacheable).
 - Only what we can honour is accepted: n=1, echo=false, logprobs=null, best_of=1;
-  `dimensions` on embeddings is refused. Unknown fields are ignored (clients add their own).
+  `dimensions` on embeddings is refused. Unknown fields of /v1/completions and
+  /v1/embeddings are ignored (they change no answer there); chat's pass through to OpenAI
+  backends or are refused (api/compat/openai_chat.py).
 - `usage` counts come from the backend when it reported them, else estimates.
 - Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
 """
@@ -37,6 +39,8 @@ from pydantic import (
 from starlette.responses import Response
 
 from mimiverse.api.compat import tabby
+from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
+from mimiverse.api.compat.openai_chat import finish as chat_finish
 from mimiverse.api.compat.shared import (
     OWNER,
     OpenAIError,
@@ -58,10 +62,9 @@ from mimiverse.api.compat.shared import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
 from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
-from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
-from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
 
 Stops = StopText | Annotated[list[StopText], Field(max_length=64)] | None
 
@@ -170,39 +173,12 @@ class CompletionBody(_Body):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str = Field(max_length=MAX_TEXT)
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = Field(None, max_length=MAX_TEXT)
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class ChatBody(_Body):
-    messages: list[Message] = Field(min_length=1, max_length=256)
-    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
-    logprobs: bool | None = _documented(False)
-
-    _logprobs = field_validator("logprobs")(_only(False, "logprobs=false"))
+class ChatBody(_Body, ChatFields):
+    model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     def to_input(self) -> ChatInput:
-        # "developer" is OpenAI's newer name for the system role.
-        messages = tuple(ChatMessage("system" if m.role == "developer" else m.role, m.text())
-                         for m in self.messages)
-        return ChatInput(messages=messages,
-                         max_tokens=self.max_completion_tokens or self.max_tokens,
-                         temperature=self.temperature or 0.0, stop=self.stops(), seed=self.seed)
+        return self.chat_input(self.max_tokens, self.temperature or 0.0, self.stops(),
+                               self.seed, dict(self.model_extra or {}))
 
 
 class EmbeddingBody(BaseModel):
@@ -247,19 +223,19 @@ def usage_object(prompt_text: str, answer: Answer) -> dict[str, int]:
 
 
 async def sse(
-    events: Events, chunk: Callable[[str, str | None], dict[str, Any]],
+    events: Events, chunk: Callable[[TextEvent | None, Answer | None], dict[str, Any]],
     usage_chunk: Callable[[Answer], dict[str, Any]] | None, head: dict[str, Any] | None = None,
 ) -> AsyncIterator[bytes]:
-    """`chunk(text, finish_reason)` per delta, the finish chunk, usage if asked, [DONE]; a
-    failure after the status line is a final `data: {"error": ...}` event."""
+    """`chunk(event, None)` per delta, `chunk(None, answer)` to finish, usage if asked,
+    [DONE]; a failure after the status line is a final `data: {"error": ...}` event."""
     try:
         if head is not None:
             yield data(head)
         async for event in events:
             if event.answer is None:
-                yield data(chunk(event.text, None))
+                yield data(chunk(event, None))
                 continue
-            yield data(chunk("", finish(event.answer)))
+            yield data(chunk(None, event.answer))
             if usage_chunk is not None:
                 yield data(usage_chunk(event.answer))
         yield DONE
@@ -308,9 +284,10 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
     events = await cancel_on_disconnect(request, open_events(gateway, source))
     model = gateway.settings.models.completion.model
 
-    def chunk(text: str, reason: str | None) -> dict[str, Any]:
-        return {**base(model), "choices": [{"text": text, "index": 0, "logprobs": None,
-                                            "finish_reason": reason}]}
+    def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
+        return {**base(model), "choices": [{
+            "text": event.text if event is not None else "", "index": 0, "logprobs": None,
+            "finish_reason": finish(answer) if answer is not None else None}]}
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model), "choices": [],
@@ -335,20 +312,22 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
 
     if not body.stream:
         answer = await cancel_on_disconnect(request, gateway.chat(chat))
-        message = {"role": "assistant", "content": answer.text, "refusal": None}
-        only = {"index": 0, "message": message, "logprobs": None,
-                "finish_reason": finish(answer)}
+        only = {"index": 0, "message": message_object(answer), "logprobs": None,
+                "finish_reason": chat_finish(answer)}
         return JSONResponse({**base(answer.model, "chat.completion"), "choices": [only],
                              "usage": usage_object(prompt_text, answer)})
     events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
     model = gateway.settings.models.chat.model
 
-    def choice(delta: dict[str, str], reason: str | None) -> dict[str, Any]:
+    def choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
         return {**base(model, "chat.completion.chunk"), "choices": [
             {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
-    def chunk(text: str, reason: str | None) -> dict[str, Any]:
-        return choice({} if reason is not None else {"content": text}, reason)
+    def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
+        if event is not None:
+            return choice(delta_object(event), None)
+        assert answer is not None
+        return choice({}, chat_finish(answer))
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model, "chat.completion.chunk"), "choices": [],

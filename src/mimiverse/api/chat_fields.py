@@ -1,0 +1,164 @@
+"""The chat fields agents send, as every protocol here spells them: tools, tool choice,
+structured output, images, tool calls in the history. Parsed strictly (unknown keys are
+refused, naming them) and turned into the internal request (backends/base.py).
+
+OpenAI's shapes are the common ones: our /api/ai/chat takes them as they are, and Ollama's
+`tools` are the same objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mimiverse.api.limits import MAX_TEXT
+from mimiverse.backends.base import Image, ResponseFormat, Tool
+from mimiverse.errors import InvalidRequest
+
+MAX_TOOLS = 128
+MAX_IMAGES = 16  # per request
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # decoded, per image
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+\-]+);base64,", re.ASCII)
+
+
+class Strict(BaseModel):
+    """Refuses keys it does not define: nothing a client sends is silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionDef(Strict):
+    name: FunctionName
+    description: str | None = Field(None, max_length=16_384)
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class ToolDef(Strict):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+    def to_tool(self) -> Tool:
+        f = self.function
+        return Tool(f.name, f.description or "", f.parameters, f.strict)
+
+
+class NamedFunction(Strict):
+    name: FunctionName
+
+
+class NamedChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedChoice
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    description: str | None = Field(None, max_length=16_384)
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+Format = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat,
+                   Field(discriminator="type")]
+
+
+def response_format(fmt: Format | None) -> ResponseFormat | None:
+    if fmt is None or isinstance(fmt, TextFormat):
+        return None
+    if isinstance(fmt, JsonObjectFormat):
+        return ResponseFormat("json_object")
+    spec = fmt.json_schema
+    return ResponseFormat("json_schema", spec.json_schema, spec.name, spec.strict)
+
+
+def tool_fields(tools: list[ToolDef] | None, choice: ToolChoice | None,
+                parallel: bool | None = None) -> dict[str, Any]:
+    """ChatRequest fields for tools and the tool choice (a choice without tools is moot:
+    OpenAI refuses it, and so do we)."""
+    if not tools:
+        if choice not in (None, "none", "auto"):
+            raise InvalidRequest("tool_choice names a tool but no tools were given")
+        return {}
+    fields: dict[str, Any] = {"tools": tuple(t.to_tool() for t in tools)}
+    if isinstance(choice, NamedChoice):
+        if choice.function.name not in {t.function.name for t in tools}:
+            raise InvalidRequest(f"tool_choice names {choice.function.name!r}, "
+                                 "which is not among the tools")
+        fields.update(tool_choice="function", tool_choice_name=choice.function.name)
+    elif choice is not None:
+        fields["tool_choice"] = choice
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
+    return fields
+
+
+def json_arguments(value: str) -> str:
+    """Tool-call arguments from a client: the JSON text of an object."""
+    try:
+        parsed = orjson.loads(value or "{}")
+    except orjson.JSONDecodeError:
+        raise ValueError("arguments must be the JSON text of an object") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("arguments must be the JSON text of an object")
+    return value or "{}"
+
+
+def image_from_url(url: str) -> Image:
+    """An OpenAI image_url: a base64 data URL, or an http(s) URL the backend fetches."""
+    match = _DATA_URL.match(url)
+    if match is not None:
+        return Image(data=checked_base64(url[match.end():]), media_type=match.group(1))
+    if url.startswith(("http://", "https://")):
+        return Image(url=url)
+    raise ValueError("image_url.url must be a base64 data: URL (data:image/...;base64,...) "
+                     "or an http(s) URL")
+
+
+def checked_base64(data: str) -> str:
+    """`data` when it is base64 of at most MAX_IMAGE_BYTES; else ValueError."""
+    if len(data) * 3 // 4 > MAX_IMAGE_BYTES:
+        raise ValueError(f"an image is larger than {MAX_IMAGE_BYTES} bytes")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("an image is not valid base64") from None
+    return data
+
+
+def check_image_count(count: int) -> None:
+    if count > MAX_IMAGES:
+        raise InvalidRequest(f"{count} images in one request; at most {MAX_IMAGES}")
+
+
+class ArgumentsText(Strict):
+    """OpenAI's function call in an assistant turn."""
+
+    name: FunctionName
+    arguments: str = Field("{}", max_length=MAX_TEXT)
+
+    _json = field_validator("arguments")(json_arguments)
