@@ -14,7 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from mimiverse.api.limits import MAX_TEXT
 from mimiverse.backends.base import Image, ResponseFormat, Tool
@@ -33,10 +33,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON Schema object")
+    return value
+
+
+# A JSON Schema is taken as parsed: checking that it is an object is enough here (the
+# backend reads the schema), and walking every nested value cost a third of a request's
+# parsing for an agent's nine tools.
+SchemaObject = Annotated[dict[str, Any], PlainValidator(_json_object),
+                         WithJsonSchema({"type": "object"})]
+
+
 class FunctionDef(Strict):
     name: FunctionName
     description: str | None = Field(None, max_length=16_384)
-    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    parameters: SchemaObject | None = None  # a JSON Schema object
     strict: bool | None = None
 
 
@@ -74,7 +87,7 @@ class JsonSchemaSpec(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     description: str | None = Field(None, max_length=16_384)
-    json_schema: dict[str, Any] = Field(alias="schema")
+    json_schema: SchemaObject = Field(alias="schema")
     strict: bool | None = None
 
 
