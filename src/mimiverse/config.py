@@ -275,6 +275,9 @@ class BackendSettings(_Strict):
         return self
 
 
+Capability = Literal["completion", "insert", "tools", "vision", "thinking", "embedding"]
+
+
 class ModelRoute(_Strict):
     model: str = Field(min_length=1, max_length=256)
     family: Family | None = Field(None, description="FIM prompt family; inferred when absent")
@@ -282,6 +285,9 @@ class ModelRoute(_Strict):
     # Upper bound on prompt tokens sent to the model (FIM prefix+suffix are trimmed to fit).
     max_prompt_tokens: int = Field(2048, ge=64, le=131072)
     max_tokens: int = Field(256, ge=1, le=8192, description="default and ceiling for replies")
+    capabilities: list[Capability] | None = Field(
+        None, description="what the model can do (Ollama's names); when unset, asked of its "
+        "backends (Ollama's /api/show, a GGUF's chat template)")
 
 
 def _default_backends() -> list[BackendSettings]:

@@ -42,6 +42,7 @@ from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_bu
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.walker import detect_language
+from mimiverse.routing.capabilities import Capabilities, missing
 from mimiverse.routing.router import Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
@@ -130,6 +131,7 @@ class Gateway:
         if backends is None:
             backends = {b.name: build_backend(b) for b in settings.backends}
         self.router = Router(settings, backends)
+        self.capabilities = Capabilities(self.router)
         self.cache = cache or build_cache(settings.cache)
         self.typeahead = TypeaheadIndex(self.cache)
         self._flights: SingleFlight[Answer] = SingleFlight()
@@ -353,6 +355,8 @@ class Gateway:
     ) -> Events:
         started = time.perf_counter()
         request, used = planned or self._chat_request(chat)
+        if used:
+            await self._check_capabilities(request, used)
         key = self._chat_key(request)
         if key is not None:
             hit = await self._cached_events(key, started)
@@ -367,6 +371,18 @@ class Gateway:
 
         events = chat_events(await self.router.open_stream("chat", start), started)
         return events if key is None else self._storing(events, key)
+
+    async def _check_capabilities(self, request: ChatRequest, used: list[str]) -> None:
+        """FieldUnsupported when the chat model is known not to do what `request` needs
+        (tools, images, thinking)."""
+        needs = [f for f in used if not (f == "think" and request.think is False)]
+        caps = await self.capabilities.of("chat")
+        lacking = missing(caps, needs)
+        if lacking:
+            raise FieldUnsupported(
+                f"the chat model {request.model!r} cannot use {', '.join(lacking)}: its "
+                f"capabilities are {', '.join(caps or ())} (models.chat.capabilities, or "
+                "what its backend reports)")
 
     async def chat(self, chat: ChatInput) -> Answer:
         planned = self._chat_request(chat)

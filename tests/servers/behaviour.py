@@ -167,6 +167,7 @@ class Behaviour:
     tool_calls: tuple[dict[str, Any], ...] = ()
     reasoning: str | None = None
     call_ids: bool = True
+    capabilities: tuple[str, ...] = ("completion", "tools")  # Ollama /api/show
     # path -> exact 200 body sent instead of the real answer: feeds clients broken or
     # unusual answers (ragged vectors, CRLF events, ...) over real HTTP.
     canned: dict[str, bytes] = field(default_factory=dict)
@@ -194,13 +195,13 @@ class Behaviour:
     def configure(self, **changes: Any) -> None:
         """Set control fields by name (the process servers' /_control/behaviour uses this)."""
         allowed = {"mode", "after_tokens", "delay_s", "reply", "embedding_dim", "models",
-                   "api_key", "sse_comments", "tool_calls", "reasoning", "call_ids"}
+                   "api_key", "sse_comments", "tool_calls", "reasoning", "call_ids", "capabilities"}
         for name, value in changes.items():
             if name not in allowed:
                 raise ValueError(f"unknown behaviour field {name!r}")
             if name == "mode" and value not in MODES:
                 raise ValueError(f"mode must be one of {MODES}")
-            setattr(self, name, tuple(value) if name in ("models", "tool_calls") else value)
+            setattr(self, name, tuple(value) if name in ("models", "tool_calls", "capabilities") else value)
 
     def reset(self) -> None:
         fresh = Behaviour()

@@ -39,6 +39,7 @@ class OllamaApp(ProtocolApp):
         self.route("GET", "/api/ps", self.ps, names_model=False)
         self.route("POST", "/api/generate", self.generate, names_model=True)
         self.route("POST", "/api/chat", self.chat, names_model=True)
+        self.route("POST", "/api/show", self.show, names_model=True)
         self.route("POST", "/api/embed", self.embed, names_model=True)
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -55,6 +56,18 @@ class OllamaApp(ProtocolApp):
 
     async def tags(self, ex: Exchange) -> None:
         await self.send_json(ex, {"models": [_model_entry(m) for m in self.behaviour.models]})
+
+    async def show(self, ex: Exchange) -> None:
+        model = ex.body.get("model") if isinstance(ex.body, dict) else None
+        if model not in self.behaviour.models:
+            await ex.respond(404, self.error_body(404, self.model_not_found(str(model))),
+                             self.JSON)
+            return
+        entry = _model_entry(str(model))
+        await self.send_json(ex, {
+            "modelfile": f"FROM {model}\n", "parameters": "", "template": "{{ .Prompt }}",
+            "details": entry["details"], "model_info": {"general.architecture": "llama"},
+            "capabilities": list(self.behaviour.capabilities), "modified_at": CREATED_AT})
 
     async def ps(self, ex: Exchange) -> None:
         models = []

@@ -245,6 +245,11 @@ class Backend:
         """Model names this backend can serve now (may be empty if it cannot tell)."""
         return []
 
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What `model` can do here, in Ollama's names ("tools", "vision", "thinking",
+        ...), when this backend can tell; None when it cannot."""
+        return None
+
     def prompt_budget(self) -> int | None:
         """The FIM prompt size this backend should get: its configured cap and/or what
         it reads within its target time; None when neither is known."""

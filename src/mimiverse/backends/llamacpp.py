@@ -93,6 +93,11 @@ class LlamaCppBackend(InProcessBackend):
     async def list_models(self) -> list[str]:
         return [self.model_path.stem]
 
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        async with self._lock:
+            llm = await self._model()
+        return template_capabilities(llm.metadata.get("tokenizer.chat_template", ""))
+
     async def check_health(self) -> None:
         # Loading is the real check: a file that exists may still not be a usable GGUF.
         if self._llm is None:
@@ -388,6 +393,17 @@ class LlamaCppBackend(InProcessBackend):
             )
         vectors: list[list[float]] = llm.embed(texts)
         return [_normalized(v) for v in vectors]
+
+
+def template_capabilities(template: str) -> tuple[str, ...]:
+    """What a GGUF's chat template shows its model can do: a template that renders `tools`
+    was trained with tool calls; one that knows thinking tags or switches, reasoning."""
+    caps = ["completion"]
+    if "tools" in template:
+        caps.append("tools")
+    if any(mark in template for mark in ("<think>", "enable_thinking", "reasoning_content")):
+        caps.append("thinking")
+    return tuple(caps)
 
 
 def _tokenize(llm: Llama, text: str) -> list[int]:

@@ -85,6 +85,13 @@ class OllamaBackend(HttpBackend):
     async def list_models(self) -> list[str]:
         return self._model_names(await self.get_json("/api/tags"), "/api/tags")
 
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        body = await self.post_json("/api/show", {"model": model})
+        found = body.get("capabilities") if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            return None  # an Ollama older than 0.6 does not say
+        return tuple(c for c in found if isinstance(c, str))
+
     async def loaded_models(self) -> list[str]:
         """Models Ollama holds in memory now (/api/ps): these answer without a load delay."""
         return self._model_names(await self.get_json("/api/ps"), "/api/ps")
@@ -192,8 +199,8 @@ def chat_payload(request: ChatRequest) -> dict[str, Any]:
     fmt = request.response_format
     if fmt is not None:
         payload["format"] = fmt.schema if fmt.type == "json_schema" else "json"
-    if request.think is not None:
-        payload["think"] = request.think
+    if request.think is not None:  # Ollama's levels start at "low"
+        payload["think"] = "low" if request.think == "minimal" else request.think
     if request.passthrough_kind == "ollama":
         for key, value in request.passthrough:
             if key.startswith("options."):

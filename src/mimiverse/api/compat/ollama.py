@@ -15,7 +15,8 @@ Decisions where Ollama leaves room:
 - Durations are nanoseconds measured here: prompt_eval_duration is the wait for the first
   token, eval_duration the rest; load_duration is 0 (backends keep models loaded).
   Non-streamed answers report their whole time as eval_duration.
-- /api/show reports, for the completion model, capabilities ["completion", "insert"] and
+- /api/show reports each model's capabilities (routing/capabilities.py: configured, else
+  its backend's), and for the completion model "insert" and
   a template with {{ .Suffix }} spelled in the family's FIM tokens (what Continue checks to
   enable FIM), and `stop`/`num_ctx` parameters from our settings.
 """
@@ -75,6 +76,7 @@ from mimiverse.errors import (
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.fim.templates import FimTemplate
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
+from mimiverse.routing.capabilities import reported
 
 VERSION = "0.12.6"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -427,19 +429,19 @@ async def show(request: Request, gateway: GatewayDep) -> JSONResponse:
     # Each line `key value`: Continue parses them with exactly that pattern.
     parameters = [f"num_ctx {route.max_prompt_tokens + route.max_tokens}"]
     if task == "completion":
-        capabilities, text = ["completion", "insert"], fim_template_text(template)
+        text = fim_template_text(template)
         parameters += [f"stop {orjson.dumps(s).decode()}" for s in template.stop]
     elif task == "chat":
-        capabilities, text = ["completion"], "{{ .Prompt }}"
+        text = "{{ .Prompt }}"
     else:
-        capabilities, text = ["embedding"], ""
+        text = ""
     return JSONResponse({
         "modelfile": f"# served by Mimiverse as the {task} model\nFROM {route.model}\n",
         "parameters": "\n".join(parameters),
         "template": text,
         "details": _details(family),
         "model_info": {"general.architecture": family or "", "general.basename": route.model},
-        "capabilities": capabilities,
+        "capabilities": await reported(gateway.capabilities, task),
         "modified_at": created_at(),
     })
 

@@ -43,6 +43,7 @@ from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_o
 from mimiverse.api.compat.openai_chat import finish as chat_finish
 from mimiverse.api.compat.shared import (
     OWNER,
+    KnownModel,
     OpenAIError,
     ParseError,
     catalog,
@@ -65,6 +66,7 @@ from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
 from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
+from mimiverse.routing.capabilities import reported
 
 Stops = StopText | Annotated[list[StopText], Field(max_length=64)] | None
 
@@ -362,19 +364,27 @@ async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
 
 # -- /v1/models ---------------------------------------------------------------------------
 
-def model_object(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
+def model_object(name: str, capabilities: list[str] | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
+    if capabilities is not None:
+        obj["capabilities"] = capabilities  # not OpenAI's: what clients may turn on
+    return obj
+
+
+async def _capabilities(gateway: Gateway, model: KnownModel) -> list[str] | None:
+    return None if model.task is None else await reported(gateway.capabilities, model.task)
 
 
 @router.get("/models")
-async def list_models(request: Request) -> JSONResponse:
+async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     models = await catalog(request).all()
-    return JSONResponse({"object": "list", "data": [model_object(m.name) for m in models]})
+    return JSONResponse({"object": "list", "data": [
+        model_object(m.name, await _capabilities(gateway, m)) for m in models]})
 
 
 @router.get("/models/{name:path}")
-async def retrieve_model(name: str, request: Request) -> JSONResponse:
-    if not any(m.name == name for m in await catalog(request).all()):
+async def retrieve_model(name: str, request: Request, gateway: GatewayDep) -> JSONResponse:
+    found = [m for m in await catalog(request).all() if m.name == name]
+    if not found:
         raise ModelNotFound(f"model '{name}' not found")
-    return JSONResponse(model_object(name))
-
+    return JSONResponse(model_object(name, await _capabilities(gateway, found[0])))

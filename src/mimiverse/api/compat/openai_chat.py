@@ -144,8 +144,9 @@ class ChatFields(Strict):
         fmt = response_format(self.response_format)
         if fmt is not None:
             fields["response_format"] = fmt
-        if self.reasoning_effort is not None:
-            fields["think"] = self.reasoning_effort
+        if self.reasoning_effort is not None:  # "none": thinking off
+            fields["think"] = self.reasoning_effort if self.reasoning_effort != "none" \
+                else False
         for name in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
