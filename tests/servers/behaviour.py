@@ -201,7 +201,8 @@ class Behaviour:
                 raise ValueError(f"unknown behaviour field {name!r}")
             if name == "mode" and value not in MODES:
                 raise ValueError(f"mode must be one of {MODES}")
-            setattr(self, name, tuple(value) if name in ("models", "tool_calls", "capabilities") else value)
+            listed = name in ("models", "tool_calls", "capabilities")
+            setattr(self, name, tuple(value) if listed else value)
 
     def reset(self) -> None:
         fresh = Behaviour()
