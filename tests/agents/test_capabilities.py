@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mimiverse.backends.llamacpp import template_capabilities
+from mimiverse.backends.llamacpp_chat import template_capabilities
 from tests.agents.conftest import WEATHER
 from tests.api.conftest import Serve
 from tests.compat.conftest import CHAT_MODEL, COMPLETION_MODEL, compat_settings
