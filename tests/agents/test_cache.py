@@ -3,16 +3,16 @@ answer replays as tool calls, streamed and whole."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import openai
 import pytest
 
 from tests.agents.conftest import PARIS, WEATHER, Upstream, openai_chat
+from tests.support.images import png_b64
 
 USER = {"role": "user", "content": "Weather in Paris?"}
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(8)).decode()
+PNG = png_b64()
 WITH_IMAGE = {"role": "user", "content": [
     {"type": "text", "text": "Weather in Paris?"},
     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}

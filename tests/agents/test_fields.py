@@ -19,9 +19,10 @@ from tests.compat.conftest import CHAT_MODEL, compat_settings
 from tests.servers.behaviour import chat_prompt, default_reply
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
+from tests.support.images import png, png_b64
 
 USER = {"role": "user", "content": "Describe it."}
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
+PNG = png_b64()
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
                                            "degrees": {"type": "integer"}},
           "required": ["city", "degrees"], "additionalProperties": False}
@@ -245,8 +246,34 @@ async def test_bad_images_are_refused(
     assert response.status_code == 400 and why in response.text
 
 
-async def test_too_many_images_are_refused(app: AppServer, http: httpx.AsyncClient) -> None:
-    message = {"role": "user", "content": "x", "images": [PNG] * 17}
-    body = {"model": CHAT_MODEL, "messages": [message], "stream": False}
-    response = await http.post(f"{app.url}/api/chat", json=body)
-    assert response.status_code == 400 and "16" in response.text
+HUGE = base64.b64encode(png(6000, 5000)).decode()  # 30 MP: over the pixel limit
+BULKY = base64.b64encode(bytes(5 * 1024 * 1024 + 1)).decode()  # over the byte limit
+
+
+def image_body(path: str, image: str, count: int = 1) -> dict[str, Any]:
+    if path == "/api/chat":
+        return {"model": CHAT_MODEL, "stream": False,
+                "messages": [{"role": "user", "content": "x", "images": [image] * count}]}
+    if path == "/api/ai/chat":
+        return {"messages": [{"role": "user", "content": "x", "images": [image] * count}]}
+    part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}
+    return {"model": CHAT_MODEL, "messages": [{"role": "user", "content": [part] * count}]}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat", "/api/ai/chat"])
+@pytest.mark.parametrize(("image", "count", "status", "why"), [
+    (HUGE, 1, 413, "6000x5000 pixels is over 25,000,000 pixels"),
+    (BULKY, 1, 413, "over 5242880 bytes"),
+    (base64.b64encode(b"plain text, no image").decode(), 1, 422, "not a PNG, JPEG"),
+    (PNG, 17, 422, "17 images in one request; at most 16"),
+], ids=["pixels", "bytes", "not-an-image", "count"])
+async def test_image_limits_answer_clearly(
+    path: str, image: str, count: int, status: int, why: str,
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    response = await http.post(app.url + path, json=image_body(path, image, count))
+    # The compatible protocols answer every other bad request 400, as they define.
+    expected = status if status == 413 or path == "/api/ai/chat" else 400
+    assert response.status_code == expected, response.text
+    assert why in response.text
+    assert upstream.path not in upstream.server.behaviour.requests

@@ -19,7 +19,7 @@ from mimiverse.api.chat_fields import (
     ToolChoice,
     ToolDef,
     check_image_count,
-    checked_base64,
+    checked_image,
     image_from_url,
     json_arguments,
     response_format,
@@ -94,19 +94,13 @@ class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field("", max_length=MAX_TEXT)
     images: list[Annotated[str, Field(max_length=30_000_000)]] = Field(
-        default_factory=list, max_length=MAX_IMAGES,
-        description="base64 images (or data: URLs, or http(s) URLs)")
+        default_factory=list,
+        description=f"base64 images (or data: URLs, or http(s) URLs), at most {MAX_IMAGES} "
+                    "in a request")
     tool_calls: list[ToolCallIn] = Field(default_factory=list, max_length=128)
     tool_call_id: str | None = Field(None, max_length=256, description="a tool result's call")
     tool_name: str | None = Field(None, max_length=256, description="a tool result's function")
     reasoning: str = Field("", max_length=MAX_TEXT)
-
-    @field_validator("images")
-    @classmethod
-    def _images(cls, images: list[str]) -> list[str]:
-        for image in images:
-            _image(image)
-        return images
 
     def to_message(self) -> ChatMessage:
         return ChatMessage(
@@ -120,7 +114,7 @@ class Message(Strict):
 def _image(value: str) -> Image:
     if value.startswith(("data:", "http://", "https://")):
         return image_from_url(value)
-    return Image(data=checked_base64(value))
+    return checked_image(value)
 
 
 class ChatBody(Sampling, Strict):

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 from typing import Annotated, Any, Literal
 
+import imagesize
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from mimiverse.api.limits import MAX_TEXT
 from mimiverse.backends.base import Image, ResponseFormat, Tool
-from mimiverse.errors import InvalidRequest
+from mimiverse.errors import ImageTooLarge, InvalidRequest
 
 MAX_TOOLS = 128
 MAX_IMAGES = 16  # per request
-MAX_IMAGE_BYTES = 20 * 1024 * 1024  # decoded, per image
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # decoded, per image (bodies stop at 8 MiB anyway)
+MAX_IMAGE_PIXELS = 25_000_000  # per image: what a vision model is sent is bounded too
 FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 _DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+\-]+);base64,", re.ASCII)
 
@@ -142,30 +145,45 @@ def json_arguments(value: str) -> str:
 
 
 def image_from_url(url: str) -> Image:
-    """An OpenAI image_url: a base64 data URL, or an http(s) URL the backend fetches."""
+    """An OpenAI image_url: a base64 data URL (checked), or an http(s) URL the backend
+    fetches (a backend that cannot is never chosen)."""
     match = _DATA_URL.match(url)
     if match is not None:
-        return Image(data=checked_base64(url[match.end():]), media_type=match.group(1))
+        return checked_image(url[match.end():], match.group(1))
     if url.startswith(("http://", "https://")):
         return Image(url=url)
-    raise ValueError("image_url.url must be a base64 data: URL (data:image/...;base64,...) "
-                     "or an http(s) URL")
+    raise InvalidRequest("an image URL must be a base64 data: URL "
+                         "(data:image/...;base64,...) or an http(s) URL")
 
 
-def checked_base64(data: str) -> str:
-    """`data` when it is base64 of at most MAX_IMAGE_BYTES; else ValueError."""
-    if len(data) * 3 // 4 > MAX_IMAGE_BYTES:
-        raise ValueError(f"an image is larger than {MAX_IMAGE_BYTES} bytes")
+def checked_image(data: str, media_type: str = "") -> Image:
+    """A base64 image within the limits: ImageTooLarge (413) over MAX_IMAGE_BYTES or
+    MAX_IMAGE_PIXELS, InvalidRequest when it is not base64 of an image whose size its
+    header tells (PNG, JPEG, GIF, WebP, BMP, TIFF, ...)."""
+    if len(data) // 4 * 3 > MAX_IMAGE_BYTES + 3:
+        raise ImageTooLarge(f"an image is over {MAX_IMAGE_BYTES} bytes")
     try:
-        base64.b64decode(data, validate=True)
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("an image is not valid base64") from None
-    return data
+        raise InvalidRequest("an image is not valid base64") from None
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise ImageTooLarge(f"an image is over {MAX_IMAGE_BYTES} bytes")
+    try:
+        width, height = imagesize.get(io.BytesIO(raw))
+    except ValueError:
+        width = height = -1
+    if width <= 0 or height <= 0:
+        raise InvalidRequest("an image is not a PNG, JPEG, GIF, WebP or other image whose "
+                             "size its header tells")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"an image of {width}x{height} pixels is over "
+                            f"{MAX_IMAGE_PIXELS:,} pixels")
+    return Image(data=data, media_type=media_type)
 
 
 def check_image_count(count: int) -> None:
     if count > MAX_IMAGES:
-        raise InvalidRequest(f"{count} images in one request; at most {MAX_IMAGES}")
+        raise InvalidRequest(f"{count} images in one request; at most {MAX_IMAGES} are taken")
 
 
 class ArgumentsText(Strict):

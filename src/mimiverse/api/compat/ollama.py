@@ -68,6 +68,7 @@ from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
 from mimiverse.errors import (
     BackendProtocolError,
+    ImageTooLarge,
     InvalidRequest,
     MimiverseError,
     ModelNotFound,
@@ -90,7 +91,7 @@ def map_error(exc: Exception) -> Response:
     if isinstance(exc, ParseError):
         return JSONResponse({"error": str(exc)}, status_code=400)
     assert isinstance(exc, MimiverseError)
-    if isinstance(exc, RequestError) and not isinstance(exc, ModelNotFound):
+    if isinstance(exc, RequestError) and not isinstance(exc, ModelNotFound | ImageTooLarge):
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse({"error": str(exc)}, status_code=status_for(exc))
 

@@ -19,11 +19,11 @@ from mimiverse.api.chat_fields import (
     Strict,
     ToolDef,
     check_image_count,
-    checked_base64,
+    checked_image,
     tool_fields,
 )
 from mimiverse.api.limits import MAX_TEXT, StopText
-from mimiverse.backends.base import ChatMessage, Image, ResponseFormat, ToolCall
+from mimiverse.backends.base import ChatMessage, ResponseFormat, ToolCall
 from mimiverse.backends.toolcalls import arguments_object, arguments_text, new_call_id
 from mimiverse.gateway import ChatInput
 
@@ -45,20 +45,15 @@ class CallIn(Strict):
 class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = Field("", max_length=MAX_TEXT)
-    images: list[Base64Image] | None = Field(None, max_length=16)
+    images: list[Base64Image] | None = None  # counted per request (check_image_count)
     tool_calls: list[CallIn] | None = Field(None, max_length=128)
     tool_name: str | None = Field(None, max_length=256)
     tool_call_id: str | None = Field(None, max_length=256)
     thinking: str | None = Field(None, max_length=MAX_TEXT)
 
-    @field_validator("images")
-    @classmethod
-    def _base64(cls, images: list[str] | None) -> list[str] | None:
-        return [checked_base64(i) for i in images] if images else images
-
     def to_message(self) -> ChatMessage:
         return ChatMessage(
-            self.role, self.content or "", tuple(Image(data=i) for i in self.images or ()),
+            self.role, self.content or "", tuple(checked_image(i) for i in self.images or ()),
             # Ollama clients send calls without ids: made here, matched by name below.
             tuple(ToolCall(c.id or new_call_id(), c.function.name,
                            arguments_text(c.function.arguments))

@@ -63,7 +63,7 @@ from mimiverse.api.compat.shared import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
 from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
-from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
+from mimiverse.errors import ImageTooLarge, MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
 from mimiverse.routing.capabilities import reported
@@ -89,6 +89,9 @@ def mimiverse_error(exc: MimiverseError) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, ModelNotFound):
         return status, error_object(str(exc), kind="invalid_request_error", param="model",
                                     code="model_not_found")
+    if isinstance(exc, ImageTooLarge):
+        return status, error_object(str(exc), kind="invalid_request_error",
+                                    code="image_too_large")
     if isinstance(exc, RequestError):  # OpenAI answers every other bad request with 400
         return 400, error_object(str(exc), kind="invalid_request_error")
     return status, error_object(str(exc), kind="server_error", code=error_type(exc))

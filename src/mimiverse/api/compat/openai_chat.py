@@ -40,11 +40,6 @@ class ImageURL(Strict):
     # Only the default: the detail level is OpenAI's own resizing, no other server has it.
     detail: Literal["auto"] | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _image(cls, url: str) -> str:
-        image_from_url(url)  # a data URL's base64 and size checked, or an http(s) URL
-        return url
 
 
 class ImagePart(Strict):
