@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
-from mimiverse.api import ai, cache, codebase, health, models, triton
+from mimiverse.api import ai, cache, codebase, health, models, triton, ui_to_code
 from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
@@ -64,9 +64,9 @@ def create_app(
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.
-    for router in (ai.router, cache.router, codebase.router, models.router, health.router,
-                   triton.router, metrics_api.router, openai.router, ollama.router,
-                   tabby.router):
+    for router in (ai.router, ui_to_code.router, cache.router, codebase.router,
+                   models.router, health.router, triton.router, metrics_api.router,
+                   openai.router, ollama.router, tabby.router):
         app.router.routes.extend(router.routes)
     # Body size, per-token rate and concurrency limits, and slow stream readers dropped.
     app.add_middleware(Admission, limits=settings.limits,

@@ -308,6 +308,9 @@ class ModelsSettings(_Strict):
         max_tokens=2048,
     )
     embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
+    # Chats with images go here when the chat model cannot see (e.g. qwen2.5vl on Ollama),
+    # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
+    vision: ModelRoute | None = None
 
     def route(self, task: Task) -> ModelRoute:
         route: ModelRoute = getattr(self, task)
@@ -409,8 +412,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _routes_name_known_backends(self) -> Settings:
         known = {b.name for b in self.backends}
-        for task in TASKS:
-            for name in self.models.route(task).backends:
+        routes: list[tuple[str, ModelRoute]] = [(t, self.models.route(t)) for t in TASKS]
+        if self.models.vision is not None:
+            routes.append(("vision", self.models.vision))
+        for task, route in routes:
+            for name in route.backends:
                 if name not in known:
                     raise ValueError(
                         f"models.{task}.backends names {name!r}, which is not a configured "

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from mimiverse.answers import (
     Answer,
@@ -30,19 +29,20 @@ from mimiverse.answers import (
     stored_delta,
     text_events,
 )
-from mimiverse.backends.base import Backend, ChatMessage, ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
 from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
-from mimiverse.config import Settings, Task
-from mimiverse.errors import FieldUnsupported, PromptTooLong, Unsupported
+from mimiverse.chatplan import ChatInput, ChatPlan, plan_chat
+from mimiverse.config import ModelRoute, Settings
+from mimiverse.errors import PromptTooLong, Unsupported
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.walker import detect_language
-from mimiverse.routing.capabilities import Capabilities, missing
+from mimiverse.routing.capabilities import Capabilities
 from mimiverse.routing.router import Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
@@ -65,17 +65,6 @@ class FimInput:
     # shown to the model before the current file, ahead of the index's own matches.
     snippets: tuple[ContextFile, ...] = ()
     repo_context: bool = True  # add the index's best matches when a repository is indexed
-
-
-@dataclass(frozen=True, slots=True)
-class ChatInput:
-    messages: tuple[ChatMessage, ...]
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    # Further ChatRequest fields by name (tools, response_format, think, top_p, ...).
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +205,9 @@ class Gateway:
         own = first.prompt_budget()
         return ceiling if own is None else min(ceiling, own)
 
-    def _model_tokens(self, task: Task, text: str) -> int | None:
-        """`text`'s tokens by the task's model, when one of its backends has the tokenizer."""
-        for name in self.settings.models.route(task).backends:
+    def _model_tokens(self, route: ModelRoute, text: str) -> int | None:
+        """`text`'s tokens by the route's model, when one of its backends has the tokenizer."""
+        for name in route.backends:
             counted = self.router.backends[name].count_tokens(text)
             if counted is not None:
                 return counted
@@ -227,7 +216,7 @@ class Gateway:
     def _count_tokens(self, text: str) -> int:
         """By the completion model's tokenizer when a backend has it at hand, else a
         conservative estimate: context must never push the prompt over its budget."""
-        counted = self._model_tokens("completion", text)
+        counted = self._model_tokens(self.settings.models.completion, text)
         return conservative_tokens(text) if counted is None else counted
 
     @observed_stream("completion")
@@ -269,15 +258,16 @@ class Gateway:
 
     # -- raw generation --------------------------------------------------------------
 
-    def _check_prompt_length(self, task: Task, text: str) -> None:
-        """PromptTooLong when `text` surely has more tokens than the route allows: at
-        4 bytes a token (few texts are denser, so nothing that fits is refused), then by
-        the model's own tokenizer where a backend has it at hand."""
-        route = self.settings.models.route(task)
+    def _check_prompt_length(self, task: str, text: str) -> None:
+        """PromptTooLong when `text` surely has more tokens than the route (a task's, or
+        "vision") allows: at 4 bytes a token (few texts are denser, so nothing that fits
+        is refused), then by the model's own tokenizer where a backend has it at hand."""
+        route = self.router.named_route(task)
+        assert route is not None
         estimate = lenient_tokens(text)
         if estimate <= route.max_prompt_tokens:
             return
-        counted = self._model_tokens(task, text)
+        counted = self._model_tokens(route, text)
         counted = estimate if counted is None else counted
         if counted > route.max_prompt_tokens:
             raise PromptTooLong(
@@ -324,24 +314,8 @@ class Gateway:
 
     # -- chat ------------------------------------------------------------------------
 
-    def _chat_request(self, chat: ChatInput) -> tuple[ChatRequest, list[str]]:
-        """The request for the chat route, and the optional fields it uses (which some
-        backends cannot honour): FieldUnsupported when none of the route's can."""
-        route = self.settings.models.chat
-        self._check_prompt_length("chat", "".join(m.content for m in chat.messages))
-        request = ChatRequest(
-            model=route.model, messages=chat.messages,
-            max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),
-            temperature=chat.temperature, stop=chat.stop, seed=chat.seed, **chat.fields,
-        )
-        used = request.used_fields()
-        if used:
-            gaps = [(b, b.chat_gaps(used)) for b in self.router.candidates("chat")]
-            if all(missing for _, missing in gaps):
-                raise FieldUnsupported("; ".join(
-                    f"{', '.join(missing)}: not supported by backend {b.name!r} ({b.kind})"
-                    for b, missing in gaps) + " (the chat route's backends)")
-        return request, used
+    async def plan_chat(self, chat: ChatInput) -> ChatPlan:
+        return await plan_chat(self.router, self.capabilities, chat, self._check_prompt_length)
 
     def _chat_key(self, request: ChatRequest) -> str | None:
         if not self._deterministic(request.temperature, request.seed):
@@ -350,13 +324,10 @@ class Gateway:
         return cache_key("chat", request=request)
 
     @observed_stream("chat")
-    async def stream_chat(
-        self, chat: ChatInput, planned: tuple[ChatRequest, list[str]] | None = None
-    ) -> Events:
+    async def stream_chat(self, chat: ChatInput, plan: ChatPlan | None = None) -> Events:
         started = time.perf_counter()
-        request, used = planned or self._chat_request(chat)
-        if used:
-            await self._check_capabilities(request, used)
+        plan = plan or await self.plan_chat(chat)
+        request, used = plan.request, plan.used
         key = self._chat_key(request)
         if key is not None:
             hit = await self._cached_events(key, started)
@@ -369,25 +340,14 @@ class Gateway:
                 return _refused(f"cannot honour {', '.join(missing)}", backend.name)
             return backend.stream_chat(request)
 
-        events = chat_events(await self.router.open_stream("chat", start), started)
+        stream = await self.router.open_stream("chat", start, plan.route)
+        events = chat_events(stream, started)
         return events if key is None else self._storing(events, key)
 
-    async def _check_capabilities(self, request: ChatRequest, used: list[str]) -> None:
-        """FieldUnsupported when the chat model is known not to do what `request` needs
-        (tools, images, thinking)."""
-        needs = [f for f in used if not (f == "think" and request.think is False)]
-        caps = await self.capabilities.of("chat")
-        lacking = missing(caps, needs)
-        if lacking:
-            raise FieldUnsupported(
-                f"the chat model {request.model!r} cannot use {', '.join(lacking)}: its "
-                f"capabilities are {', '.join(caps or ())} (models.chat.capabilities, or "
-                "what its backend reports)")
-
     async def chat(self, chat: ChatInput) -> Answer:
-        planned = self._chat_request(chat)
-        return await self._collect(self._chat_key(planned[0]),
-                                   lambda: self.stream_chat(chat, planned))
+        plan = await self.plan_chat(chat)
+        return await self._collect(self._chat_key(plan.request),
+                                   lambda: self.stream_chat(chat, plan))
 
     # -- embeddings ------------------------------------------------------------------
 

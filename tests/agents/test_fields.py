@@ -19,7 +19,7 @@ from tests.compat.conftest import CHAT_MODEL, compat_settings
 from tests.servers.behaviour import chat_prompt, default_reply
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
-from tests.support.images import png, png_b64
+from tests.support.images import png_b64, png_claiming
 
 USER = {"role": "user", "content": "Describe it."}
 PNG = png_b64()
@@ -246,7 +246,7 @@ async def test_bad_images_are_refused(
     assert response.status_code == 400 and why in response.text
 
 
-HUGE = base64.b64encode(png(6000, 5000)).decode()  # 30 MP: over the pixel limit
+HUGE = png_claiming(6000, 5000)  # 30 MP: over the pixel limit
 BULKY = base64.b64encode(bytes(5 * 1024 * 1024 + 1)).decode()  # over the byte limit
 
 
@@ -277,3 +277,15 @@ async def test_image_limits_answer_clearly(
     assert response.status_code == expected, response.text
     assert why in response.text
     assert upstream.path not in upstream.server.behaviour.requests
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 3], [[1, 2], [3]]])
+async def test_embedding_token_ids_name_the_client_setting_to_change(
+    tokens: Any, app: AppServer, http: httpx.AsyncClient
+) -> None:
+    response = await http.post(f"{app.url}/v1/embeddings",
+                               json={"model": "nomic-embed-text", "input": tokens})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "check_embedding_ctx_length=False" in error["message"]
+    assert error["param"] == "input"

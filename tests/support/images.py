@@ -23,3 +23,12 @@ def png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 30, 3
 
 def png_b64(width: int = 2, height: int = 2) -> str:
     return base64.b64encode(png(width, height)).decode()
+
+
+def png_claiming(width: int, height: int) -> str:
+    """Base64 of a PNG whose header claims `width` x `height` with almost no pixel data:
+    what a decompression bomb shows a size check (nothing here is ever decoded)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    raw = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+           + _chunk(b"IDAT", zlib.compress(b"\x00")) + _chunk(b"IEND", b""))
+    return base64.b64encode(raw).decode()

@@ -20,15 +20,18 @@ NEEDS = {"tools": "tools", "images": "vision", "think": "thinking"}
 
 
 class Capabilities:
+    """Per route name: a task, or "vision"."""
+
     def __init__(self, router: Router) -> None:
         self.router = router
-        self._found: dict[Task, tuple[float, tuple[str, ...] | None]] = {}
+        self._found: dict[str, tuple[float, tuple[str, ...] | None]] = {}
 
-    def configured(self, task: Task) -> tuple[str, ...] | None:
-        caps = self.router.route(task).capabilities
+    def configured(self, task: str) -> tuple[str, ...] | None:
+        route = self.router.named_route(task)
+        caps = route.capabilities if route is not None else None
         return None if caps is None else tuple(caps)
 
-    async def of(self, task: Task) -> tuple[str, ...] | None:
+    async def of(self, task: str) -> tuple[str, ...] | None:
         """The model's capabilities, or None when neither settings nor backends say."""
         configured = self.configured(task)
         if configured is not None:
@@ -41,11 +44,14 @@ class Capabilities:
         self._found[task] = (time.monotonic(), caps)
         return caps
 
-    async def _ask(self, task: Task) -> tuple[str, ...] | None:
-        model = self.router.route(task).model
-        for backend in self.router.candidates(task):
+    async def _ask(self, task: str) -> tuple[str, ...] | None:
+        route = self.router.named_route(task)
+        if route is None:
+            return None
+        for name in route.backends:
+            backend = self.router.backends[name]
             try:
-                caps = await asyncio.wait_for(backend.model_capabilities(model),
+                caps = await asyncio.wait_for(backend.model_capabilities(route.model),
                                               backend.config.timeouts.connect_s + 1.0)
             except (BackendError, TimeoutError):
                 continue

@@ -224,7 +224,10 @@ class Router:
                 log.warning("backend %s did not warm up: %s", name, result)
 
     def _routed_models(self, name: str) -> list[str]:
-        return [self.route(t).model for t in TASKS if name in self.route(t).backends]
+        routes = [self.route(t) for t in TASKS]
+        if self.settings.models.vision is not None:
+            routes.append(self.settings.models.vision)
+        return [r.model for r in routes if name in r.backends]
 
     def _recovered(self, name: str) -> None:
         self.breakers[name].record_success()  # the probe saw it healed: route to it again
@@ -235,9 +238,18 @@ class Router:
     def candidates(self, task: Task) -> Sequence[Backend]:
         return [self.backends[name] for name in self.route(task).backends]
 
-    async def open_stream(self, task: Task, start: StreamFactory) -> RoutedStream:
-        """Start `start(backend, model)` on the first backend that yields a first delta."""
-        model = self.route(task).model
+    def named_route(self, name: str) -> ModelRoute | None:
+        """A task's route by name, or the vision route (None when not configured)."""
+        if name == "vision":
+            return self.settings.models.vision
+        return next((self.route(t) for t in TASKS if t == name), None)
+
+    async def open_stream(self, task: Task, start: StreamFactory,
+                          route: ModelRoute | None = None) -> RoutedStream:
+        """Start `start(backend, model)` on the first backend that yields a first delta;
+        `route` (the vision route) stands in for the task's own."""
+        route = route or self.route(task)
+        model = route.model
 
         async def attempt(backend: Backend) -> RoutedStream:
             watch = TokenWatch(backend.config.timeouts)
@@ -257,7 +269,8 @@ class Router:
             watch.holding()
             return RoutedStream(self, backend, model, first, upstream, watch)
 
-        return await self._first_to_answer(task, attempt)
+        return await self._first_to_answer(
+            task, attempt, [self.backends[name] for name in route.backends])
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -277,12 +290,14 @@ class Router:
 
         return await self._first_to_answer("embedding", attempt)
 
-    async def _first_to_answer(self, task: Task, attempt: Callable[[Backend], Awaitable[T]]) -> T:
-        """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
-        every verdict. All failing -> AllBackendsFailed naming each backend and why."""
+    async def _first_to_answer(self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
+                               candidates: Sequence[Backend] | None = None) -> T:
+        """`attempt` each candidate (the task's, unless given) in order, skipping cooling
+        ones; the breakers learn from every verdict. All failing -> AllBackendsFailed
+        naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
-        for backend in self.candidates(task):
+        for backend in candidates if candidates is not None else self.candidates(task):
             if failures:  # each candidate not answering adds one: we moved past the last
                 self.observer.fell_back(task, failures[-1][0])
             breaker = self.breakers[backend.name]

@@ -186,6 +186,20 @@ class ChatBody(_Body, ChatFields):
                                self.seed, dict(self.model_extra or {}))
 
 
+TOKEN_IDS = (
+    "input as token ids is not supported: send the texts themselves (the ids of one "
+    "model's tokenizer mean nothing to another). LangChain's OpenAIEmbeddings sends ids "
+    "unless created with check_embedding_ctx_length=False; set it so")
+
+
+def _token_ids(value: Any) -> bool:
+    """A list of ints, or a list of such lists (OpenAI's token-array inputs)."""
+    if not isinstance(value, list) or not value:
+        return False
+    items = value if all(isinstance(v, list) for v in value) else [value]
+    return all(v and all(type(t) is int for t in v) for v in items)
+
+
 class EmbeddingBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -199,6 +213,13 @@ class EmbeddingBody(BaseModel):
     def _no_dimensions(cls, value: int | None) -> int | None:
         if value is not None:
             raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        if _token_ids(value):
+            raise ValueError(TOKEN_IDS)
         return value
 
     def texts(self) -> list[str]:

@@ -55,6 +55,9 @@ class ModelCatalog:
         """Task aliases first, then each task's model (a name used twice appears once)."""
         models = [KnownModel(task, task) for task in TASKS]
         models += [KnownModel(self.gateway.settings.models.route(t).model, t) for t in TASKS]
+        vision = self.gateway.settings.models.vision
+        if vision is not None:  # named by clients that pick a model that sees
+            models += [KnownModel("vision", None), KnownModel(vision.model, None)]
         return _unique(models)
 
     async def all(self) -> list[KnownModel]:
