@@ -17,7 +17,7 @@ from mimiverse.api.chat_fields import (
     FunctionName,
     Strict,
     ToolChoice,
-    ToolDef,
+    ToolList,
     check_image_count,
     checked_image,
     image_from_url,
@@ -124,7 +124,7 @@ class ChatBody(Sampling, Strict):
 
     messages: list[Message] = Field(min_length=1, max_length=256)
     stream: bool = False
-    tools: list[ToolDef] | None = Field(None, max_length=MAX_TOOLS)
+    tools: ToolList | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None

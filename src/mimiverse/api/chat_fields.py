@@ -12,11 +12,21 @@ import base64
 import binascii
 import io
 import re
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 import imagesize
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    field_validator,
+)
 
 from mimiverse.api.limits import MAX_TEXT
 from mimiverse.backends.base import Image, ResponseFormat, Tool
@@ -63,6 +73,43 @@ class ToolDef(Strict):
     def to_tool(self) -> Tool:
         f = self.function
         return Tool(f.name, f.description or "", f.parameters, f.strict)
+
+
+class _RecentTools:
+    """Tool lists validated lately, by their JSON text: an agent sends the same tools with
+    every request of a session, and validating them again cost more than the rest of the
+    request's parsing (bench/chat_tools.py). Validated models are never changed."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[bytes, list[ToolDef]] = OrderedDict()
+
+    def __call__(self, value: Any, handler: ValidatorFunctionWrapHandler) -> list[ToolDef]:
+        try:
+            key = orjson.dumps(value)
+        except TypeError:  # not JSON (a Python caller): validate as usual
+            return ToolDefs(handler(value))
+        known = self._seen.get(key)
+        if known is not None:
+            self._seen.move_to_end(key)
+            return known
+        tools = ToolDefs(handler(value))
+        self._seen[key] = tools
+        if len(self._seen) > self.SIZE:
+            self._seen.popitem(last=False)
+        return tools
+
+
+class ToolDefs(list[ToolDef]):
+    """Validated tools with their internal form made once."""
+
+    def __init__(self, tools: list[ToolDef]) -> None:
+        super().__init__(tools)
+        self.internal = tuple(t.to_tool() for t in tools)
+
+
+ToolList = Annotated[list[ToolDef], WrapValidator(_RecentTools())]
 
 
 class NamedFunction(Strict):
@@ -120,7 +167,8 @@ def tool_fields(tools: list[ToolDef] | None, choice: ToolChoice | None,
         if choice not in (None, "none", "auto"):
             raise InvalidRequest("tool_choice names a tool but no tools were given")
         return {}
-    fields: dict[str, Any] = {"tools": tuple(t.to_tool() for t in tools)}
+    fields: dict[str, Any] = {"tools": tools.internal if isinstance(tools, ToolDefs)
+                              else tuple(t.to_tool() for t in tools)}
     if isinstance(choice, NamedChoice):
         if choice.function.name not in {t.function.name for t in tools}:
             raise InvalidRequest(f"tool_choice names {choice.function.name!r}, "

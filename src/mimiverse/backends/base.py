@@ -52,9 +52,11 @@ class ChatMessage:
     reasoning: str = ""  # an assistant turn's thinking, when the client sends it back
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Tool:
-    """A function the model may call; `parameters` is its JSON Schema."""
+    """A function the model may call; `parameters` is its JSON Schema. Compared (and
+    hashed) by identity: the API layer reuses one Tool per tool list an agent resends, so
+    backends can keep each one's wire form."""
 
     name: str
     description: str = ""

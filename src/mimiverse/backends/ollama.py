@@ -6,6 +6,7 @@ and token counts. Ollama reports a failure after the status line as an `{"error"
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -226,7 +227,8 @@ def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _tool(t: Tool) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _tool(t: Tool) -> dict[str, Any]:  # read-only: shared by every request sending `t`
     function: dict[str, Any] = {"name": t.name}
     if t.description:
         function["description"] = t.description

@@ -8,6 +8,7 @@ blank lines, `: comment` lines, and `data: [DONE]` at the end.
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
@@ -292,7 +293,8 @@ def _message(m: ChatMessage, messages: tuple[ChatMessage, ...], at: int) -> dict
     return out
 
 
-def _tool(t: Tool) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _tool(t: Tool) -> dict[str, Any]:  # read-only: shared by every request sending `t`
     return {"type": "function", "function": _drop_none({
         "name": t.name, "description": t.description or None, "parameters": t.parameters,
         "strict": t.strict})}

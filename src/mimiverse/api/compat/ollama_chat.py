@@ -17,7 +17,7 @@ from mimiverse.answers import Answer
 from mimiverse.api.chat_fields import (
     FunctionName,
     Strict,
-    ToolDef,
+    ToolList,
     check_image_count,
     checked_image,
     tool_fields,
@@ -103,7 +103,7 @@ class ChatFields(Strict):
 
     messages: list[Message] = Field(default_factory=list, max_length=256)
     options: ChatOptions = Field(default_factory=ChatOptions)
-    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tools: ToolList | None = Field(None, max_length=128)
     format: Literal["", "json"] | dict[str, Any] | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
     keep_alive: str | float | None = None

@@ -19,7 +19,7 @@ from mimiverse.api.chat_fields import (
     Format,
     Strict,
     ToolChoice,
-    ToolDef,
+    ToolList,
     check_image_count,
     image_from_url,
     response_format,
@@ -106,7 +106,7 @@ class ChatFields(Strict):
     messages: list[Message] = Field(min_length=1, max_length=256)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
-    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tools: ToolList | None = Field(None, max_length=128)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None
