@@ -289,3 +289,16 @@ async def test_embedding_token_ids_name_the_client_setting_to_change(
     error = response.json()["error"]
     assert "check_embedding_ctx_length=False" in error["message"]
     assert error["param"] == "input"
+
+
+async def test_participant_names_reach_an_openai_backend_or_are_refused(
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    body = {"model": CHAT_MODEL, "messages": [{**USER, "name": "ada"}]}
+    response = await http.post(f"{app.url}/v1/chat/completions", json=body)
+    if upstream.kind == "openai":
+        assert response.status_code == 200, response.text
+        assert upstream.sent()["messages"] == [{**USER, "name": "ada"}]
+    else:
+        assert response.status_code == 400
+        assert "message names" in response.json()["error"]["message"]

@@ -49,7 +49,8 @@ async def available(gateway: GatewayDep) -> AvailableModels:
         family = gateway.fim_template.family if task == "completion" else route.family
         models[task] = TaskModel(
             model=route.model, use=USES[task], family=family,
-            capabilities=await reported(gateway.capabilities, task),
+            # What is known now: a health page never waits on a backend's /api/show.
+            capabilities=await reported(gateway.capabilities, task, ask=False),
             backends=[
                 BackendHealth(
                     name=name, kind=status[name].kind, state=status[name].state,

@@ -50,6 +50,7 @@ class ChatMessage:
     tool_call_id: str | None = None  # tool results: the call answered (OpenAI)
     tool_name: str | None = None  # tool results: the function's name (Ollama)
     reasoning: str = ""  # an assistant turn's thinking, when the client sends it back
+    name: str | None = None  # a participant's name (OpenAI's `name` outside tool results)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,6 +132,8 @@ class ChatRequest:
             used.remove("parallel_tool_calls")
         if any(t.strict for t in self.tools):
             used.append("strict tools")
+        if any(m.name for m in self.messages):
+            used.append("message names")
         images = [i for m in self.messages for i in m.images]
         if images:
             used.append("images")

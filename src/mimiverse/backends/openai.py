@@ -42,7 +42,7 @@ class OpenAIBackend(HttpBackend):
     chat_fields: ClassVar[frozenset[str]] = frozenset({
         "tools", "tool_choice", "parallel_tool_calls", "strict tools", "response_format",
         "think", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
-        "images", "image URLs",
+        "images", "image URLs", "message names",
     })
 
     def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
@@ -290,6 +290,8 @@ def _message(m: ChatMessage, messages: tuple[ChatMessage, ...], at: int) -> dict
             or new_call_id()
     if m.reasoning:
         out["reasoning_content"] = m.reasoning
+    if m.name:
+        out["name"] = m.name
     return out
 
 

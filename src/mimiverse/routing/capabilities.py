@@ -25,14 +25,24 @@ class Capabilities:
     def __init__(self, router: Router) -> None:
         self.router = router
         self._found: dict[str, tuple[float, tuple[str, ...] | None]] = {}
+        self._asking: dict[str, asyncio.Future[tuple[str, ...] | None]] = {}
 
     def configured(self, task: str) -> tuple[str, ...] | None:
         route = self.router.named_route(task)
         caps = route.capabilities if route is not None else None
         return None if caps is None else tuple(caps)
 
+    def known(self, task: str) -> tuple[str, ...] | None:
+        """What is known now, without asking a backend."""
+        configured = self.configured(task)
+        if configured is not None:
+            return configured
+        found = self._found.get(task)
+        return found[1] if found is not None else None
+
     async def of(self, task: str) -> tuple[str, ...] | None:
-        """The model's capabilities, or None when neither settings nor backends say."""
+        """The model's capabilities, or None when neither settings nor backends say;
+        concurrent callers share one ask."""
         configured = self.configured(task)
         if configured is not None:
             return configured
@@ -40,6 +50,13 @@ class Capabilities:
         if found is not None and (found[1] is not None
                                   or time.monotonic() - found[0] < RETRY_S):
             return found[1]
+        asking = self._asking.get(task)
+        if asking is None or asking.done():
+            asking = self._asking[task] = asyncio.ensure_future(self._remember(task))
+        # shield: a client leaving must not cancel the ask other requests wait on.
+        return await asyncio.shield(asking)
+
+    async def _remember(self, task: str) -> tuple[str, ...] | None:
         caps = await self._ask(task)
         self._found[task] = (time.monotonic(), caps)
         return caps
@@ -60,13 +77,14 @@ class Capabilities:
         return None
 
 
-async def reported(capabilities: Capabilities, task: Task) -> list[str]:
+async def reported(capabilities: Capabilities, task: Task, *, ask: bool = True) -> list[str]:
     """What clients are told a task's model can do (Continue and llm-ollama turn tools and
-    images on from it): the known capabilities; unknown, what the task is for, and tools
-    for chat when a backend of the route carries them (the model then says if it cannot)."""
+    images on from it): the known capabilities (asked of a backend first unless `ask` is
+    false); unknown, what the task is for, and tools for chat when a backend of the route
+    carries them (the model then says if it cannot)."""
     base = {"completion": ["completion", "insert"], "chat": ["completion"],
             "embedding": ["embedding"]}[task]
-    known = await capabilities.of(task)
+    known = await capabilities.of(task) if ask else capabilities.known(task)
     if known is not None:
         return list(dict.fromkeys([*base, *known]))
     carries = any("tools" in b.chat_fields for b in capabilities.router.candidates(task))

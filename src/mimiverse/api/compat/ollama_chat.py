@@ -33,7 +33,7 @@ Base64Image = Annotated[str, Field(max_length=30_000_000)]
 class CallFunction(Strict):
     name: FunctionName
     arguments: dict[str, Any] = Field(default_factory=dict)
-    index: int | None = None  # Ollama numbers the calls of one answer
+    index: int | None = Field(None, ge=0, le=1 << 16)  # Ollama numbers an answer's calls
 
 
 class CallIn(Strict):

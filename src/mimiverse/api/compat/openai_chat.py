@@ -59,7 +59,8 @@ class CallIn(Strict):
 class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[Part] | None = Field(None, max_length=MAX_TEXT)
-    name: str | None = Field(None, max_length=256)  # a tool result's function (older form)
+    # A tool result's function (the older form), else the participant's name.
+    name: str | None = Field(None, max_length=256)
     tool_calls: list[CallIn] | None = Field(None, max_length=128)
     tool_call_id: str | None = Field(None, max_length=256)
     reasoning_content: str | None = Field(None, max_length=MAX_TEXT)
@@ -77,7 +78,7 @@ class Message(Strict):
             tuple(ToolCall(c.id, c.function.name, c.function.arguments)
                   for c in self.tool_calls or ()),
             self.tool_call_id, self.name if self.role == "tool" else None,
-            self.reasoning_content or "",
+            self.reasoning_content or "", self.name if self.role != "tool" else None,
         )
 
     def _parts(self) -> tuple[str, tuple[Image, ...]]:
@@ -90,12 +91,6 @@ class Message(Strict):
 
     def text(self) -> str:
         return self._parts()[0]
-
-
-def _only_tool_names(message: Message) -> Message:
-    if message.name is not None and message.role != "tool":
-        raise ValueError("name is only taken on tool messages (the function answered)")
-    return message
 
 
 class ChatFields(Strict):
@@ -124,11 +119,6 @@ class ChatFields(Strict):
         if value:
             raise ValueError("only logprobs=false is supported")
         return value
-
-    @field_validator("messages")
-    @classmethod
-    def _names(cls, messages: list[Message]) -> list[Message]:
-        return [_only_tool_names(m) for m in messages]
 
     def chat_input(self, max_tokens: int | None, temperature: float, stop: tuple[str, ...],
                    seed: int | None, passthrough: dict[str, Any]) -> ChatInput:
