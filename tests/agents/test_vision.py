@@ -53,6 +53,16 @@ async def test_images_go_to_the_vision_model_when_the_chat_model_cannot_see(
     sent = openai_server.behaviour.last_request["/v1/chat/completions"]
     assert sent["model"] == VISION_MODEL and sent["messages"] == [LOOK]
     assert "/api/chat" not in ollama_server.behaviour.requests
+    # Streamed, every chunk names the model that answers.
+    async with http.stream("POST", f"{app.url}/v1/chat/completions", json={
+            "model": CHAT_MODEL, "messages": [LOOK], "stream": True}) as streamed:
+        chunks = [orjson.loads(line[6:]) async for line in streamed.aiter_lines()
+                  if line.startswith("data: {")]
+    assert chunks and {c["model"] for c in chunks} == {VISION_MODEL}
+    lines = (await http.post(f"{app.url}/api/chat", json={
+        "model": CHAT_MODEL, "messages": [{"role": "user", "content": "x",
+                                           "images": [PNG]}]})).text.splitlines()
+    assert {orjson.loads(line)["model"] for line in lines} == {VISION_MODEL}
     # Words only: the chat model.
     response = await post_chat(http, app, [{"role": "user", "content": "hi"}])
     assert response.json()["model"] == CHAT_MODEL

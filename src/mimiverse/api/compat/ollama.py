@@ -53,6 +53,7 @@ from mimiverse.api.compat.shared import (
     describe,
     is_fim_prompt,
     json_object,
+    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -268,13 +269,14 @@ async def _respond(
     """`key` names what holds the text: "response" (generate) or "message" (chat)."""
     started = time.perf_counter()
     chatting = key == "message"
-    model = gateway.settings.models.route("chat" if isinstance(source, ChatInput)
-                                          else "completion").model
+    if stream and isinstance(source, ChatInput):
+        model, events = await cancel_on_disconnect(request, open_chat(gateway, source))
+        return ndjson_response(ndjson(events, started, model, prompt_text,
+                                      _chat_delta if chatting else _chat_response,
+                                      _chat_calls if chatting else None))
     if stream:
+        model = gateway.settings.models.completion.model
         events = await cancel_on_disconnect(request, open_events(gateway, source))
-        if chatting:
-            return ndjson_response(ndjson(events, started, model, prompt_text,
-                                          _chat_delta, _chat_calls))
         return ndjson_response(ndjson(events, started, model, prompt_text,
                                       lambda e: {"response": e.text}))
     answer = await cancel_on_disconnect(request, collect(gateway, source))
@@ -292,6 +294,10 @@ def _chat_delta(event: TextEvent) -> dict[str, Any]:
     if event.reasoning:
         message["thinking"] = event.reasoning
     return {"message": message}
+
+
+def _chat_response(event: TextEvent) -> dict[str, Any]:
+    return {"response": event.text}  # /api/generate answered by the chat model
 
 
 def _chat_calls(answer: Answer) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ from mimiverse.api.compat.shared import (
     describe,
     is_fim_prompt,
     json_object,
+    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -342,8 +343,7 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
                 "finish_reason": chat_finish(answer)}
         return JSONResponse({**base(answer.model, "chat.completion"), "choices": [only],
                              "usage": usage_object(prompt_text, answer)})
-    events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
-    model = gateway.settings.models.chat.model
+    model, events = await cancel_on_disconnect(request, open_chat(gateway, chat))
 
     def choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
         return {**base(model, "chat.completion.chunk"), "choices": [
