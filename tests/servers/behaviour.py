@@ -162,7 +162,8 @@ class Behaviour:
     api_key: str | None = None  # when set, requests must carry `Authorization: Bearer <key>`
     sse_comments: bool = False  # OpenAI: a `: ping` comment before every event
     # Chat answers: with `tool_calls` ({"name", "arguments": object} each) a request that
-    # offers tools is answered with those calls; `reasoning` is thought before the text;
+    # offers tools is answered with those calls, unless its last message is a tool's
+    # result (then in words); `reasoning` is thought before the text;
     # `call_ids=False` leaves out the ids OpenAI servers send (Ollama sends none).
     tool_calls: tuple[dict[str, Any], ...] = ()
     reasoning: str | None = None

@@ -112,7 +112,8 @@ class OllamaApp(ProtocolApp):
         # As Ollama: whole calls, arguments as objects, no ids; done_reason stays "stop".
         calls = [{"function": {"index": i, "name": c["name"],
                                "arguments": c.get("arguments", {})}}
-                 for i, c in enumerate(b.tool_calls)] if body.get("tools") else []
+                 for i, c in enumerate(b.tool_calls)] \
+            if body.get("tools") and messages and messages[-1].get("role") != "tool" else []
         thinking = b.reasoning if body.get("think") not in (None, False) else None
         if body.get("stream", True) is False:
             message = _message("" if calls else reply.text)

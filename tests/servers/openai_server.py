@@ -102,8 +102,10 @@ class OpenAIApp(ProtocolApp):
         prompt = chat_prompt(messages)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         reply = self._plan(prompt, body, limit, json_reply(body.get("response_format"), prompt))
+        # A model that has its tool's result answers in words.
         calls = [self._call(i, c, prompt) for i, c in enumerate(b.tool_calls)] \
-            if body.get("tools") and body.get("tool_choice") != "none" else []
+            if body.get("tools") and body.get("tool_choice") != "none" \
+            and messages and messages[-1].get("role") != "tool" else []
         finish = "tool_calls" if calls else reply.finish_reason
         base = {"id": "chatcmpl-" + _digest(prompt), "object": "chat.completion",
                 "created": CREATED, "model": model}
