@@ -311,10 +311,22 @@ class ModelsSettings(_Strict):
     # Chats with images go here when the chat model cannot see (e.g. qwen2.5vl on Ollama),
     # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
     vision: ModelRoute | None = None
+    # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
+    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
+    # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
+    transcription: ModelRoute | None = None
 
     def route(self, task: Task) -> ModelRoute:
         route: ModelRoute = getattr(self, task)
         return route
+
+
+class VoiceSettings(_Strict):
+    """Limits on audio sent for transcription (over them: 413 for size, 422 for length)."""
+
+    max_audio_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Checked where the container says how long it is (WAV, MP3, Ogg, FLAC, MP4/M4A).
+    max_audio_seconds: float = Field(120.0, gt=0, le=3600)
 
 
 class BreakerSettings(_Strict):
@@ -340,9 +352,20 @@ class CacheSettings(_Strict):
         return url
 
 
+def default_data_dir() -> str:
+    """Mimiverse's per-user data folder: $XDG_DATA_HOME/mimiverse, else
+    ~/.local/share/mimiverse (the platform's equivalent on macOS and Windows)."""
+    import platformdirs
+
+    return platformdirs.user_data_dir("mimiverse", appauthor=False)
+
+
 class IndexSettings(_Strict):
     store: Literal["sqlite", "postgres"] = "sqlite"
-    path: str = Field(".mimiverse/index.db", description="sqlite: relative to the repository")
+    # Never inside the indexed folder: what a repository holds must not decide what its
+    # index says, and indexing must not write into folders it only reads.
+    data_dir: str = Field(default_factory=default_data_dir,
+                          description="sqlite: one index per repository under indexes/")
     url: str | None = Field(None, description="postgres: postgresql://user@host/db")
     max_file_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     embed_batch: int = Field(32, ge=1, le=1024)
@@ -350,7 +373,9 @@ class IndexSettings(_Strict):
     lexical_weight: float = Field(1.0, ge=0, le=10)
     vector_weight: float = Field(1.0, ge=0, le=10)
     max_hits_per_file: int = Field(3, ge=1, le=100)
-    # When set, POST /api/codebase/index only accepts repositories under these folders.
+    # POST /api/codebase/index only accepts repositories under these folders. Unset: the
+    # `serve --repo` folders and the home folder of the user the server runs as; a server
+    # that binds beyond loopback must set them.
     allowed_roots: list[str] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
@@ -394,10 +419,11 @@ class Settings(BaseSettings):
     models: ModelsSettings = ModelsSettings()
     breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
-    index: IndexSettings = IndexSettings()
+    index: IndexSettings = Field(default_factory=IndexSettings)  # data_dir read at load
     repo_context: RepoContextSettings = RepoContextSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
+    voice: VoiceSettings = VoiceSettings()
 
     @field_validator("backends")
     @classmethod
@@ -425,12 +451,36 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _transcription_on_speech_servers(self) -> Settings:
+        route = self.models.transcription
+        kinds = {b.name: b.kind for b in self.backends}
+        for name in route.backends if route is not None else []:
+            if kinds.get(name) != "openai":
+                raise ValueError(
+                    f"models.transcription.backends names {name!r}, which is "
+                    + ("not a configured backend" if name not in kinds else
+                       f"of kind {kinds[name]!r}") + "; transcription needs OpenAI-compatible "
+                    "speech servers (kind = 'openai')"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _network_needs_tokens(self) -> Settings:
         if not is_loopback(self.server.host) and not self.auth.any_tokens:
             raise ValueError(
                 f"server.host = {self.server.host!r} serves the network, and no API token is "
                 "configured: set [auth] tokens (or token_sha256) in the config file, or "
                 "MIMIVERSE_AUTH_TOKENS, or bind to 127.0.0.1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _network_needs_allowed_roots(self) -> Settings:
+        if not is_loopback(self.server.host) and not self.index.allowed_roots:
+            raise ValueError(
+                f"server.host = {self.server.host!r} serves the network, and [index] "
+                "allowed_roots is not set: list the folders clients may index (else any "
+                "client could index any folder the server can read), or bind to 127.0.0.1"
             )
         return self
 

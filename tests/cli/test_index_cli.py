@@ -14,6 +14,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from mimiverse.cli.main import app
+from mimiverse.config import IndexSettings
+from mimiverse.index.store import sqlite_path
 from tests.cli.test_cli import write_config
 from tests.index.test_service import make_repo
 from tests.servers.harness import ServerHandle
@@ -95,7 +97,7 @@ def test_killed_index_run_leaves_a_consistent_index_the_next_run_completes(
             "".join(f"def function_{i}_{j}(x):\n    return x * {j}\n\n\n" for j in range(12))
         )
     env = dict(os.environ)
-    db = root / ".mimiverse" / "index.db"
+    db = sqlite_path(IndexSettings(), root.resolve())  # under the tests' XDG_DATA_HOME
     partial = []
     # Kill each run once it has committed more files than the last: mid-run, by design.
     for target in (100, 600, 1100):
@@ -133,7 +135,7 @@ def test_killed_index_run_leaves_a_consistent_index_the_next_run_completes(
 
 def test_watch_keeps_the_index_current(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
-    db = root / ".mimiverse" / "index.db"
+    db = sqlite_path(IndexSettings(), root.resolve())  # under the tests' XDG_DATA_HOME
     proc = subprocess.Popen(
         [sys.executable, "-m", "mimiverse.cli.main", "index", str(root), "--watch",
          "--no-embed"],

@@ -26,10 +26,12 @@ def _router(settings: Settings) -> Router:
 
 def _print_report(report: IndexReport) -> None:
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(report.skipped.items())) or "none"
+    redacted = ", ".join(f"{kind} {n}" for kind, n in sorted(report.redacted.items())) or "none"
     console.print(
         f"[bold]{report.root}[/]: {report.files} files, {report.chunks} chunks "
         f"({report.indexed} indexed, {report.unchanged} unchanged, {report.deleted} removed) "
-        f"in {report.took_ms / 1000:.2f} s; skipped: {skipped}", highlight=False, soft_wrap=True,
+        f"in {report.took_ms / 1000:.2f} s; skipped: {skipped}; secrets redacted: {redacted}",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -76,7 +78,7 @@ def index(
 
     async def go() -> None:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             await _index_once(service, root, embed)
             if watch:
@@ -124,7 +126,7 @@ def search(
 
     async def go() -> None:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             job = await service.job(str(root))  # search what is indexed; no re-index
             job.state = "ready"

@@ -13,7 +13,8 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +111,8 @@ async def evaluate(
     service: CodebaseService, src: Path, *, limit: int = 200, seed: int = 0,
     modes: Sequence[Mode] = MODES,
 ) -> tuple[list[Task], dict[Mode, Scores]]:
-    """Index a docstring-free copy of `src` with `service` and score each mode."""
+    """Index a docstring-free copy of `src` with `service` (see `throwaway_index`) and
+    score each mode."""
     workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
     try:
         copy = workdir / src.name
@@ -140,7 +142,13 @@ async def evaluate(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def eval_settings(settings: IndexSettings) -> IndexSettings:
-    """A throwaway SQLite index inside the temporary copy, whatever the configured store."""
-    return settings.model_copy(update={"store": "sqlite", "path": ".mimiverse/eval.db",
-                                       "allowed_roots": []})
+@contextmanager
+def throwaway_index(settings: IndexSettings) -> Iterator[IndexSettings]:
+    """`settings` for an evaluation's temporary copies: a SQLite index in a temporary data
+    folder (removed after), whatever store is configured, allowed the temporary folder."""
+    data = tempfile.mkdtemp(prefix="mimiverse-eval-data-")
+    try:
+        yield settings.model_copy(update={"store": "sqlite", "data_dir": data,
+                                          "allowed_roots": [tempfile.gettempdir()]})
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

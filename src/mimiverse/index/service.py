@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -85,10 +86,17 @@ class SearchResult:
 
 
 class CodebaseService:
-    def __init__(self, settings: IndexSettings, router: Router) -> None:
+    def __init__(
+        self, settings: IndexSettings, router: Router, repos: Sequence[str] = ()
+    ) -> None:
+        """`repos`: folders the operator named (`serve --repo`, the CLI's path); with no
+        `allowed_roots` configured, they and the user's home folder may be indexed."""
         self.settings = settings
         self.router = router
         self.jobs: dict[Path, Job] = {}
+        configured = settings.allowed_roots
+        roots = configured or [*repos, str(Path.home())]
+        self.allowed_roots = [Path(a).expanduser().resolve() for a in roots]
 
     # -- indexing --------------------------------------------------------------------
 
@@ -102,11 +110,9 @@ class CodebaseService:
         if not root.is_absolute():
             raise InvalidRequest(f"path must be absolute, got {path!r}")
         root = root.resolve()
-        allowed = [Path(a).expanduser().resolve() for a in self.settings.allowed_roots]
-        if allowed and not any(root.is_relative_to(a) for a in allowed):
-            raise PathNotAllowed(
-                f"path {path!r} is outside the allowed roots: {', '.join(map(str, allowed))}"
-            )
+        if not any(root.is_relative_to(a) for a in self.allowed_roots):
+            raise PathNotAllowed(f"path {path!r} is outside the allowed roots: "
+                                 f"{', '.join(map(str, self.allowed_roots))}")
         principal = current_principal.get()
         if not principal.may_use(root):
             raise PathNotAllowed(f"path {path!r} is outside the repositories of team "
@@ -117,7 +123,8 @@ class CodebaseService:
 
     async def job(self, path: str) -> Job:
         """The job (store, state) of the repository at `path`, opened on first use."""
-        root = self.resolve_root(path)
+        # Resolving touches the file system (symlinks, a slow mount): never on the loop.
+        root = await asyncio.to_thread(self.resolve_root, path)
         job = self.jobs.get(root)
         if job is None:
             store = await asyncio.to_thread(open_store, self.settings, root)

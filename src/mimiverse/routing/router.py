@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -244,10 +244,13 @@ class Router:
             return self.settings.models.vision
         return next((self.route(t) for t in TASKS if t == name), None)
 
-    async def open_stream(self, task: Task, start: StreamFactory,
-                          route: ModelRoute | None = None) -> RoutedStream:
+    async def open_stream(
+        self, task: Task, start: StreamFactory, exclude: Collection[str] = (),
+        route: ModelRoute | None = None,
+    ) -> RoutedStream:
         """Start `start(backend, model)` on the first backend that yields a first delta;
-        `route` (the vision route) stands in for the task's own."""
+        `exclude`: backends not to try (they failed this request already); `route` (the
+        vision route) stands in for the task's own."""
         route = route or self.route(task)
         model = route.model
 
@@ -270,7 +273,7 @@ class Router:
             return RoutedStream(self, backend, model, first, upstream, watch)
 
         return await self._first_to_answer(
-            task, attempt, [self.backends[name] for name in route.backends])
+            task, attempt, exclude, [self.backends[name] for name in route.backends])
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -290,14 +293,18 @@ class Router:
 
         return await self._first_to_answer("embedding", attempt)
 
-    async def _first_to_answer(self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
-                               candidates: Sequence[Backend] | None = None) -> T:
+    async def _first_to_answer(
+        self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
+        exclude: Collection[str] = (), candidates: Sequence[Backend] | None = None,
+    ) -> T:
         """`attempt` each candidate (the task's, unless given) in order, skipping cooling
-        ones; the breakers learn from every verdict. All failing -> AllBackendsFailed
-        naming each backend and why."""
+        ones and `exclude`; the breakers learn from every verdict. All failing ->
+        AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
         for backend in candidates if candidates is not None else self.candidates(task):
+            if backend.name in exclude:
+                continue
             if failures:  # each candidate not answering adds one: we moved past the last
                 self.observer.fell_back(task, failures[-1][0])
             breaker = self.breakers[backend.name]

@@ -41,6 +41,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat.ollama_chat import ChatFields, tool_calls
 from mimiverse.api.compat.ollama_chat import message_object as chat_message
 from mimiverse.api.compat.shared import (
@@ -363,8 +364,11 @@ async def chat(request: Request, gateway: GatewayDep) -> Response:
         return _loaded(gateway.settings.models.chat.model,
                        {"message": {"role": "assistant", "content": ""}})
     chat_input = body.chat_input(dict(body.model_extra or {}))
+    chat_input, sources = await codebase_switch(request, chat_input)  # `@codebase ...`
     prompt_text = "".join(m.content for m in chat_input.messages)
-    return await _respond(request, gateway, chat_input, prompt_text, "message", body.stream)
+    return mark_sources(
+        await _respond(request, gateway, chat_input, prompt_text, "message", body.stream),
+        sources)
 
 
 # -- /api/embed, /api/embeddings ----------------------------------------------------------

@@ -38,6 +38,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
 from mimiverse.api.compat.openai_chat import finish as chat_finish
@@ -330,7 +331,7 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await catalog(request).resolve(body.model, "chat")
-    chat = body.to_input()
+    chat, sources = await codebase_switch(request, body.to_input())  # `@codebase ...`
     prompt_text = "".join(m.content for m in chat.messages)
     ident, created = "chatcmpl-" + uuid.uuid4().hex, unix_now()
 
@@ -341,8 +342,9 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
         answer = await cancel_on_disconnect(request, gateway.chat(chat))
         only = {"index": 0, "message": message_object(answer), "logprobs": None,
                 "finish_reason": chat_finish(answer)}
-        return JSONResponse({**base(answer.model, "chat.completion"), "choices": [only],
-                             "usage": usage_object(prompt_text, answer)})
+        return mark_sources(JSONResponse({**base(answer.model, "chat.completion"),
+                                          "choices": [only],
+                                          "usage": usage_object(prompt_text, answer)}), sources)
     model, events = await cancel_on_disconnect(request, open_chat(gateway, chat))
 
     def choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
@@ -360,8 +362,8 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
                 "usage": usage_object(prompt_text, answer)}
 
     head = choice({"role": "assistant", "content": ""}, None)
-    return stream_response(sse(events, chunk, usage_chunk if body.include_usage() else None,
-                               head))
+    return mark_sources(stream_response(
+        sse(events, chunk, usage_chunk if body.include_usage() else None, head)), sources)
 
 
 # -- /v1/embeddings -----------------------------------------------------------------------
