@@ -281,6 +281,9 @@ class BackendSettings(_Strict):
         return self
 
 
+Capability = Literal["completion", "insert", "tools", "vision", "thinking", "embedding"]
+
+
 class ModelRoute(_Strict):
     model: str = Field(min_length=1, max_length=256)
     family: Family | None = Field(None, description="FIM prompt family; inferred when absent")
@@ -288,6 +291,9 @@ class ModelRoute(_Strict):
     # Upper bound on prompt tokens sent to the model (FIM prefix+suffix are trimmed to fit).
     max_prompt_tokens: int = Field(2048, ge=64, le=131072)
     max_tokens: int = Field(256, ge=1, le=8192, description="default and ceiling for replies")
+    capabilities: list[Capability] | None = Field(
+        None, description="what the model can do (Ollama's names); when unset, asked of its "
+        "backends (Ollama's /api/show, a GGUF's chat template)")
     # How requests spread over `backends` (routing/balance.py): "ordered" tries them in
     # order (the next only when one fails); "least-busy" and "latency" spread the load.
     balance: Balance = "ordered"
@@ -311,6 +317,9 @@ class ModelsSettings(_Strict):
         max_tokens=2048,
     )
     embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
+    # Chats with images go here when the chat model cannot see (e.g. qwen2.5vl on Ollama),
+    # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
+    vision: ModelRoute | None = None
     # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
     # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
     # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
@@ -369,10 +378,19 @@ class IndexSettings(_Strict):
     url: str | None = Field(None, description="postgres: postgresql://user@host/db")
     max_file_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     embed_batch: int = Field(32, ge=1, le=1024)
-    rrf_k: int = Field(60, ge=1, le=1000)
+    # Hybrid ranking (index/fusion.py, index/ranking.py; measured by bench/search_quality.py).
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: min-max normalised scores, weighted; rrf: reciprocal ranks"
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="rrf only")
     lexical_weight: float = Field(1.0, ge=0, le=10)
-    vector_weight: float = Field(1.0, ge=0, le=10)
-    max_hits_per_file: int = Field(3, ge=1, le=100)
+    vector_weight: float = Field(1.3, ge=0, le=10)
+    symbol_boost: float = Field(1.0, ge=0, le=10, description="query names the definition")
+    path_boost: float = Field(0.25, ge=0, le=10, description="query terms in the file's path")
+    test_file_weight: float = Field(
+        0.7, ge=0, le=1, description="score factor of test files unless the query is about tests"
+    )
+    max_hits_per_file: int | None = Field(None, ge=1, le=100, description="None: no cap")
     # POST /api/codebase/index only accepts repositories under these folders. Unset: the
     # `serve --repo` folders and the home folder of the user the server runs as; a server
     # that binds beyond loopback must set them.
@@ -442,8 +460,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _routes_name_known_backends(self) -> Settings:
         known = {b.name for b in self.backends}
-        for task in TASKS:
-            for name in self.models.route(task).backends:
+        routes: list[tuple[str, ModelRoute]] = [(t, self.models.route(t)) for t in TASKS]
+        if self.models.vision is not None:
+            routes.append(("vision", self.models.vision))
+        for task, route in routes:
+            for name in route.backends:
                 if name not in known:
                     raise ValueError(
                         f"models.{task}.backends names {name!r}, which is not a configured "

@@ -38,7 +38,7 @@ async def test_index_poll_and_search(
     assert r.json()["root"] == str(root)
     status = await wait_ready(http, app.url)
     assert status["state"] == "ready"
-    assert (status["files"], status["chunks"], status["pending_embeddings"]) == (4, 7, 0)
+    assert (status["files"], status["chunks"], status["pending_embeddings"]) == (4, 10, 0)
     assert (status["embedding_model"], status["embedding_dim"]) == ("bow-64", 64)
 
     r = await http.post(f"{app.url}/api/codebase/search",

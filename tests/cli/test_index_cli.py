@@ -28,7 +28,7 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     root = make_repo(tmp_path / "repo")
     result = runner.invoke(app, ["index", str(root), "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "4 files, 7 chunks (4 indexed, 0 unchanged, 0 removed)" in result.stdout
+    assert "4 files, 10 chunks (4 indexed, 0 unchanged, 0 removed)" in result.stdout
     assert openai_server.behaviour.requests["/v1/embeddings"] >= 1
 
     again = runner.invoke(app, ["index", str(root), "--config", str(config)])
@@ -41,7 +41,7 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     top = found["results"][0]
     assert (top["path"], top["symbol"], top["start_line"]) == ("src/auth/login.py",
                                                                "hash_password", 1)
-    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root),
+    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root), "--limit", "2",
                                 "--config", str(config)])
     assert table.exit_code == 0
     assert "web/cart.js:1-5" in table.stdout and "addToCart" in table.stdout
@@ -70,12 +70,27 @@ def rectangle_perimeter(width, height):
     """Return the perimeter of a rectangle given width and height."""
     return 2 * (width + height)
 ''')
-    result = runner.invoke(app, ["eval", "search", str(pkg), "--json", "--config", str(config)])
+    cache = tmp_path / "embeddings.npz"
+    args = ["eval", "search", str(pkg), "--json", "--config", str(config),
+            "--embed-cache", str(cache)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["queries"] == 2
-    assert report["modes"]["lexical"] == {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
-    assert set(report["modes"]) == {"lexical", "vector", "hybrid"}
+    assert report["queries"] == 6 and report["chunks"] == 2
+    kinds = report["kinds"]
+    assert {k: v["queries"] for k, v in kinds.items()} == {
+        "docstring": 2, "identifier": 2, "phrase": 2}
+    assert set(kinds["docstring"]["rankers"]) == {"bm25", "dense", "lexical", "vector", "hybrid"}
+    perfect = {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
+    assert kinds["docstring"]["rankers"]["lexical"] == perfect
+    assert kinds["identifier"]["rankers"]["lexical"] == perfect
+    assert kinds["phrase"]["rankers"]["bm25"] == perfect
+
+    asked = openai_server.behaviour.requests["/v1/embeddings"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == report
+    assert openai_server.behaviour.requests["/v1/embeddings"] == asked  # all from the cache
 
 
 def _files_indexed(db: Path) -> int:

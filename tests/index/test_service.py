@@ -127,7 +127,7 @@ async def test_index_then_search_each_mode(tmp_path: Path) -> None:
         assert "vector" not in lexical.hits[0].signals
 
         vector = await service.search("retry request attempts", mode="vector", limit=2)
-        assert where(vector.hits)[0] == ("src/net/http_client.py", "HttpClient")
+        assert where(vector.hits)[0] == ("src/net/http_client.py", "HttpClient.retry_request")
         assert "lexical" not in vector.hits[0].signals
 
         hybrid = await service.search("add item to cart", limit=3)
@@ -263,7 +263,7 @@ async def test_changing_the_embedding_model_re_embeds(tmp_path: Path) -> None:
         assert stats.pending_embeddings == 0
         assert other.texts == stats.chunks + 1  # a dimension probe, then every chunk again
         vector = await service.search("retry request attempts", mode="vector", limit=1)
-        assert where(vector.hits) == [("src/net/http_client.py", "HttpClient")]
+        assert where(vector.hits) == [("src/net/http_client.py", "HttpClient.retry_request")]
     finally:
         await service.aclose()
 

@@ -188,7 +188,7 @@ async def test_voice_asks_explains_and_chats(
     assert events[0][1] == {"text": SAID, "backend": "speech0"}
     answer = "".join(str(d["text"]) for k, d in events if k == "delta")
     assert blocks(answer) == [("src/shop/cart.py", 9, 9), ("src/shop/cart.py", 8, 9),
-                              ("src/shop/cart.py", 4, 5), ("src/shop/cart.py", 12, 14)]
+                              ("src/shop/cart.py", 1, 5), ("src/shop/cart.py", 12, 14)]
     assert answer.endswith(f"(src/shop/cart.py:9-9).\nThe developer asked: {SAID}\n")
 
     r = await http.post(app.url + "/api/ai/voice", files=files, data={"mode": "chat"})

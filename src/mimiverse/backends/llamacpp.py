@@ -32,10 +32,17 @@ from typing import Any, ClassVar, TypeVar
 import llama_cpp
 from llama_cpp import Llama
 
+from mimiverse.backends import llamacpp_chat as chat
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, PromptSpeed
 from mimiverse.backends.inprocess import InProcessBackend
 from mimiverse.config import BackendSettings, Task
-from mimiverse.errors import BackendError, BackendRejected, BackendUnavailable, Unsupported
+from mimiverse.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendRejected,
+    BackendUnavailable,
+    Unsupported,
+)
 
 T = TypeVar("T")
 Emit = Callable[[Delta], None]
@@ -70,6 +77,12 @@ class LlamaCppBackend(InProcessBackend):
     kind: ClassVar[str] = "llamacpp"
     default_target_prompt_s: ClassVar[float | None] = 1.5  # CPU prompt reading is slow
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
+    # Tools through the chat template and grammars (llamacpp_chat.py); no images (no
+    # vision projector is loaded), no thinking switch, a context fixed at load.
+    chat_fields: ClassVar[frozenset[str]] = frozenset({
+        "tools", "tool_choice", "response_format", "top_k", "min_p", "presence_penalty",
+        "frequency_penalty", "repeat_penalty",
+    })
 
     def __init__(self, config: BackendSettings) -> None:
         super().__init__(config)
@@ -92,6 +105,11 @@ class LlamaCppBackend(InProcessBackend):
 
     async def list_models(self) -> list[str]:
         return [self.model_path.stem]
+
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        async with self._lock:
+            llm = await self._model()
+        return chat.template_capabilities(llm.metadata.get("tokenizer.chat_template", ""))
 
     async def check_health(self) -> None:
         # Loading is the real check: a file that exists may still not be a usable GGUF.
@@ -339,44 +357,15 @@ class LlamaCppBackend(InProcessBackend):
         self, llm: Llama, request: ChatRequest, cancel: threading.Event, emit: Emit
     ) -> None:
         started = time.perf_counter()
-        # Any: llama-cpp-python types messages per role and chunks as a wide union;
-        # roles are checked at the API boundary and chunks are read defensively below.
-        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
-        chunks: Any = llm.create_chat_completion(
-            messages=messages,
-            stream=True,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p if request.top_p is not None else _TOP_P,
-            top_k=_TOP_K,
-            min_p=_MIN_P,
-            stop=list(request.stop),
-            seed=request.seed,
-        )
-        finish = "length"
+        defaults = {"top_p": _TOP_P, "top_k": _TOP_K, "min_p": _MIN_P}
         try:
-            # The chat stream has no per-token hook; chunks come once per token except
-            # while a possible stop string is held back.
-            for chunk in chunks:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                text = choice["delta"].get("content") or ""
-                if choice.get("finish_reason"):
-                    finish = "length" if choice["finish_reason"] == "length" else "stop"
-                if text:
-                    emit(Delta(text=text))
+            finish = chat.run(llm, request, defaults, cancel, emit)
         except ValueError as exc:  # llama-cpp-python's "exceeds the context window"
             raise BackendRejected(str(exc), backend=self.name, status_code=400) from exc
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        except chat.CutShort as exc:
+            raise BackendProtocolError(str(exc), backend=self.name) from exc
         # llama-cpp-python's chat stream reports no usage, so no token counts here.
         self.last_generation = GenerationStats(None, None, finish, time.perf_counter() - started)
-        if finish != "cancelled":
-            emit(Delta(finish_reason=finish))
 
     def _embed_sync(self, llm: Llama, texts: list[str]) -> list[list[float]]:
         # Typed as str upstream, but it is the C enum's int.

@@ -236,7 +236,10 @@ class Router:
                 log.warning("backend %s did not warm up: %s", name, result)
 
     def _routed_models(self, name: str) -> list[str]:
-        return [self.route(t).model for t in TASKS if name in self.route(t).backends]
+        routes = [self.route(t) for t in TASKS]
+        if self.settings.models.vision is not None:
+            routes.append(self.settings.models.vision)
+        return [r.model for r in routes if name in r.backends]
 
     def _recovered(self, name: str) -> None:
         self.breakers[name].record_success()  # the probe saw it healed: route to it again
@@ -244,24 +247,34 @@ class Router:
     def route(self, task: Task) -> ModelRoute:
         return self.settings.models.route(task)
 
-    def candidates(self, task: Task, affinity: str | None = None) -> Sequence[Backend]:
-        """The task's backends in the order its balancing strategy gives for this request
-        (`affinity`: what should stay on one backend, a completion's file)."""
-        route = self.route(task)
+    def candidates(self, task: Task, affinity: str | None = None,
+                   route: ModelRoute | None = None) -> Sequence[Backend]:
+        """The route's backends (the task's, unless given) in the order its balancing
+        strategy gives for this request (`affinity`: what should stay on one backend, a
+        completion's file)."""
+        route = route or self.route(task)
         order = self.balancer.order(task, route.balance, route.backends, affinity, self._usable)
         return [self.backends[name] for name in order]
 
     def _usable(self, name: str) -> bool:
         return self.breakers[name].state == "closed" and self.health.allows(name)
 
+    def named_route(self, name: str) -> ModelRoute | None:
+        """A task's route by name, or the vision route (None when not configured)."""
+        if name == "vision":
+            return self.settings.models.vision
+        return next((self.route(t) for t in TASKS if t == name), None)
+
     async def open_stream(
         self, task: Task, start: StreamFactory, exclude: Collection[str] = (),
-        affinity: str | None = None,
+        route: ModelRoute | None = None, affinity: str | None = None,
     ) -> RoutedStream:
         """Start `start(backend, model)` on the first backend that yields a first delta;
-        `exclude`: backends not to try (they failed this request already); `affinity`:
-        what should stay on one backend (a completion's file)."""
-        model = self.route(task).model
+        `exclude`: backends not to try (they failed this request already); `route` (the
+        vision route) stands in for the task's own; `affinity`: what should stay on one
+        backend (a completion's file)."""
+        route = route or self.route(task)
+        model = route.model
 
         async def attempt(backend: Backend) -> RoutedStream:
             watch = TokenWatch(backend.config.timeouts)
@@ -283,7 +296,8 @@ class Router:
             self.balancer.first_token(backend.name, time.perf_counter() - started)
             return RoutedStream(self, backend, model, first, upstream, watch)
 
-        return await self._first_to_answer(task, attempt, exclude, affinity)
+        return await self._first_to_answer(
+            task, attempt, exclude, self.candidates(task, affinity, route))
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -307,13 +321,14 @@ class Router:
 
     async def _first_to_answer(
         self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
-        exclude: Collection[str] = (), affinity: str | None = None,
+        exclude: Collection[str] = (), candidates: Sequence[Backend] | None = None,
     ) -> T:
-        """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
-        every verdict. All failing -> AllBackendsFailed naming each backend and why."""
+        """`attempt` each candidate (the task's, unless given) in order, skipping cooling
+        ones and `exclude`; the breakers learn from every verdict. All failing ->
+        AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
-        for backend in self.candidates(task, affinity):
+        for backend in candidates if candidates is not None else self.candidates(task):
             if backend.name in exclude:
                 continue
             if failures:  # each candidate not answering adds one: we moved past the last
