@@ -122,7 +122,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Index jobs as rows, so every replica sees them and picks up interrupted ones
     # (index/store/pg_jobs.py).
     (
-        """CREATE TABLE index_jobs (
+        """CREATE TABLE IF NOT EXISTS index_jobs (
             repo bigint PRIMARY KEY REFERENCES repos (id) ON DELETE CASCADE,
             state text NOT NULL,
             again boolean NOT NULL DEFAULT false,
@@ -136,7 +136,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             embedding_error text,
             report jsonb
         )""",
-        "CREATE INDEX index_jobs_due ON index_jobs (requested_at)"
+        "CREATE INDEX IF NOT EXISTS index_jobs_due ON index_jobs (requested_at)"
         " WHERE state IN ('queued', 'indexing', 'embedding')",
     ),
 )
