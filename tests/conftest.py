@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +12,21 @@ import pytest
 from tests.servers.harness import ServerHandle, run_in_thread
 from tests.servers.ollama_server import OllamaApp
 from tests.servers.openai_server import OpenAIApp
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_model_downloads() -> Iterator[None]:
+    """No test fetches a model or finds the developer's own (a default configuration
+    would load it): the model folders are empty throwaway ones and Hugging Face is
+    offline; tests of fetching point these elsewhere themselves. Set in os.environ, so
+    servers started as processes inherit it."""
+    root = tempfile.mkdtemp(prefix="mimiverse-test-models-")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIMIVERSE_MODELS_DIR", os.path.join(root, "models"))
+        mp.setenv("HF_HUB_CACHE", os.path.join(root, "hub"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -208,20 +208,54 @@ class Router:
         self.observer: Observer = NO_OBSERVER  # what it reports to (the app's metrics)
         # Backends with a readiness probe (triton) are skipped while their last one failed.
         self.health = HealthMonitor(backends, self._routed_models, self._recovered)
+        self.warming: set[str] = set()  # backends whose warm-up (download, load) is running
 
     def start_probes(self) -> None:
         """Start the background readiness probes (needs the running event loop)."""
         self.health.start()
 
     async def warm_up(self) -> None:
-        """Warm every backend up (load in-process models); a failure is logged, not
-        raised: the backend's first request will say what is wrong."""
-        names = list(self.backends)
-        results = await asyncio.gather(*(self.backends[n].warm_up() for n in names),
+        """Warm backends up (load in-process models); a failure is logged, not raised:
+        the backend's first request will say what is wrong.
+
+        A backend that only ever stands behind others (the embedded model behind a local
+        Ollama) warms up only when, on some route, none of those before it answers: a
+        running Ollama means no download and no model held in memory for nothing."""
+        standby = [n for n in self.backends if self._always_behind(n)]
+        await self._warm([n for n in self.backends if n not in standby])
+        needed = [n for n in standby if not await self._covered(n)]
+        await self._warm(needed)
+
+    async def _warm(self, names: list[str]) -> None:
+        self.warming.update(names)
+        results = await asyncio.gather(*(self._warm_one(n) for n in names),
                                        return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("backend %s did not warm up: %s", name, result)
+
+    async def _warm_one(self, name: str) -> None:
+        try:
+            await self.backends[name].warm_up()
+        finally:
+            self.warming.discard(name)
+
+    def _routes_of(self, name: str) -> list[list[str]]:
+        return [r.backends for r in (self.route(t) for t in TASKS) if name in r.backends]
+
+    def _always_behind(self, name: str) -> bool:
+        routes = self._routes_of(name)
+        return bool(routes) and all(r.index(name) > 0 for r in routes)
+
+    async def _covered(self, name: str) -> bool:
+        """Whether on every route of `name` a backend before it answers its health check."""
+        for route in self._routes_of(name):
+            before = route[: route.index(name)]
+            answers = await asyncio.gather(*(self.check(b) for b in before),
+                                           return_exceptions=True)
+            if all(isinstance(a, BaseException) for a in answers):
+                return False
+        return True
 
     def _routed_models(self, name: str) -> list[str]:
         return [self.route(t).model for t in TASKS if name in self.route(t).backends]
