@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
@@ -18,10 +20,24 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
+from mimiverse.routing.report import task_lines
 from mimiverse.security import SecurityGate, allowed_host_names
 from mimiverse.telemetry.gpu import GpuCollector
 from mimiverse.telemetry.metrics import Metrics
 from mimiverse.telemetry.requests import RequestTelemetry
+
+log = logging.getLogger("mimiverse.start")
+
+
+async def _start_backends(gateway: Gateway) -> None:
+    """Say what serves each task (and how to fix what is missing), then warm up: load
+    in-process models, and fetch the embedded model when nothing before it answers."""
+    try:
+        for line in await task_lines(gateway.router):
+            log.info("%s", line)
+    except Exception as exc:  # a report must never keep the server from starting
+        log.warning("could not check the backends: %s", exc)
+    await gateway.router.warm_up()
 
 
 def create_app(
@@ -39,7 +55,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
         # In-process models load now, in the background, not on the first request.
-        warming = asyncio.create_task(gateway.router.warm_up(), name="warm up backends")
+        warming = asyncio.create_task(_start_backends(gateway), name="warm up backends")
         for repo in repos:
             await codebase_service.start(repo)
         try:
@@ -61,6 +77,12 @@ def create_app(
     app.state.codebase = codebase_service
     app.state.metrics = metrics
     install_error_handlers(app)
+
+    # Nothing lives at / yet: send people to the API's interactive documentation.
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.
