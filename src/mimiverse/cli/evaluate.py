@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +14,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mimiverse.backends.registry import build_backend
-from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
+from mimiverse.cli.common import ConfigOption, console, err_console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
@@ -37,11 +39,16 @@ def eval_search(
     if not src.is_dir():
         raise fail(f"{path} is not a directory")
 
-    async def go() -> None:
+    def step(text: str) -> None:
+        if not as_json:
+            err_console.print(f"· {text}", highlight=False)
+
+    async def go(workdir: Path) -> None:
         router = Router(settings, {b.name: build_backend(b) for b in settings.backends})
         service = CodebaseService(eval_settings(settings.index), router)
         try:
-            tasks, results = await evaluate(service, src, limit=limit, seed=seed)
+            tasks, results = await evaluate(service, src, limit=limit, seed=seed,
+                                            workdir=workdir, on_step=step)
         finally:
             await router.aclose()
         if not tasks:
@@ -63,7 +70,15 @@ def eval_search(
                           f"{s.recall_at_10:.3f}")
         console.print(table)
 
-    run(go())
+    # The copy is removed here, outside the event loop, so that Ctrl-C (even a second
+    # one, while indexing winds down) never leaves it behind.
+    workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
+    try:
+        run(go(workdir))
+    except KeyboardInterrupt:
+        raise fail("interrupted") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @eval_app.command("fim")

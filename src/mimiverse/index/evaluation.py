@@ -13,17 +13,17 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mimiverse.config import IndexSettings
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Mode
+from mimiverse.index.walker import iter_files
 
 MODES: tuple[Mode, ...] = ("lexical", "vector", "hybrid")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n\s*\n")
-_SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mimiverse"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,9 @@ def first_sentence(docstring: str) -> str:
 
 
 def _python_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*.py")):
-        if not _SKIP_DIRS & set(path.relative_to(root).parts) and path.is_file():
-            files.append(path)
-    return files
+    """The Python files `mimiverse index` would take: .gitignore'd folders (virtualenvs,
+    build output) and vendored or generated code left out."""
+    return sorted(f.abs_path for f in iter_files(root) if f.language == "python")
 
 
 def blank_docstrings(source: str) -> tuple[str, list[tuple[str, int, int]]]:
@@ -108,19 +106,26 @@ def score(ranks: Sequence[int | None]) -> Scores:
 
 async def evaluate(
     service: CodebaseService, src: Path, *, limit: int = 200, seed: int = 0,
-    modes: Sequence[Mode] = MODES,
+    modes: Sequence[Mode] = MODES, workdir: Path | None = None,
+    on_step: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[Task], dict[Mode, Scores]]:
-    """Index a docstring-free copy of `src` with `service` and score each mode."""
-    workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
+    """Index a docstring-free copy of `src` with `service` and score each mode.
+
+    The copy goes to `workdir` (the caller then removes it, even when interrupted) or to
+    a temporary folder removed here. `on_step` hears what is being done."""
+    own = workdir is None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
     try:
         copy = workdir / src.name
         tasks = build_tasks(src, copy, limit=limit, seed=seed)
+        on_step(f"{len(tasks)} queries; indexing a docstring-free copy (lexical, then vectors)")
         job = await service.start(str(copy))
         await service.wait(job.root)
         if job.error:
             raise RuntimeError(job.error)
         results: dict[Mode, Scores] = {}
         for mode in modes:
+            on_step(f"searching: {mode}")
             ranks: list[int | None] = []
             for task in tasks:
                 found = await service.search(task.query, limit=10, mode=mode,
@@ -137,7 +142,8 @@ async def evaluate(
         return tasks, results
     finally:
         await service.aclose()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def eval_settings(settings: IndexSettings) -> IndexSettings:
