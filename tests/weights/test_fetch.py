@@ -13,6 +13,7 @@ pytest.importorskip("huggingface_hub")
 from mimiverse.errors import ModelFileError
 from mimiverse.weights import fetch
 from mimiverse.weights.catalog import CatalogModel
+from tests.servers.harness import free_port
 from tests.servers.hf_server import HubServer
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -121,4 +122,13 @@ def test_an_unpinned_model_is_refused_before_any_download(
 def test_a_missing_file_on_the_hub_says_so(hub: HubServer, gguf_bytes: bytes) -> None:
     hub.hub.files.clear()
     with pytest.raises(ModelFileError, match="cannot fetch tiny-coder: Hugging Face: "):
+        fetch.fetch(entry(gguf_bytes), progress=False)
+
+
+def test_an_unreachable_hub_is_reported_at_once(
+    hub: HubServer, gguf_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    with pytest.raises(ModelFileError, match=f"Hugging Face: {closed} is unreachable"):
         fetch.fetch(entry(gguf_bytes), progress=False)

@@ -20,12 +20,14 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from mimiverse.errors import ModelFileError
 from mimiverse.weights.catalog import CatalogModel
@@ -116,13 +118,16 @@ def _from_hub(model: CatalogModel, digest: str, progress: bool) -> Path:
         raise ModelFileError(f"huggingface_hub is not installed ({exc})") from None
     import requests
 
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if (why := _unreachable(endpoint)) is not None:
+        # huggingface_hub would retry its first request for ~30 s before saying so.
+        raise ModelFileError(f"{endpoint} is unreachable ({why})")
     (enable_progress_bars if progress else disable_progress_bars)()
     last = ""
     for _ in range(_HUB_ATTEMPTS):
         try:
             path = Path(hf_hub_download(
-                model.repo, model.filename, cache_dir=hub_cache_dir(),
-                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                model.repo, model.filename, cache_dir=hub_cache_dir(), endpoint=endpoint,
             ))
             break
         except (requests.ConnectionError, requests.Timeout,
@@ -135,6 +140,17 @@ def _from_hub(model: CatalogModel, digest: str, progress: bool) -> Path:
     else:
         raise ModelFileError(f"{last}, {_HUB_ATTEMPTS} attempts")
     return _accept(path, digest, model)
+
+
+def _unreachable(url: str) -> str | None:
+    """Why a TCP connection to `url`'s host cannot be opened (name or route), or None."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def _accept(path: Path, digest: str, model: CatalogModel) -> Path:
