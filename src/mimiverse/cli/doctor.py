@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.table import Table
+from rich.markup import escape
 
 from mimiverse.backends.base import Backend
 from mimiverse.backends.registry import build_backend
@@ -80,18 +80,18 @@ def doctor(config: ConfigOption = None) -> None:
     settings = settings_from(config)
     probes = run(_probe_all(settings))
 
-    # Names never wrap; long texts fold, so every column keeps a readable width at 80.
-    table = Table(title="backends")
-    table.add_column("backend", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("where", overflow="fold", ratio=2)
-    table.add_column("status", overflow="fold", ratio=3)
-    table.add_column("how to fix", overflow="fold", ratio=3)
+    # One block per backend, not a table: a five-column table squeezes the fixes into a
+    # few characters per line at 80 columns, and these lines wrap like any text.
+    console.print("[bold]backends[/]")
     for b in settings.backends:
         p = probes[b.name]
-        status = f"[green]ok[/] {p.detail}" if p.ok else f"[red]down[/] {p.detail}"
-        table.add_row(b.name, b.kind, b.url or b.model or b.model_path or "", status, p.fix)
-    console.print(table)
+        status = "[green]ok[/]" if p.ok else "[red]down[/]"
+        where = b.url or b.model or b.model_path or ""
+        console.print(f"{status} {b.name} ({b.kind}{', ' + where if where else ''}): "
+                      f"{escape(p.detail)}", highlight=False)
+        if p.fix:
+            console.print(f"   fix: {escape(p.fix)}", highlight=False)
+    console.print()
 
     problems = 0
     for task in TASKS:
