@@ -18,22 +18,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # embedded llama.cpp. pip speaks for itself here (no -q): the first install compiles
 # llama.cpp for minutes, and a silent terminal reads as a hang.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	@echo "== installing mimiverse[embed,llamacpp]: the first time ~5-8 min (CPU torch, and" \
-		"llama.cpp compiled from source); later runs reuse pip's cache"
+	@echo "== installing mimiverse[embed,llamacpp] (CPU torch, llama.cpp): ~9 min on 2 busy" \
+		"cores with pip's cache warm; the very first time pip also compiles llama.cpp (4-10 min)"
 	$(BIN)/pip install --progress-bar off -e '.[embed,llamacpp]'
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	@echo "== installing mimiverse[test]: the first time ~10 min (llama.cpp compiled from" \
-		"source, torch, PostgreSQL, Triton client); later runs reuse pip's cache"
+	@echo "== installing mimiverse[test] (torch, llama.cpp, PostgreSQL, Triton client), then a" \
+		"tritonserver: ~14 min together on 2 busy cores with pip's cache warm; the very" \
+		"first time pip also compiles llama.cpp (4-10 min)"
 	$(BIN)/pip install --progress-bar off -e '.[test]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-run
 
 # A real tritonserver for the tests (pytriton, which pins numpy<2): a venv of its own.
 TRITON_VENV ?= .venv-triton
 $(TRITON_VENV)/.installed: tests/tritonserver/requirements.txt
-	@echo "== installing a tritonserver for the tests into $(TRITON_VENV): the first time" \
-		"~2-4 min (nvidia-pytriton, ~1 GB)"
+	@echo "== installing a tritonserver for the tests into $(TRITON_VENV) (nvidia-pytriton)"
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --progress-bar off -r tests/tritonserver/requirements.txt
 	touch $@

@@ -20,7 +20,7 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
-from mimiverse.routing.report import task_lines
+from mimiverse.routing.report import backend_states, task_lines
 from mimiverse.security import SecurityGate, allowed_host_names
 from mimiverse.telemetry.gpu import GpuCollector
 from mimiverse.telemetry.metrics import Metrics
@@ -29,15 +29,18 @@ from mimiverse.telemetry.requests import RequestTelemetry
 log = logging.getLogger("mimiverse.start")
 
 
-async def _start_backends(gateway: Gateway) -> None:
-    """Say what serves each task (and how to fix what is missing), then warm up: load
-    in-process models, and fetch the embedded model when nothing before it answers."""
+async def _report_backends(gateway: Gateway) -> dict[str, bool]:
+    """Say what serves each task, and how to fix what is missing; return which backends
+    answered. Done before serving (loopback probes take milliseconds, a remote one at
+    most its connect timeout): probes running into shutdown could leak sockets."""
     try:
-        for line in await task_lines(gateway.router):
-            log.info("%s", line)
+        states = await backend_states(gateway.router)
     except Exception as exc:  # a report must never keep the server from starting
         log.warning("could not check the backends: %s", exc)
-    await gateway.router.warm_up()
+        return {}
+    for line in task_lines(gateway.router, states):
+        log.info("%s", line)
+    return {name: why is None for name, why in states.items()}
 
 
 def create_app(
@@ -54,8 +57,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
-        # In-process models load now, in the background, not on the first request.
-        warming = asyncio.create_task(_start_backends(gateway), name="warm up backends")
+        answers = await _report_backends(gateway)
+        # In-process models load now, in the background, not on the first request (and
+        # the embedded model is fetched when nothing before it answers).
+        warming = asyncio.create_task(gateway.router.warm_up(answers), name="warm up backends")
         for repo in repos:
             await codebase_service.start(repo)
         try:

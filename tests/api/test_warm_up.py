@@ -108,8 +108,8 @@ async def test_readiness_says_loading_while_a_model_loads(
         assert r.status_code == 200
         body = r.json()
         assert body["status"] == "degraded"
-        assert body["checks"]["backend:slow"] == {"status": "loading",
-                                                  "detail": "warming up (loading the model)"}
+        assert body["checks"]["backend:slow"] == {
+            "status": "loading", "detail": "warming up (fetching or loading its model)"}
     finally:
         slow.release.set()
     for _ in range(500):

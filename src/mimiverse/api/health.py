@@ -46,7 +46,7 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
         *(router.check(name) for name in names), return_exceptions=True
     )
     checks: dict[str, Check] = {
-        f"backend:{n}": Check(status="loading", detail="warming up (loading the model)")
+        f"backend:{n}": Check(status="loading", detail="warming up (fetching or loading its model)")
         for n in warming
     }
     for name, result in zip(names, results, strict=True):

@@ -55,13 +55,17 @@ async def _state(router: Router, config: BackendSettings) -> str | None:
     return None
 
 
-async def task_lines(router: Router) -> list[str]:
+async def backend_states(router: Router) -> dict[str, str | None]:
+    """Each routed backend: None when it answers (or will, once loaded), else why not."""
+    used = list(dict.fromkeys(n for t in TASKS for n in router.route(t).backends))
+    found = await asyncio.gather(*(_state(router, router.backends[n].config) for n in used))
+    return dict(zip(used, found, strict=True))
+
+
+def task_lines(router: Router, states: dict[str, str | None]) -> list[str]:
     """One line per task (model, the backend that will serve it, what is unreachable),
     then one line per missing piece with its fix."""
     configs = {b.name: b.config for b in router.backends.values()}
-    used = list(dict.fromkeys(n for t in TASKS for n in router.route(t).backends))
-    states = dict(zip(used, await asyncio.gather(*(_state(router, configs[n]) for n in used)),
-                      strict=True))
     lines: list[str] = []
     fixes: dict[str, str] = {}
     for task in TASKS:

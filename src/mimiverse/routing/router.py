@@ -214,16 +214,18 @@ class Router:
         """Start the background readiness probes (needs the running event loop)."""
         self.health.start()
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, answers: dict[str, bool] | None = None) -> None:
         """Warm backends up (load in-process models); a failure is logged, not raised:
         the backend's first request will say what is wrong.
 
         A backend that only ever stands behind others (the embedded model behind a local
         Ollama) warms up only when, on some route, none of those before it answers: a
-        running Ollama means no download and no model held in memory for nothing."""
+        running Ollama means no download and no model held in memory for nothing.
+        `answers`: whether each backend answered a health check just now (else asked)."""
         standby = [n for n in self.backends if self._always_behind(n)]
         await self._warm([n for n in self.backends if n not in standby])
-        needed = [n for n in standby if not await self._covered(n)]
+        answers = dict(answers or {})  # each backend before them is asked at most once
+        needed = [n for n in standby if not await self._covered(n, answers)]
         await self._warm(needed)
 
     async def _warm(self, names: list[str]) -> None:
@@ -247,13 +249,20 @@ class Router:
         routes = self._routes_of(name)
         return bool(routes) and all(r.index(name) > 0 for r in routes)
 
-    async def _covered(self, name: str) -> bool:
-        """Whether on every route of `name` a backend before it answers its health check."""
+    async def _covered(self, name: str, answers: dict[str, bool]) -> bool:
+        """Whether on every route of `name` a backend before it answers its health check
+        (asked in route order, stopping at the first that answers)."""
         for route in self._routes_of(name):
-            before = route[: route.index(name)]
-            answers = await asyncio.gather(*(self.check(b) for b in before),
-                                           return_exceptions=True)
-            if all(isinstance(a, BaseException) for a in answers):
+            for before in route[: route.index(name)]:
+                if before not in answers:
+                    try:
+                        await self.check(before)
+                        answers[before] = True
+                    except BackendError:
+                        answers[before] = False
+                if answers[before]:
+                    break
+            else:
                 return False
         return True
 
