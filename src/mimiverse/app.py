@@ -12,10 +12,12 @@ from fastapi.responses import RedirectResponse
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
-from mimiverse.api import ai, cache, codebase, health, models, triton
+from mimiverse.api import ai, assist, cache, codebase, health, models, triton, ui, voice
 from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
+from mimiverse.assist.service import Assistant
+from mimiverse.assist.voice import Transcriber
 from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
@@ -80,6 +82,8 @@ def create_app(
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.codebase = codebase_service
+    app.state.assistant = Assistant(gateway, codebase_service)
+    app.state.transcriber = Transcriber(settings, gateway.router.backends)
     app.state.metrics = metrics
     install_error_handlers(app)
 
@@ -91,9 +95,9 @@ def create_app(
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.
-    for router in (ai.router, cache.router, codebase.router, models.router, health.router,
-                   triton.router, metrics_api.router, openai.router, ollama.router,
-                   tabby.router):
+    for router in (ai.router, assist.router, cache.router, codebase.router, models.router,
+                   health.router, triton.router, metrics_api.router, openai.router,
+                   ollama.router, tabby.router, ui.router, voice.router):
         app.router.routes.extend(router.routes)
     # Body size, per-token rate and concurrency limits, and slow stream readers dropped.
     app.add_middleware(Admission, limits=settings.limits,

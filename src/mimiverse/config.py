@@ -330,10 +330,22 @@ class ModelsSettings(_Strict):
         max_prompt_tokens=16384, max_tokens=2048,
     )
     embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
+    # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
+    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
+    # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
+    transcription: ModelRoute | None = None
 
     def route(self, task: Task) -> ModelRoute:
         route: ModelRoute = getattr(self, task)
         return route
+
+
+class VoiceSettings(_Strict):
+    """Limits on audio sent for transcription (over them: 413 for size, 422 for length)."""
+
+    max_audio_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Checked where the container says how long it is (WAV, MP3, Ogg, FLAC, MP4/M4A).
+    max_audio_seconds: float = Field(120.0, gt=0, le=3600)
 
 
 class BreakerSettings(_Strict):
@@ -417,6 +429,7 @@ class Settings(BaseSettings):
     repo_context: RepoContextSettings = RepoContextSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
+    voice: VoiceSettings = VoiceSettings()
 
     @field_validator("backends")
     @classmethod
@@ -445,6 +458,20 @@ class Settings(BaseSettings):
                         f"backend; configured: {sorted(known) or 'none'}; add a [[backends]] "
                         f"entry with name = {name!r}, or name one of those"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _transcription_on_speech_servers(self) -> Settings:
+        route = self.models.transcription
+        kinds = {b.name: b.kind for b in self.backends}
+        for name in route.backends if route is not None else []:
+            if kinds.get(name) != "openai":
+                raise ValueError(
+                    f"models.transcription.backends names {name!r}, which is "
+                    + ("not a configured backend" if name not in kinds else
+                       f"of kind {kinds[name]!r}") + "; transcription needs OpenAI-compatible "
+                    "speech servers (kind = 'openai')"
+                )
         return self
 
     @model_validator(mode="after")

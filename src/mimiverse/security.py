@@ -10,7 +10,9 @@ Checked in this order, each before any route runs:
    preflights from listed origins are answered here, without a token, as browsers send
    none with them.
 3. Token: when tokens are configured every path except `/health/live` needs one, as
-   `Authorization: Bearer <t>`, `X-Api-Key: <t>` or `api-key: <t>` (401 otherwise).
+   `Authorization: Bearer <t>`, `X-Api-Key: <t>` or `api-key: <t>` (401 otherwise), or
+   as the password of HTTP Basic authentication: a browser asks for it when the page at
+   `/` answers 401 with a Basic challenge, then sends it with the page's own API calls.
    Tokens are kept as SHA-256 digests and compared with `hmac.compare_digest`.
 
 The request then carries its Principal (who sent it: a token's short id and its team) in
@@ -21,6 +23,7 @@ This module depends on nothing else in mimiverse, so config.py can use its helpe
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -33,6 +36,8 @@ from pathlib import PurePath
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNPROTECTED_PATHS = frozenset({"/health/live"})
+# Pages a person opens in a browser: their 401 asks the browser for the token (Basic).
+BROWSER_PATHS = frozenset({"/"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 TOKEN_HEADERS = (b"x-api-key", b"api-key")
 CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -162,8 +167,10 @@ class SecurityGate:
         if self.principals and scope["path"] not in UNPROTECTED_PATHS:
             found = self._principal(scope["headers"])
             if isinstance(found, str):
+                challenge = b'Basic realm="Mimiverse", charset="UTF-8"' \
+                    if scope["path"] in BROWSER_PATHS else b"Bearer"
                 await refuse(send, 401, "unauthorized", found,
-                              [(b"www-authenticate", b"Bearer")])
+                              [(b"www-authenticate", challenge)])
                 return
             principal = found
         scope[PRINCIPAL_SCOPE_KEY] = principal
@@ -189,6 +196,8 @@ class SecurityGate:
                 scheme, _, rest = value.partition(b" ")
                 if scheme.lower() == b"bearer":
                     token = rest.strip()
+                elif scheme.lower() == b"basic":
+                    token = _basic_password(rest.strip())
             elif key in TOKEN_HEADERS:
                 token = value.strip()
         if not token:
@@ -201,6 +210,16 @@ class SecurityGate:
             if hmac.compare_digest(digest, known):
                 matched = principal
         return matched or "the token is not valid"
+
+
+def _basic_password(credentials: bytes) -> bytes | None:
+    """The password of `Basic base64(user:password)`; the user name is not checked."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True)
+    except ValueError:
+        return None
+    _, sep, password = decoded.partition(b":")
+    return password if sep else None
 
 
 def _same_origin(origin: bytes, host: bytes | None) -> bool:

@@ -97,6 +97,15 @@ class HttpBackend(Backend):
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
         return await self._json("POST", path, orjson.dumps(payload))
 
+    async def post_form(self, path: str, form: aiohttp.FormData) -> Any:
+        """POST multipart/form-data (e.g. audio) and read a JSON answer."""
+        with self.mapped_errors():
+            async with self.session.post(self.base_url + path, data=form) as response:
+                content = await response.read()
+                if response.status >= 400:
+                    raise self._status_error(response.status, content)
+                return orjson.loads(content)
+
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
 

@@ -1,4 +1,5 @@
-"""`mimiverse eval search|fim PATH`: search relevance, and what context buys completions."""
+"""`mimiverse eval search|fim|ask PATH`: search relevance, what context buys completions,
+and whether ask's sources hold what a question is about."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from mimiverse.assist.evaluation import evaluate_ask
 from mimiverse.backends.registry import build_backend
 from mimiverse.cli.common import ConfigOption, console, err_console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
@@ -147,3 +149,49 @@ def eval_fim(
             table.add_row(kind + "-line", label, str(s.tasks), f"{s.exact_match:.3f}",
                           f"{s.edit_similarity:.3f}", f"{s.latency_p50_ms:.0f}")
     console.print(table)
+
+
+@eval_app.command("ask")
+def eval_ask(
+    path: Annotated[Path, typer.Argument(help="a Python repository or package folder")],
+    limit: Annotated[int, typer.Option(help="number of questions", min=1, max=5000)] = 200,
+    seed: Annotated[int, typer.Option(help="which functions are sampled")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Recall@5/@10 of ask's sources: does a docstring's question bring its function?
+
+    Runs ask's retrieval and prompt budget as the API does (models.chat.max_prompt_tokens),
+    without calling the chat model."""
+    settings = settings_from(config)
+    src = path.resolve()
+    if not src.is_dir():
+        raise fail(f"{path} is not a directory")
+
+    async def go() -> None:
+        gateway = Gateway(settings)
+        service = CodebaseService(eval_settings(settings.index), gateway.router)
+        try:
+            tasks, scores = await evaluate_ask(gateway, service, src, limit=limit, seed=seed)
+        finally:
+            await gateway.aclose()
+        if not tasks:
+            raise fail(f"no documented Python functions found under {src}")
+        if as_json:
+            print(orjson.dumps({
+                "repository": str(src), "questions": scores.questions,
+                "embedding_model": settings.models.embedding.model,
+                "max_prompt_tokens": settings.models.chat.max_prompt_tokens,
+                "recall@5": scores.recall_at_5, "recall@10": scores.recall_at_10,
+                "sources_median": scores.sources_median,
+            }, option=orjson.OPT_INDENT_2).decode())
+            return
+        table = Table(title=f"{src.name}: {scores.questions} questions "
+                            f"(embeddings: {settings.models.embedding.model})")
+        for col in ("Recall@5", "Recall@10", "sources per prompt (median)"):
+            table.add_column(col)
+        table.add_row(f"{scores.recall_at_5:.3f}", f"{scores.recall_at_10:.3f}",
+                      f"{scores.sources_median:g}")
+        console.print(table)
+
+    run(go())

@@ -38,6 +38,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat.shared import (
     ModelCatalog,
     OllamaError,
@@ -317,8 +318,10 @@ async def chat(request: Request, gateway: GatewayDep) -> Response:
     o = body.options
     chat_input = ChatInput(tuple(ChatMessage(m.role, m.content or "") for m in body.messages),
                            o.max_tokens(), o.temperature or 0.0, o.stops(), o.fixed_seed())
+    chat_input, sources = await codebase_switch(request, chat_input)  # `@codebase ...`
     prompt_text = "".join(m.content for m in chat_input.messages)
-    return await _respond(request, gateway, chat_input, prompt_text, content, body.stream)
+    return mark_sources(
+        await _respond(request, gateway, chat_input, prompt_text, content, body.stream), sources)
 
 
 # -- /api/embed, /api/embeddings ----------------------------------------------------------

@@ -36,6 +36,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.shared import (
     OWNER,
@@ -326,7 +327,7 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await catalog(request).resolve(body.model, "chat")
-    chat = body.to_input()
+    chat, sources = await codebase_switch(request, body.to_input())  # `@codebase ...`
     prompt_text = "".join(m.content for m in chat.messages)
     ident, created = "chatcmpl-" + uuid.uuid4().hex, unix_now()
 
@@ -338,8 +339,9 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
         message = {"role": "assistant", "content": answer.text, "refusal": None}
         only = {"index": 0, "message": message, "logprobs": None,
                 "finish_reason": finish(answer)}
-        return JSONResponse({**base(answer.model, "chat.completion"), "choices": [only],
-                             "usage": usage_object(prompt_text, answer)})
+        return mark_sources(JSONResponse({**base(answer.model, "chat.completion"),
+                                          "choices": [only],
+                                          "usage": usage_object(prompt_text, answer)}), sources)
     events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
     model = gateway.settings.models.chat.model
 
@@ -355,8 +357,8 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
                 "usage": usage_object(prompt_text, answer)}
 
     head = choice({"role": "assistant", "content": ""}, None)
-    return stream_response(sse(events, chunk, usage_chunk if body.include_usage() else None,
-                               head))
+    return mark_sources(stream_response(
+        sse(events, chunk, usage_chunk if body.include_usage() else None, head)), sources)
 
 
 # -- /v1/embeddings -----------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Chat grounded in the indexed code: ask, explain, debug (and their prompts)."""

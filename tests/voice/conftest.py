@@ -1,0 +1,7 @@
+"""Fixtures of the voice tests: our server on loopback."""
+
+from __future__ import annotations
+
+from tests.api.conftest import http, serve
+
+__all__ = ["http", "serve"]
