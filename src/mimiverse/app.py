@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
@@ -86,11 +85,6 @@ def create_app(
     app.state.transcriber = Transcriber(settings, gateway.router.backends)
     app.state.metrics = metrics
     install_error_handlers(app)
-
-    # Nothing lives at / yet: send people to the API's interactive documentation.
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
 
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through

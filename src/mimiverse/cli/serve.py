@@ -36,6 +36,7 @@ def serve(
         raise fail(str(exc)) from None
     where = f"http://{settings.server.host}:{settings.server.port}"
     if settings.server.port:
-        err_console.print(f"Mimiverse: {where} (interactive API docs: {where}/docs)",
+        err_console.print(f"Mimiverse: {where} (a page to ask and search; interactive API "
+                          f"docs: {where}/docs)",
                           highlight=False, soft_wrap=True)
     Server(uvicorn_config(app, settings)).run()
