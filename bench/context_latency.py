@@ -45,7 +45,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="mimiverse-ctx-bench-"))
     root = work / "repo"
     try:
-        settings = load_settings(None, index={"path": str(work / "index.db")})
+        settings = load_settings(
+            None, index={"data_dir": str(work / "data"), "allowed_roots": [str(work)]})
         gateway = Gateway(settings)
         service = CodebaseService(settings.index, gateway.router)
         packages: list[str] = []

@@ -91,7 +91,7 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
                 "chat": {"model": "qwen2.5-coder-0.5b-instruct", "backends": ["llama"]},
                 "embedding": {"model": "all-MiniLM-L6-v2-int8", "backends": ["embedded"]},
             },
-            index={"path": str(work / "index.db")},
+            index={"data_dir": str(work / "data"), "allowed_roots": [str(work)]},
         )
         gateway = Gateway(settings)
         service = CodebaseService(settings.index, gateway.router)

@@ -56,8 +56,9 @@ def time_to_searchable(root: Path) -> dict[str, float]:
     from mimiverse.index.store.sqlite import SqliteStore
 
     settings = IndexSettings()
-    store = SqliteStore(root / ".mimiverse" / "index.db")
-    probe = SqliteStore(root / ".mimiverse" / "index.db")
+    db = root.parent / f"{root.name}-index.db"  # never inside the indexed folder
+    store = SqliteStore(db)
+    probe = SqliteStore(db)
     started = time.perf_counter()
     first: list[float] = []
     done = threading.Event()
@@ -95,7 +96,7 @@ def reindex_unchanged(root: Path, runs: int) -> list[float]:
     from mimiverse.index.indexer import Indexer
     from mimiverse.index.store.sqlite import SqliteStore
 
-    store = SqliteStore(root / ".mimiverse" / "index.db")
+    store = SqliteStore(root.parent / f"{root.name}-index.db")
     indexer = Indexer(store, root, IndexSettings())
     indexer.run()
     times = []
@@ -122,10 +123,11 @@ async def embed_rate(root: Path) -> dict[str, Any]:
                                "backends": ["embedded"]},
                 "chat": {"model": "m", "backends": ["embedded"]},
                 "embedding": {"model": "all-MiniLM-L6-v2", "backends": ["embedded"]}},
+        index={"data_dir": str(root.parent / "data")},  # the bench's folder, not the user's
     )
     router = Router(settings, {b.name: build_backend(b) for b in settings.backends})
     await router.embed(["warm up the model"])  # load time is not indexing time
-    service = CodebaseService(settings.index, router)
+    service = CodebaseService(settings.index, router, [str(root)])
     started = time.perf_counter()
     job = await service.start(str(root))
     await job.lexical_done.wait()

@@ -14,6 +14,13 @@ from tests.servers.ollama_server import OllamaApp
 from tests.servers.openai_server import OpenAIApp
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Indexes the tests make live in a throwaway data folder, never the user's
+    (`[index] data_dir` defaults to $XDG_DATA_HOME/mimiverse; subprocesses inherit it)."""
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_model_downloads() -> Iterator[None]:
     """No test fetches a model or finds the developer's own (a default configuration

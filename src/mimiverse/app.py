@@ -49,7 +49,7 @@ def create_app(
 ) -> FastAPI:
     """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks."""
     gateway = gateway or Gateway(settings)
-    codebase_service = CodebaseService(settings.index, gateway.router)
+    codebase_service = CodebaseService(settings.index, gateway.router, repos)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
     gpus = GpuCollector()
     metrics = Metrics(gateway, codebase_service, collectors=[gpus])

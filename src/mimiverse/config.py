@@ -371,17 +371,39 @@ class CacheSettings(_Strict):
         return url
 
 
+def default_data_dir() -> str:
+    """Mimiverse's per-user data folder: $XDG_DATA_HOME/mimiverse, else
+    ~/.local/share/mimiverse (the platform's equivalent on macOS and Windows)."""
+    import platformdirs
+
+    return platformdirs.user_data_dir("mimiverse", appauthor=False)
+
+
 class IndexSettings(_Strict):
     store: Literal["sqlite", "postgres"] = "sqlite"
-    path: str = Field(".mimiverse/index.db", description="sqlite: relative to the repository")
+    # Never inside the indexed folder: what a repository holds must not decide what its
+    # index says, and indexing must not write into folders it only reads.
+    data_dir: str = Field(default_factory=default_data_dir,
+                          description="sqlite: one index per repository under indexes/")
     url: str | None = Field(None, description="postgres: postgresql://user@host/db")
     max_file_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     embed_batch: int = Field(32, ge=1, le=1024)
-    rrf_k: int = Field(60, ge=1, le=1000)
+    # Hybrid ranking (index/fusion.py, index/ranking.py; measured by bench/search_quality.py).
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: min-max normalised scores, weighted; rrf: reciprocal ranks"
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="rrf only")
     lexical_weight: float = Field(1.0, ge=0, le=10)
-    vector_weight: float = Field(1.0, ge=0, le=10)
-    max_hits_per_file: int = Field(3, ge=1, le=100)
-    # When set, POST /api/codebase/index only accepts repositories under these folders.
+    vector_weight: float = Field(1.3, ge=0, le=10)
+    symbol_boost: float = Field(1.0, ge=0, le=10, description="query names the definition")
+    path_boost: float = Field(0.25, ge=0, le=10, description="query terms in the file's path")
+    test_file_weight: float = Field(
+        0.7, ge=0, le=1, description="score factor of test files unless the query is about tests"
+    )
+    max_hits_per_file: int | None = Field(None, ge=1, le=100, description="None: no cap")
+    # POST /api/codebase/index only accepts repositories under these folders. Unset: the
+    # `serve --repo` folders and the home folder of the user the server runs as; a server
+    # that binds beyond loopback must set them.
     allowed_roots: list[str] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
@@ -425,7 +447,7 @@ class Settings(BaseSettings):
     models: ModelsSettings = ModelsSettings()
     breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
-    index: IndexSettings = IndexSettings()
+    index: IndexSettings = Field(default_factory=IndexSettings)  # data_dir read at load
     repo_context: RepoContextSettings = RepoContextSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -481,6 +503,16 @@ class Settings(BaseSettings):
                 f"server.host = {self.server.host!r} serves the network, and no API token is "
                 "configured: add an [auth] section with tokens = [\"...\"] (or token_sha256) to "
                 "the config file, or set MIMIVERSE_AUTH_TOKENS, or bind to 127.0.0.1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _network_needs_allowed_roots(self) -> Settings:
+        if not is_loopback(self.server.host) and not self.index.allowed_roots:
+            raise ValueError(
+                f"server.host = {self.server.host!r} serves the network, and [index] "
+                "allowed_roots is not set: list the folders clients may index (else any "
+                "client could index any folder the server can read), or bind to 127.0.0.1"
             )
         return self
 

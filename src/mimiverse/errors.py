@@ -29,6 +29,8 @@ one place (api/errors.py).
 
 from __future__ import annotations
 
+from mimiverse.credentials import without_credentials
+
 
 class MimiverseError(Exception):
     """Base class of every error Mimiverse raises on purpose."""
@@ -76,10 +78,11 @@ class NotReady(RequestError):
 
 
 class BackendError(MimiverseError):
-    """An inference backend failed. `backend` names it as configured."""
+    """An inference backend failed. `backend` names it as configured. The message never
+    holds a URL's credentials: clients, health checks and logs all show it."""
 
     def __init__(self, message: str, *, backend: str = "") -> None:
-        super().__init__(message)
+        super().__init__(without_credentials(message))
         self.backend = backend
 
     @property

@@ -22,12 +22,12 @@ from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.config import Settings, Task
-from mimiverse.errors import PromptTooLong
+from mimiverse.errors import AllBackendsFailed, PromptTooLong, StreamInterrupted
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
-from mimiverse.index.walker import detect_language
+from mimiverse.index.filetypes import detect_language
 from mimiverse.routing.router import RoutedStream, Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
@@ -239,7 +239,9 @@ class Gateway:
         return conservative_tokens(text) if counted is None else counted
 
     @observed_stream("completion")
-    async def stream_fim(self, fim: FimInput, plan: FimPlan | None = None) -> Events:
+    async def stream_fim(
+        self, fim: FimInput, plan: FimPlan | None = None, exclude: frozenset[str] = frozenset()
+    ) -> Events:
         """Open a completion: from the cache, type-ahead reuse, or a backend's first token.
 
         Returns its events; failures before the first token raise here, not in the stream.
@@ -261,7 +263,7 @@ class Gateway:
             attempts.append(plan.postprocessor())  # fresh state for each attempt
             return backend.stream_generate(plan.request)
 
-        stream = await self.router.open_stream("completion", start)
+        stream = await self.router.open_stream("completion", start, exclude)
         events = _text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events
@@ -273,7 +275,7 @@ class Gateway:
 
     async def complete(self, fim: FimInput) -> Answer:
         plan = await self.plan_fim(fim)
-        return await self._collect(plan.key, lambda: self.stream_fim(fim, plan))
+        return await self._collect(plan.key, lambda skip: self.stream_fim(fim, plan, skip))
 
     # -- raw generation --------------------------------------------------------------
 
@@ -309,7 +311,8 @@ class Gateway:
 
     @observed_stream("completion")
     async def stream_raw(
-        self, raw: RawInput, planned: tuple[GenerateRequest, str | None] | None = None
+        self, raw: RawInput, planned: tuple[GenerateRequest, str | None] | None = None,
+        exclude: frozenset[str] = frozenset(),
     ) -> Events:
         """The prompt goes to the completion model unchanged: no template, no FIM
         post-processing; cached like FIM when deterministic."""
@@ -323,12 +326,14 @@ class Gateway:
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             return backend.stream_generate(request)
 
-        events = _text_events(await self.router.open_stream("completion", start), started)
+        events = _text_events(await self.router.open_stream("completion", start, exclude),
+                              started)
         return events if key is None else self._storing(events, key)
 
     async def generate_raw(self, raw: RawInput) -> Answer:
         planned = self._raw_plan(raw)
-        return await self._collect(planned[1], lambda: self.stream_raw(raw, planned))
+        return await self._collect(planned[1],
+                                   lambda skip: self.stream_raw(raw, planned, skip))
 
     # -- chat ------------------------------------------------------------------------
 
@@ -351,7 +356,10 @@ class Gateway:
         )
 
     @observed_stream("chat")
-    async def stream_chat(self, chat: ChatInput, request: ChatRequest | None = None) -> Events:
+    async def stream_chat(
+        self, chat: ChatInput, request: ChatRequest | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Events:
         started = time.perf_counter()
         request = request or self._chat_request(chat)
         key = self._chat_key(request)
@@ -363,13 +371,13 @@ class Gateway:
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             return backend.stream_chat(request)
 
-        events = _text_events(await self.router.open_stream("chat", start), started)
+        events = _text_events(await self.router.open_stream("chat", start, exclude), started)
         return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
         request = self._chat_request(chat)
         return await self._collect(self._chat_key(request),
-                                   lambda: self.stream_chat(chat, request))
+                                   lambda skip: self.stream_chat(chat, request, skip))
 
     # -- embeddings ------------------------------------------------------------------
 
@@ -400,10 +408,26 @@ class Gateway:
     # -- shared ----------------------------------------------------------------------
 
     async def _collect(
-        self, key: str | None, open_events: Callable[[], Awaitable[Events]]
+        self, key: str | None, open_events: Callable[[frozenset[str]], Awaitable[Events]]
     ) -> Answer:
+        """A non-streamed answer. Nothing reaches the client before it is whole, so a
+        backend that fails mid-answer is no reason to stop: the next one answers instead
+        (`open_events(exclude)` skips those that failed). When none is left, the first
+        failure is what the client hears."""
+
         async def run() -> Answer:
-            return await _final(await open_events())
+            failed: list[StreamInterrupted] = []
+            while True:
+                try:
+                    events = await open_events(frozenset(e.backend for e in failed))
+                except AllBackendsFailed:
+                    if failed:
+                        raise failed[0] from None
+                    raise
+                try:
+                    return await _final(events)
+                except StreamInterrupted as exc:
+                    failed.append(exc)
 
         if key is None:
             return await run()

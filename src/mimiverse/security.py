@@ -140,14 +140,17 @@ class SecurityGate:
             await self.app(scope, receive, send)
             return
         host = origin = None
-        preflight = False
+        preflight = hosts = False
         for key, value in scope["headers"]:
             if key == b"host":
-                host = value
+                hosts, host = host is not None, value
             elif key == b"origin":
                 origin = value
             elif key == b"access-control-request-method":
                 preflight = True
+        if hosts:  # which one counts would depend on who reads them (RFC 9112: a 400)
+            await refuse(send, 400, "invalid_request", "the request has more than one Host header")
+            return
         if self.allowed_hosts is not None and not self._host_allowed(host):
             shown = (host or b"").decode("latin-1")[:200]
             await refuse(send, 421, "misdirected_request",

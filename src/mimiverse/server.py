@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import logging
 import socket
 from typing import Any
@@ -51,14 +52,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             raise HeadTooLarge
 
     def send_400_response(self, msg: str) -> None:
-        if not self._head_too_large:
-            super().send_400_response(msg)
-            return
-        body = (b'{"error":{"type":"request_header_fields_too_large","message":"the request '
-                b'line and headers are over ' + str(self.max_head_bytes).encode() + b' bytes"}}')
+        """A request the HTTP parser refused (conflicting Content-Length and
+        Transfer-Encoding, a malformed line...), answered in our JSON error shape; the
+        app never sees it, and the connection closes."""
+        if self._head_too_large:
+            status = b"431 Request Header Fields Too Large"
+            error = {"type": "request_header_fields_too_large",
+                     "message": f"the request line and headers are over "
+                                f"{self.max_head_bytes} bytes"}
+        else:
+            status = b"400 Bad Request"
+            error = {"type": "invalid_request", "message": msg or "malformed HTTP request"}
+        body = json.dumps({"error": error}).encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\ncontent-length: "
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
         self.transport.close()
@@ -82,9 +89,14 @@ def log_config(settings: Settings) -> dict[str, Any]:
     """uvicorn's logging, plus `mimiverse.*` at the configured level and the access log
     (one JSON object per line on stdout; off with [server] access_log = false)."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    # No handler writes a URL's credentials (a backend's, say), whoever logs it.
+    config["filters"] = {"credentials": {"()": "mimiverse.credentials.CredentialFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["credentials"]
     config["formatters"]["line"] = {"format": "%(message)s"}
     config["handlers"]["access_lines"] = {
         "class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout",
+        "filters": ["credentials"],
     }
     config["loggers"]["mimiverse"] = {
         "handlers": ["default"], "level": settings.server.log_level.upper(), "propagate": False,

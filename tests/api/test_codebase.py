@@ -27,7 +27,7 @@ async def wait_ready(http: httpx.AsyncClient, url: str) -> dict[str, object]:
 async def test_index_poll_and_search(
     serve: Serve, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    app = serve(settings(), {"bow": BowEmbedder()})
+    app = serve(settings(allowed_roots=[str(tmp_path)]), {"bow": BowEmbedder()})
     r = await http.post(f"{app.url}/api/codebase/search", json={"query": "cart"})
     assert r.status_code == 409
     assert "no repository is indexed yet" in r.json()["error"]["message"]
@@ -38,7 +38,7 @@ async def test_index_poll_and_search(
     assert r.json()["root"] == str(root)
     status = await wait_ready(http, app.url)
     assert status["state"] == "ready"
-    assert (status["files"], status["chunks"], status["pending_embeddings"]) == (4, 7, 0)
+    assert (status["files"], status["chunks"], status["pending_embeddings"]) == (4, 10, 0)
     assert (status["embedding_model"], status["embedding_dim"]) == ("bow-64", 64)
 
     r = await http.post(f"{app.url}/api/codebase/search",
@@ -66,7 +66,7 @@ async def test_index_poll_and_search(
 
 
 async def test_bad_requests(serve: Serve, http: httpx.AsyncClient, tmp_path: Path) -> None:
-    app = serve(settings(), {"bow": BowEmbedder()})
+    app = serve(settings(allowed_roots=[str(tmp_path)]), {"bow": BowEmbedder()})
     for body, status, text in [
         ({"path": "relative"}, 422, "must be absolute"),
         ({"path": str(tmp_path / "nope")}, 422, "is not a directory"),

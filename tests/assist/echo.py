@@ -4,6 +4,7 @@ embedder does: tests see exactly what a prompt held, through the whole gateway."
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class EchoBackend(BowEmbedder):
 
 
 def echo_settings(chat_prompt_tokens: int = 16384, **more: Any) -> Settings:
+    # The tests' repositories live in temporary folders, which clients may then index.
+    more.setdefault("index", {"allowed_roots": [tempfile.gettempdir()]})
     return load_settings(
         None,
         backends=[{"name": "echo", "kind": "openai", "url": "http://127.0.0.1:9"}],

@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 
+from mimiverse.assist.prompts import SAFETY_TOKENS, source_block
+from mimiverse.assist.retrieval import Source
 from mimiverse.fim.prompt import conservative_tokens
+from mimiverse.index.walker import detect_language
 from tests.api.conftest import Serve
 from tests.api.test_fim import sse_events
 from tests.assist.echo import EchoBackend, blocks, echo_settings, spans, wait_indexed
@@ -16,8 +19,7 @@ from tests.assist.fixture import make_repo
 
 QUESTION = "why does the cart total raise KeyError for qty?"
 SELECTION = "cart = json.loads(raw, object_hook=check_item)\nreturn total(cart)"
-# The selection's names defined in the repository: check_item has a chunk of its own;
-# total shares one (lines 1-14) with its small neighbours, and only its lines are shown.
+# The selection's names defined in the repository, each a chunk of its own.
 DEFINITIONS = [
     {"path": "src/shop/cart.py", "start_line": 17, "end_line": 20, "symbol": "check_item",
      "role": "definition"},
@@ -68,7 +70,8 @@ async def test_ask_shows_selection_definitions_then_matches(
     assert (body["model"], body["backend"], body["cached"]) == ("chat-m", "echo", False)
     sources = without_line(body["sources"])
     expected = DEFINITIONS + await search_matches(http, url, QUESTION, DEFINITIONS)
-    assert len(expected) == 10 and sources == expected
+    # 2 definitions, then the 10 matches less the one that is check_item's own chunk.
+    assert len(expected) == 11 and sources == expected
     assert blocks(prompt) == spans(sources)  # exactly what was returned, in that order
     assert prompt.startswith("system: You answer questions about a code repository.")
     assert f"Selected code (src/shop/cart.py):\n```\n{SELECTION}\n```\n" in prompt
@@ -109,7 +112,11 @@ async def test_ask_keeps_the_prompt_within_the_chat_budget(
     for left_out in [c for c in candidates if c not in sources]:
         lines = (repo / left_out["path"]).read_text().split("\n")
         code = "\n".join(lines[left_out["start_line"] - 1 : left_out["end_line"]])
-        assert conservative_tokens(prompt + code) > budget - 64, texts[
+        # As the prompt would show it: numbered, with its place and role, fenced.
+        block = source_block(len(sources) + 1, Source(
+            left_out["path"], left_out["start_line"], left_out["end_line"],
+            left_out["symbol"], "match", code, detect_language(left_out["path"])))
+        assert conservative_tokens(prompt + block) > budget - SAFETY_TOKENS, texts[
             (left_out["path"], left_out["start_line"])]
 
     # A question that cannot fit at all is refused, naming the limit.

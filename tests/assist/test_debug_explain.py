@@ -42,8 +42,8 @@ DEBUG_CASES = {
     "RUST": [frame(RS, 1, 3, "line_total", 2), frame(RS, 5, 7, "cart_total", 6),
              frame(RS, 9, 12, "main", 11)],
     # Java's definitions are its classes while they fit in one piece.
-    "JAVA": [frame(JAVA + "Cart.java", 6, 18, "Cart", 15),
-             frame(JAVA + "Main.java", 3, 10, "Main", 8)],
+    "JAVA": [frame(JAVA + "Cart.java", 13, 18, "Cart.totalLength", 15),
+             frame(JAVA + "Main.java", 4, 10, "Main.main", 8)],
 }
 
 
@@ -115,11 +115,12 @@ async def test_explain_lines_of_a_file(
     assert r.json()["sources"] == [
         source(CART_PY, 9, 9, None, "selection"),
         source(CART_PY, 8, 9, "total", "enclosing"),
-        source(CART_PY, 4, 5, "line_total", "definition"),  # a name the selection uses
+        # A name the selection uses (its chunk starts with the file's imports).
+        source(CART_PY, 1, 5, "line_total", "definition"),
         source(CART_PY, 12, 14, "load_and_total", "caller"),  # calls total(cart)
     ]
     [prompt] = echo.prompts
-    assert blocks(prompt) == [(CART_PY, 9, 9), (CART_PY, 8, 9), (CART_PY, 4, 5),
+    assert blocks(prompt) == [(CART_PY, 9, 9), (CART_PY, 8, 9), (CART_PY, 1, 5),
                               (CART_PY, 12, 14)]
     assert prompt.endswith("Explain the selection [1] (src/shop/cart.py:9-9).\n")
 
@@ -131,7 +132,7 @@ async def test_explain_lines_of_a_file(
     # Code sent as text: the definitions of its names, in its language.
     r = await http.post(f"{url}/api/ai/explain",
                         json={"code": "x = line_total(item)", "language": "python"})
-    assert r.json()["sources"] == [source(CART_PY, 4, 5, "line_total", "definition")]
+    assert r.json()["sources"] == [source(CART_PY, 1, 5, "line_total", "definition")]
     assert "Selected code:\n```python\nx = line_total(item)\n```\n" in echo.prompts[-1]
     r = await http.post(f"{url}/api/ai/explain",
                         json={"code": "x = line_total(item)", "language": "rust"})

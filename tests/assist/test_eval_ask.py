@@ -40,10 +40,10 @@ def test_eval_ask_scores_the_sources(tmp_path: Path, openai_server: ServerHandle
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     # "Metres, please." has under three words: not a question; the three others find
-    # their function among the sources (one file of three small functions, one chunk).
+    # their function among the sources (three small functions, a chunk each).
     assert {k: report[k] for k in ("questions", "recall@5", "recall@10")} == {
         "questions": 3, "recall@5": 1.0, "recall@10": 1.0}
-    assert report["sources_median"] == 2.0  # geometry.py's chunk and units.py's
+    assert report["sources_median"] == 4.0  # geometry.py's three chunks and units.py's
 
     table = CliRunner().invoke(app, ["eval", "ask", str(pkg), "--config", str(config)])
     assert table.exit_code == 0 and "3 questions" in table.stdout

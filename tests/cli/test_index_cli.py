@@ -18,6 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mimiverse.cli.main import app
+from mimiverse.config import IndexSettings, load_settings
+from mimiverse.index.store import sqlite_path
 from tests.cli.test_cli import write_config
 from tests.index.test_service import make_repo
 from tests.servers.harness import ServerHandle
@@ -31,11 +33,11 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     root = make_repo(tmp_path / "repo")
     result = runner.invoke(app, ["index", str(root), "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "4 files, 7 chunks (4 indexed, 0 unchanged, 0 removed) in " in result.stdout
+    assert "4 files, 10 chunks (4 indexed, 0 unchanged, 0 removed) in " in result.stdout
     assert openai_server.behaviour.requests["/v1/embeddings"] >= 1
     # Not a terminal: progress comes as plain lines, and the time counts the embeddings.
     assert "indexing files: 4/4" in result.stdout
-    assert "embedding chunks: 7/7" in result.stdout
+    assert "embedding chunks: 10/10" in result.stdout
     assert re.search(r"in \d+\.\d\d s \(lexical \d+\.\d\d s, embeddings \d+\.\d\d s\)",
                      result.stdout)
 
@@ -49,7 +51,7 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     top = found["results"][0]
     assert (top["path"], top["symbol"], top["start_line"]) == ("src/auth/login.py",
                                                                "hash_password", 1)
-    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root),
+    table = runner.invoke(app, ["search", "add to cart", "--repo", str(root), "--limit", "2",
                                 "--config", str(config), "--local"])
     assert table.exit_code == 0
     # 80 columns (not a terminal): the location and the score are whole, on one line.
@@ -81,12 +83,27 @@ def rectangle_perimeter(width, height):
     """Return the perimeter of a rectangle given width and height."""
     return 2 * (width + height)
 ''')
-    result = runner.invoke(app, ["eval", "search", str(pkg), "--json", "--config", str(config)])
+    cache = tmp_path / "embeddings.npz"
+    args = ["eval", "search", str(pkg), "--json", "--config", str(config),
+            "--embed-cache", str(cache)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["queries"] == 2
-    assert report["modes"]["lexical"] == {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
-    assert set(report["modes"]) == {"lexical", "vector", "hybrid"}
+    assert report["queries"] == 6 and report["chunks"] == 2
+    kinds = report["kinds"]
+    assert {k: v["queries"] for k, v in kinds.items()} == {
+        "docstring": 2, "identifier": 2, "phrase": 2}
+    assert set(kinds["docstring"]["rankers"]) == {"bm25", "dense", "lexical", "vector", "hybrid"}
+    perfect = {"mrr@10": 1.0, "recall@1": 1.0, "recall@10": 1.0}
+    assert kinds["docstring"]["rankers"]["lexical"] == perfect
+    assert kinds["identifier"]["rankers"]["lexical"] == perfect
+    assert kinds["phrase"]["rankers"]["bm25"] == perfect
+
+    asked = openai_server.behaviour.requests["/v1/embeddings"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == report
+    assert openai_server.behaviour.requests["/v1/embeddings"] == asked  # all from the cache
 
 
 def test_eval_search_leaves_ignored_folders_and_no_copy_behind(
@@ -120,7 +137,7 @@ def test_search_asks_the_running_server_when_it_has_the_repository(
 ) -> None:
     root = make_repo(tmp_path / "repo")
     settings = settings_for(("up", "openai", openai_server.url),
-                            index={"path": str(tmp_path / "server-index.db")})
+                            index={"data_dir": str(tmp_path / "server-data")})
     server = serve_app(settings, repos=[str(root)])
     try:
         port = server.url.rsplit(":", 1)[1]
@@ -137,8 +154,8 @@ def test_search_asks_the_running_server_when_it_has_the_repository(
         answer = json.loads(found.stdout)
         assert answer["answered_by"] == "the running server"
         assert answer["results"][0]["symbol"] == "hash_password"
-        # Never indexed here: no local index file was created by that search.
-        assert not (root / ".mimiverse").exists()
+        # Never searched here: the CLI's own index of the repository was never created.
+        assert not sqlite_path(load_settings(config).index, root).exists()
     finally:
         server.stop()
 
@@ -162,7 +179,7 @@ def test_killed_index_run_leaves_a_consistent_index_the_next_run_completes(
             "".join(f"def function_{i}_{j}(x):\n    return x * {j}\n\n\n" for j in range(12))
         )
     env = dict(os.environ)
-    db = root / ".mimiverse" / "index.db"
+    db = sqlite_path(IndexSettings(), root.resolve())  # under the tests' XDG_DATA_HOME
     partial = []
     # Kill each run once it has committed more files than the last: mid-run, by design.
     for target in (100, 600, 1100):
@@ -200,7 +217,7 @@ def test_killed_index_run_leaves_a_consistent_index_the_next_run_completes(
 
 def test_watch_keeps_the_index_current(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
-    db = root / ".mimiverse" / "index.db"
+    db = sqlite_path(IndexSettings(), root.resolve())  # under the tests' XDG_DATA_HOME
     proc = subprocess.Popen(
         [sys.executable, "-m", "mimiverse.cli.main", "index", str(root), "--watch",
          "--no-embed"],

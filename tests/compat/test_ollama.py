@@ -183,7 +183,7 @@ async def test_mid_stream_failure_is_a_final_error_line(
                                              stream=True):
             seen.append(part.response or "")
     assert "".join(seen) == "one two"
-    assert "llama runner process has terminated" in info.value.error
+    assert info.value.error == "/api/generate: upstream error"  # its text is not passed on
 
 
 async def test_first_token_timeout_is_504_naming_the_timeout(

@@ -148,7 +148,7 @@ async def test_context_turns_misses_into_exact_matches(tmp_path: Path) -> None:
         models={"completion": {"model": "qwen2.5-coder:7b", "backends": ["oracle"]},
                 "chat": {"model": "c", "backends": ["oracle"]},
                 "embedding": {"model": "bow", "backends": ["bow"]}},
-        index={"path": str(tmp_path / "index.db")},
+        index={"data_dir": str(tmp_path / "data"), "allowed_roots": [str(tmp_path)]},
     )
     gateway = Gateway(settings, {"oracle": ContextOracle(), "bow": BowEmbedder()})
     service = CodebaseService(settings.index, gateway.router)
@@ -173,7 +173,7 @@ async def test_context_turns_misses_into_exact_matches(tmp_path: Path) -> None:
 def test_eval_fim_command(tmp_path: Path, ollama_server: ServerHandle) -> None:
     root = make_repo(tmp_path / "repo")
     config = write_config(tmp_path, ollama_server.url,
-                          extra=f'[index]\npath = "{tmp_path / "index.db"}"\n')
+                          extra=f'[index]\ndata_dir = "{tmp_path / "data"}"\n')
     result = CliRunner().invoke(app, ["eval", "fim", str(root), "--json", "--seed", "3",
                                       "--config", str(config)])
     assert result.exit_code == 0, result.output

@@ -86,7 +86,7 @@ def make_settings(tmp_path: Path, **context: Any) -> Settings:
             "chat": {"model": "chat", "backends": ["rec"]},
             "embedding": {"model": "bow-64", "backends": ["bow"]},
         },
-        index={"path": str(tmp_path / "index.db")},
+        index={"data_dir": str(tmp_path / "data"), "allowed_roots": [str(tmp_path)]},
         repo_context=context,
     )
 
@@ -223,7 +223,7 @@ async def test_the_budget_holds_by_the_models_own_tokenizer(
             "chat": {"model": "chat", "backends": ["llama"]},
             "embedding": {"model": "bow-64", "backends": ["bow"]},
         },
-        index={"path": str(tmp_path / "index.db")},
+        index={"data_dir": str(tmp_path / "data"), "allowed_roots": [str(tmp_path)]},
         # A loaded machine must not turn this into a retrieval-timeout test.
         repo_context={"max_snippets": 50, "max_per_file": 5, "timeout_ms": 10_000},
     )

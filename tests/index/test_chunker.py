@@ -294,27 +294,35 @@ SOURCES: dict[str, tuple[str, str]] = {
 Row = tuple[str | None, str, int, int]
 
 # Default limits: definitions of 4+ lines are chunks of their own, small classes whole.
+# Every function and method with a body is a chunk of its own; a class keeps its header.
 DEFAULT: dict[str, list[Row]] = {
     "python": [
         ("small", "function", 1, 10),  # docstring, imports, constant and a tiny function
         ("load", "function", 13, 17),  # decorator and leading comment included
-        ("Store", "class", 20, 34),
+        ("Store", "class", 20, 23),  # header, docstring and class attribute
+        ("Store.__init__", "method", 25, 28),
+        ("Store.get", "method", 30, 34),
         (None, "block", 37, 38),
     ],
     "javascript": [
         ("join", "function", 1, 6),
-        ("Queue", "class", 8, 17),
+        ("Queue", "class", 8, 8),
+        ("Queue.constructor", "method", 9, 12),
+        ("Queue.push", "method", 13, 17),
         (None, "block", 19, 19),
     ],
     "typescript": [
         ("addOne", "function", 1, 7),
         ("double", "function", 9, 12),
-        ("Shape", "class", 14, 18),
-        ("Circle", "class", 20, 31),
+        ("Shape", "class", 14, 18),  # an interface of one-line signatures stays whole
+        ("Circle", "class", 20, 22),
+        ("Circle.constructor", "method", 23, 26),
+        ("Circle.area", "method", 27, 31),
     ],
     "tsx": [
         ("Hello", "function", 1, 8),
-        ("Panel", "class", 10, 18),
+        ("Panel", "class", 10, 10),
+        ("Panel.render", "method", 11, 18),
     ],
     "go": [
         (None, "block", 1, 9),
@@ -324,12 +332,15 @@ DEFAULT: dict[str, list[Row]] = {
     ],
     "rust": [
         ("Store", "class", 1, 8),  # doc comment and #[derive] stay with the struct
-        ("Store", "class", 10, 19),  # the impl block
+        ("Store", "class", 10, 10),  # the impl block's header
+        ("Store.new", "method", 11, 13),
+        ("Store.get", "method", 15, 19),
         ("helper", "function", 21, 24),
     ],
     "java": [
-        (None, "block", 1, 4),
-        ("Store", "class", 6, 20),
+        ("Store", "class", 1, 8),  # the imports before it read as its preamble
+        ("Store.Store", "method", 10, 13),
+        ("Store.toString", "method", 15, 20),
     ],
     "c": [
         (None, "block", 1, 4),
@@ -338,8 +349,10 @@ DEFAULT: dict[str, list[Row]] = {
         ("main", "function", 17, 21),
     ],
     "cpp": [
-        (None, "block", 1, 3),
-        ("shapes.Circle", "class", 5, 19),
+        ("shapes.Circle", "class", 1, 6),
+        ("shapes.Circle.Circle", "method", 7, 10),
+        ("shapes.Circle.area", "method", 11, 14),
+        ("shapes.Circle", "block", 15, 19),
         ("shapes.Circle.check", "method", 21, 24),
     ],
 }
@@ -382,7 +395,8 @@ SPLIT: dict[str, list[Row]] = {
     ],
     "rust": [
         ("Store", "class", 1, 8),
-        ("Store", "class", 10, 13),  # impl header with the 3-line `new`
+        ("Store", "class", 10, 10),
+        ("Store.new", "method", 11, 13),
         ("Store.get", "method", 15, 19),
         ("helper", "function", 21, 24),
     ],
@@ -490,7 +504,7 @@ def test_method_too_large_for_its_class_is_windowed_as_a_method() -> None:
     ]
 
 
-def test_small_neighbours_are_merged() -> None:
+def test_definitions_stand_alone_and_plain_code_merges() -> None:
     text = (
         "import os\n"
         "import re\n"
@@ -507,13 +521,22 @@ def test_small_neighbours_are_merged() -> None:
         "def three():\n"
         "    return 3\n"
     )
-    assert rows(chunk_file("small.py", text, "python")) == [(None, "block", 1, 14)]
-    # Under a tight limit they group as far as it allows.
-    assert rows(chunk_file("small.py", text, "python", max_chunk_lines=6)) == [
-        (None, "block", 1, 5),
-        (None, "block", 7, 11),
+    # The imports and constants read as the preamble of the function below them.
+    assert rows(chunk_file("small.py", text, "python")) == [
+        ("one", "function", 1, 8),
+        ("two", "function", 10, 11),
         ("three", "function", 13, 14),
     ]
+    # Under a tight limit the preamble is a block of its own.
+    assert rows(chunk_file("small.py", text, "python", max_chunk_lines=6)) == [
+        (None, "block", 1, 5),
+        ("one", "function", 7, 8),
+        ("two", "function", 10, 11),
+        ("three", "function", 13, 14),
+    ]
+    # One-line definitions (signatures, lambdas in a row) group like plain code.
+    one_liners = "def a(): return 1\ndef b(): return 2\ndef c(): return 3\n"
+    assert rows(chunk_file("small.py", one_liners, "python")) == [(None, "block", 1, 3)]
 
 
 def test_closing_lines_join_the_definition_before_them() -> None:

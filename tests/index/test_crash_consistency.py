@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 import mimiverse
+from mimiverse.config import IndexSettings
+from mimiverse.index.store import sqlite_path
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.store.sqlite import SqliteStore
 from tests.cli.test_cli import write_config
@@ -87,33 +89,41 @@ class Store:
 
     kind: str
     index_toml: str
-    open: Callable[[], IndexStore]
+    open: Callable[[Path], IndexStore]  # the store that holds the repository at a root
     query: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
-def _sqlite_query(db: Path) -> Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _sqlite_query(data_dir: Path) -> Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Queries over every repository's index under `data_dir` (one SQLite file each)."""
+
     def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        if not db.exists():
-            return []
-        con = sqlite3.connect(db, timeout=30)
-        try:
-            return con.execute(sql.replace("%s", "?"), params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # the child has not created its schema yet
-                return []
-            raise
-        finally:
-            con.close()
+        rows: list[tuple[Any, ...]] = []
+        for db in sorted(data_dir.glob("indexes/*/index.db")):
+            rows += _sqlite_rows(db, sql, params)
+        return rows
 
     return query
+
+
+def _sqlite_rows(db: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute(sql.replace("%s", "?"), params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the child has not created its schema yet
+            return []
+        raise
+    finally:
+        con.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "sqlite":
-        db = tmp_path / "index.db"
-        return Store("sqlite", f'store = "sqlite"\npath = "{db}"\n',
-                     lambda: SqliteStore(db), _sqlite_query(db))
+        data = IndexSettings(data_dir=str(tmp_path / "data"))
+        return Store("sqlite", f'store = "sqlite"\ndata_dir = "{data.data_dir}"\n',
+                     lambda root: SqliteStore(sqlite_path(data, root.resolve())),
+                     _sqlite_query(Path(data.data_dir)))
     import psycopg
 
     from mimiverse.index.store.postgres import PostgresStore
@@ -129,7 +139,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
     escaped = conninfo.replace("\\", "\\\\").replace('"', '\\"')
     return Store("postgres", f'store = "postgres"\nurl = "{escaped}"\n',
-                 lambda: PostgresStore(conninfo), query)
+                 lambda _root: PostgresStore(conninfo), query)
 
 
 class Runner:
@@ -163,7 +173,7 @@ class Runner:
         rows = self.store.query(
             "SELECT count(*) FROM files f JOIN repos r ON r.id = f.repo WHERE r.root = %s",
             (str(root),))
-        return int(rows[0][0]) if rows else 0
+        return sum(int(row[0]) for row in rows)  # one row per index file (SQLite)
 
     def kill_when_files(self, root: Path, at_least: int) -> int:
         """Kill the run as soon as `at_least` files are committed; how many were. (Where
@@ -222,7 +232,7 @@ def snapshot(store: Store, root: Path) -> dict[str, Any]:
 
 def assert_consistent(store: Store, root: Path, clean: dict[str, Any]) -> dict[str, Any]:
     """The crashed index holds whole files of the clean one, and agrees with itself."""
-    opened = store.open()
+    opened = store.open(root)
     try:
         repo = opened.repo_id(str(root))
         assert opened.check_integrity(repo) == []

@@ -102,7 +102,7 @@ async def indexed(tmp_path: Path, embedder: BowEmbedder | None = None,
                   **index: object) -> tuple[CodebaseService, Path, BowEmbedder]:
     s = settings(**index)
     embedder = embedder or BowEmbedder()
-    service = CodebaseService(s.index, Router(s, {"bow": embedder}))
+    service = CodebaseService(s.index, Router(s, {"bow": embedder}), [str(tmp_path)])
     root = make_repo(tmp_path / "repo")
     job = await service.start(str(root))
     await service.wait(job.root)
@@ -127,7 +127,7 @@ async def test_index_then_search_each_mode(tmp_path: Path) -> None:
         assert "vector" not in lexical.hits[0].signals
 
         vector = await service.search("retry request attempts", mode="vector", limit=2)
-        assert where(vector.hits)[0] == ("src/net/http_client.py", "HttpClient")
+        assert where(vector.hits)[0] == ("src/net/http_client.py", "HttpClient.retry_request")
         assert "lexical" not in vector.hits[0].signals
 
         hybrid = await service.search("add item to cart", limit=3)
@@ -138,6 +138,33 @@ async def test_index_then_search_each_mode(tmp_path: Path) -> None:
         assert hybrid.took_ms > 0
     finally:
         await service.aclose()
+
+
+async def test_unset_allowed_roots_mean_the_repos_given_and_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, given, other = tmp_path / "home", tmp_path / "given", tmp_path / "other"
+    for folder in (home / "code", given, other):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    s = settings()
+    service = CodebaseService(s.index, Router(s, {"bow": BowEmbedder()}), [str(given)])
+    assert service.allowed_roots == [given.resolve(), home.resolve()]
+    assert service.resolve_root(str(home / "code")) == (home / "code").resolve()
+    assert service.resolve_root(str(given)) == given.resolve()
+    with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
+        service.resolve_root(str(other))
+    with pytest.raises(PathNotAllowed):
+        service.resolve_root("/etc")
+    await service.aclose()
+
+
+async def test_the_index_lives_in_the_data_dir_never_in_the_repository(tmp_path: Path) -> None:
+    service, root, _ = await indexed(tmp_path, data_dir=str(tmp_path / "data"))
+    await service.aclose()
+    assert not (root / ".mimiverse").exists()
+    [db] = (tmp_path / "data" / "indexes").glob("repo-*/index.db")
+    assert db.stat().st_size > 0
 
 
 async def test_filters_and_per_file_cap(tmp_path: Path) -> None:
@@ -189,7 +216,7 @@ async def test_lexical_search_works_before_embeddings_arrive(tmp_path: Path) -> 
     embedder = BowEmbedder()
     embedder.gate = asyncio.Event()  # embeddings wait until the test lets them through
     s = settings()
-    service = CodebaseService(s.index, Router(s, {"bow": embedder}))
+    service = CodebaseService(s.index, Router(s, {"bow": embedder}), [str(tmp_path)])
     root = make_repo(tmp_path / "repo").resolve()
     try:
         job = await service.start(str(root))
@@ -227,7 +254,7 @@ async def test_changing_the_embedding_model_re_embeds(tmp_path: Path) -> None:
     s = settings()
     s.models.embedding.model = "bow-32"
     other = BowEmbedder(dim=32)
-    service = CodebaseService(s.index, Router(s, {"bow": other}))
+    service = CodebaseService(s.index, Router(s, {"bow": other}), [str(root)])
     try:
         job = await service.start(str(root))
         await service.wait(root)
@@ -236,7 +263,7 @@ async def test_changing_the_embedding_model_re_embeds(tmp_path: Path) -> None:
         assert stats.pending_embeddings == 0
         assert other.texts == stats.chunks + 1  # a dimension probe, then every chunk again
         vector = await service.search("retry request attempts", mode="vector", limit=1)
-        assert where(vector.hits) == [("src/net/http_client.py", "HttpClient")]
+        assert where(vector.hits) == [("src/net/http_client.py", "HttpClient.retry_request")]
     finally:
         await service.aclose()
 

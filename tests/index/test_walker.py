@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from mimiverse.errors import CodeIndexError
+from mimiverse.index.filetypes import detect_language
 from mimiverse.index.walker import (
     SKIP_REASONS,
     SkipReason,
     SourceFile,
     SourceText,
     classify_source,
-    detect_language,
     iter_files,
     read_source,
     walk,

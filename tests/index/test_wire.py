@@ -19,7 +19,8 @@ def test_tasks_and_outcomes_round_trip() -> None:
         SkipReason("binary"),
         state,
         (state, [Chunk("a/b.py", 1, 2, "getUser()\n", "python", "get", "function", terms),
-                 Chunk("a/b.py", 3, 9, "x = 'é'\n", None, None, "window")]),
+                 Chunk("a/b.py", 3, 9, "x = 'é'\n", None, None, "window")],
+         {"private-key": 1, "jwt": 2}),
     ]
     stream = io.BytesIO()
     wire.send(stream, [7, wire.encode_items(items)])

@@ -58,9 +58,18 @@ def test_loopback_bind_needs_no_token(host: str) -> None:
 
 def test_network_bind_with_a_token_or_digest_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     hexed = hashlib.sha256(TOKEN.encode()).hexdigest()
-    assert load_settings(server={"host": "0.0.0.0"}, auth={"token_sha256": [hexed]})
+    index = {"allowed_roots": ["/srv/repos"]}
+    assert load_settings(server={"host": "0.0.0.0"}, auth={"token_sha256": [hexed]}, index=index)
     monkeypatch.setenv("MIMIVERSE_AUTH_TOKENS", TOKEN)
-    assert load_settings(server={"host": "0.0.0.0"}).auth.digests == (digest(TOKEN),)
+    assert load_settings(server={"host": "0.0.0.0"}, index=index).auth.digests == (digest(TOKEN),)
+
+
+def test_network_bind_without_allowed_roots_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIMIVERSE_AUTH_TOKENS", TOKEN)
+    with pytest.raises(ConfigError, match=r"\[index\] allowed_roots is not set"):
+        load_settings(server={"host": "0.0.0.0"})
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 1 and "allowed_roots" in " ".join(result.output.split())
 
 
 def test_cors_origins_must_be_exact_origins() -> None:

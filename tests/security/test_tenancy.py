@@ -59,7 +59,7 @@ def test_team_settings_are_validated() -> None:
         load_settings(auth={"teams": [{"name": "a", "tokens": [TOKEN]},
                                       {"name": "a", "tokens": [OTHER_TOKEN]}]})
     # Team tokens alone are tokens: serving the network with them is allowed.
-    settings = load_settings(server={"host": "0.0.0.0"},
+    settings = load_settings(server={"host": "0.0.0.0"}, index={"allowed_roots": ["/srv"]},
                              auth={"teams": [{"name": "a", "tokens": [TOKEN]}]})
     assert settings.auth.any_tokens
 
@@ -80,7 +80,8 @@ def test_a_team_indexes_and_searches_only_its_own_repositories(
 ) -> None:
     alpha_repo = make_repo(tmp_path / "alpha").resolve()
     beta_repo = make_repo(tmp_path / "beta").resolve()
-    server = serve(auth=teams((str(alpha_repo), str(beta_repo))))
+    server = serve(auth=teams((str(alpha_repo), str(beta_repo))),
+                   index={"allowed_roots": [str(tmp_path)]})
     with httpx.Client(base_url=server.url, timeout=30) as client:
         # Nothing of beta's is indexed yet: beta sees no repository at all.
         assert indexed(client, TOKEN, alpha_repo)["state"] == "ready"

@@ -67,6 +67,6 @@ async def test_partly_offloaded_model_and_a_failing_backend(
         "backends": [
             {"name": "local", "kind": "ollama", "reachable": True, "error": None},
             {"name": "broken", "kind": "ollama", "reachable": False,
-             "error": "HTTP 500: test server told to fail"},
+             "error": "HTTP 500 Internal Server Error"},
         ],
     }

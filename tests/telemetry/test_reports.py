@@ -29,15 +29,15 @@ async def test_index_sizes_and_embedding_batches(
     root = make_repo(tmp_path / "repo").resolve()
     app = serve(settings(embed_batch=3), {"bow": embedder}, repos=[str(root)])
     status = await wait_ready(http, app.url)
-    assert (status["state"], status["files"], status["chunks"]) == ("ready", 4, 7), status
+    assert (status["state"], status["files"], status["chunks"]) == ("ready", 4, 10), status
 
     m = await scrape(http, app.url)
 
     assert [m.get_value(f"mimiverse_index_{n}") for n in ("files", "chunks",
-                                                          "pending_embeddings")] == [4, 7, 0]
-    # A dimension probe, then 7 chunks in batches of 3: 1 + 3 batches, all through the router.
-    assert embedder.calls == 4
-    assert m.series("mimiverse_embedding_batch_seconds_count") == {labels(backend="bow"): 4}
+                                                          "pending_embeddings")] == [4, 10, 0]
+    # A dimension probe, then 10 chunks in batches of 3: 1 + 4 batches, all through the router.
+    assert embedder.calls == 5
+    assert m.series("mimiverse_embedding_batch_seconds_count") == {labels(backend="bow"): 5}
     # Background embedding is not a client request.
     assert m.series("mimiverse_requests_total") == {}
 

@@ -25,9 +25,9 @@ async def test_vectors_of_another_dimension_are_refused_with_a_clear_error(
         },
     )
     primary, other = BowEmbedder("primary", dim=64), BowEmbedder("other", dim=32)
-    service = CodebaseService(settings.index, Router(settings, {"primary": primary,
-                                                                "other": other}))
     root = tmp_path / "repo"
+    service = CodebaseService(settings.index, Router(settings, {"primary": primary,
+                                                                "other": other}), [str(root)])
     root.mkdir()
     (root / "a.py").write_text("def load_config(path):\n    return open(path).read()\n")
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ def speech_server() -> Iterator[ServerHandle]:
 
 def voice_settings(*speech_urls: str, **more: Any) -> Settings:
     names = [f"speech{i}" for i in range(len(speech_urls))]
+    # The tests' repositories live in temporary folders, which clients may then index.
+    more.setdefault("index", {"allowed_roots": [tempfile.gettempdir()]})
     return load_settings(
         None,
         backends=[{"name": "echo", "kind": "openai", "url": "http://127.0.0.1:9"},
@@ -185,7 +188,7 @@ async def test_voice_asks_explains_and_chats(
     assert events[0][1] == {"text": SAID, "backend": "speech0"}
     answer = "".join(str(d["text"]) for k, d in events if k == "delta")
     assert blocks(answer) == [("src/shop/cart.py", 9, 9), ("src/shop/cart.py", 8, 9),
-                              ("src/shop/cart.py", 4, 5), ("src/shop/cart.py", 12, 14)]
+                              ("src/shop/cart.py", 1, 5), ("src/shop/cart.py", 12, 14)]
     assert answer.endswith(f"(src/shop/cart.py:9-9).\nThe developer asked: {SAID}\n")
 
     r = await http.post(app.url + "/api/ai/voice", files=files, data={"mode": "chat"})

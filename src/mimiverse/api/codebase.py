@@ -85,6 +85,7 @@ class Status(BaseModel):
     embedding_model: str | None
     embedding_dim: int | None
     skipped: dict[str, int]
+    redacted: dict[str, int] = Field(description="secrets replaced by the last run, by kind")
     took_ms: float | None
     error: str | None
     embedding_error: str | None
@@ -99,6 +100,7 @@ async def status_of(job: Job) -> Status:
         root=str(job.root), state=state, files=stats.files, chunks=stats.chunks,
         pending_embeddings=stats.pending_embeddings, embedding_model=stats.embedding_model,
         embedding_dim=stats.embedding_dim, skipped=dict(report.skipped) if report else {},
+        redacted=dict(report.redacted) if report else {},
         took_ms=report.took_ms if report else None, error=error,
         embedding_error=job.embedding_error,
     )

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mimiverse.api.deps import ClientDisconnected
 from mimiverse.errors import (
@@ -142,7 +143,14 @@ def install_error_handlers(app: FastAPI) -> None:
         # Nobody is listening; 499 (nginx's "client closed request") for the access log.
         return Response(status_code=499)
 
+    async def on_body_cut_off(request: Request, exc: Exception) -> Response:
+        # The client left while sending its body: its doing, not an error of ours.
+        log.info("%s %s: the client disconnected before its body was complete",
+                 request.method, request.url.path)
+        return Response(status_code=499)
+
     app.add_exception_handler(MimiverseError, on_mimiverse_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnected, on_disconnect)
+    app.add_exception_handler(ClientDisconnect, on_body_cut_off)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

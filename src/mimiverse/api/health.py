@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from mimiverse.api.deps import GatewayDep
 from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
+from mimiverse.credentials import without_credentials
 from mimiverse.errors import BackendError
 
 router = APIRouter(prefix="/health", tags=["health"], responses=error_responses(*COMMON_ERRORS))
@@ -53,7 +54,8 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
         if isinstance(result, BackendError):
             checks[f"backend:{name}"] = Check(status="down", detail=result.reason)
         elif isinstance(result, BaseException):
-            checks[f"backend:{name}"] = Check(status="down", detail=repr(result))
+            checks[f"backend:{name}"] = Check(status="down",
+                                              detail=without_credentials(repr(result)))
         else:
             checks[f"backend:{name}"] = Check(status="ok")
     # A task is down when none of its backends answer; degraded when some do not.

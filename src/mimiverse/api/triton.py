@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from mimiverse.api.deps import GatewayDep
 from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
+from mimiverse.credentials import without_credentials
 from mimiverse.errors import BackendError, ModelNotFound
 from mimiverse.gateway import Gateway
 
@@ -61,7 +62,7 @@ async def status(gateway: GatewayDep) -> JSONResponse:
         "lastCheck": result.checked_at,
         "latencyMs": result.latency_ms,
         "error": result.error,
-        "url": backend.url,
+        "url": without_credentials(backend.url),
         "protocol": backend.options.protocol,
         "model": model,
         "metadata": None,

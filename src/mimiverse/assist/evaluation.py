@@ -1,6 +1,6 @@
 """`eval ask`: how often ask's sources hold the function a question is about.
 
-The task set is `eval search`'s (index/evaluation.py): each documented Python function
+The task set is `eval search`'s (index/evaluation/tasks.py): each documented Python function
 gives a question (its docstring's first sentence) and the indexed copy has its docstrings
 blanked. Each question goes through `Assistant.ask` exactly as the API runs it (hybrid
 matches, the chat model's prompt budget); the chat model is not called, only the sources

@@ -19,10 +19,11 @@ from typing import Literal
 
 from mimiverse.errors import InvalidRequest
 from mimiverse.index.chunker import chunk_file
+from mimiverse.index.filetypes import detect_language
 from mimiverse.index.model import Chunk, SearchFilter, StoredChunk
 from mimiverse.index.redaction import redact
 from mimiverse.index.service import CodebaseService, Job
-from mimiverse.index.walker import SourceFile, SourceText, detect_language, read_source
+from mimiverse.index.walker import SourceFile, SourceText, read_source
 
 Role = Literal["match", "definition", "selection", "enclosing", "caller", "frame"]
 
@@ -139,7 +140,9 @@ async def read_indexed(job: Job, relative: str, max_bytes: int) -> str | None:
         if not full.is_relative_to(job.root):  # a symlink swapped in since indexing
             return None
         found = read_source(_source_file(full, relative), max_file_bytes=max_bytes)
-        return redact(found.text)[0] if isinstance(found, SourceText) else None
+        if not isinstance(found, SourceText):
+            return None
+        return redact(found.text, relative, detect_language(relative)).text
 
     return await asyncio.to_thread(read)
 

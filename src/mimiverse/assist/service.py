@@ -28,8 +28,8 @@ from mimiverse.backends.base import ChatMessage
 from mimiverse.errors import InvalidRequest, NotReady, PromptTooLong
 from mimiverse.fim.prompt import conservative_tokens
 from mimiverse.gateway import Gateway
+from mimiverse.index.filetypes import detect_language
 from mimiverse.index.service import CodebaseService, Job
-from mimiverse.index.walker import detect_language
 
 SEARCH_MATCHES = 10  # hybrid matches of the question offered to the prompt
 SELECTION_NAMES = 8  # identifiers of a selection whose definitions are looked up

@@ -7,8 +7,11 @@ and the gateway's throughput budget is set by exactly that cost.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -89,13 +92,17 @@ class HttpBackend(Backend):
             raise BackendProtocolError(f"unexpected response: {exc}", backend=self.name) from exc
 
     def _status_error(self, status: int, body: bytes) -> BackendError:
-        detail = _error_detail(body)
+        summary = error_summary(status, body)
         if status >= 500 or status == 429:
-            return BackendUnavailable(f"HTTP {status}: {detail}", backend=self.name)
-        return BackendRejected(f"HTTP {status}: {detail}", backend=self.name, status_code=status)
+            return BackendUnavailable(summary, backend=self.name)
+        return BackendRejected(summary, backend=self.name, status_code=status)
 
-    async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
-        return await self._json("POST", path, orjson.dumps(payload))
+    async def post_json(
+        self, path: str, payload: dict[str, Any], *, first_byte_s: float | None = None
+    ) -> Any:
+        """`first_byte_s`: how long the answer may take to begin (its status line); the
+        rest of it then arrives within the backend's total timeout."""
+        return await self._json("POST", path, orjson.dumps(payload), first_byte_s)
 
     async def post_form(self, path: str, form: aiohttp.FormData) -> Any:
         """POST multipart/form-data (e.g. audio) and read a JSON answer."""
@@ -109,16 +116,26 @@ class HttpBackend(Backend):
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
 
-    async def _json(self, method: str, path: str, body: bytes | None) -> Any:
+    async def _json(
+        self, method: str, path: str, body: bytes | None, first_byte_s: float | None = None
+    ) -> Any:
+        first_byte = asyncio.timeout(first_byte_s)
         with self.mapped_errors():
-            async with self.session.request(
-                method, self.base_url + path, data=body,
-                headers=JSON_HEADERS if body is not None else None,
-            ) as response:
-                content = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, content)
-                return orjson.loads(content)
+            try:
+                async with first_byte, self.session.request(
+                    method, self.base_url + path, data=body,
+                    headers=JSON_HEADERS if body is not None else None,
+                ) as response:
+                    first_byte.reschedule(None)  # it began: the rest within total_s
+                    content = await response.read()
+            except TimeoutError:
+                if not first_byte.expired():
+                    raise
+                raise BackendTimeout(f"{path}: no answer began within {first_byte_s:g}s",
+                                     backend=self.name) from None
+            if response.status >= 400:
+                raise self._status_error(response.status, content)
+            return orjson.loads(content)
 
     @asynccontextmanager
     async def stream_lines(
@@ -151,18 +168,56 @@ async def _line_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[str
     yield [pending.decode("utf-8").rstrip("\r"), ""] if pending else [""]
 
 
-def _error_detail(content: bytes) -> str:
-    """The backend's own error message, short, without echoing prompts back."""
+def error_summary(status: int, content: bytes) -> str:
+    """An upstream error as its status and a short reason, never its body: an error page
+    or a message may quote the prompt, the code or a credential back.
+
+    The reason is the status's phrase, the error's `type`/`code` when it is a short
+    identifier, and "model X not found" (what Ollama and vLLM answer for a model that is
+    not there, which tells an operator what to fix)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    summary = f"HTTP {status} {phrase}"
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return content[:200].decode("utf-8", "replace") or "(empty body)"
-    if isinstance(body, dict):
-        err = body.get("error", body.get("detail", body))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)[:200]
-    return str(body)[:200]
+        return summary
+    reason = error_reason(body.get("error", body) if isinstance(body, dict) else None)
+    return f"{summary}: {reason}" if reason else summary
+
+
+def error_reason(error: object) -> str | None:
+    """A short reason from an upstream's error object or message (see `error_summary`),
+    or None: its text is never passed on."""
+    if isinstance(error, str) and error.startswith("{"):
+        try:
+            error = orjson.loads(error)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(error, dict):
+            error = error.get("error", error)
+    message = error.get("message") if isinstance(error, dict) else error
+    found = _MODEL_NOT_FOUND.search(message) if isinstance(message, str) else None
+    if found is not None:
+        return f'model "{found.group(1)}" not found'
+    if isinstance(error, dict):
+        for key in ("code", "type"):  # the code is the more specific (model_not_found)
+            value = error.get(key)
+            if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+                return value
+    return None
+
+
+def stream_error(path: str, error: object) -> str:
+    """The message for an error an upstream reported inside a stream (after its 200)."""
+    reason = error_reason(error)
+    return f"{path}: upstream error" + (f": {reason}" if reason else "")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+_MODEL_NOT_FOUND = re.compile(r"""model ['"]?([\w.:/\-]{1,128})['"]? not found""")
 
 
 def checked_vectors(vectors: object, count: int, *, backend: str) -> list[list[float]]:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
-from mimiverse.backends.http import HttpBackend, checked_vectors
+from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -64,7 +64,8 @@ class OllamaBackend(HttpBackend):
         if not texts:
             return []
         payload = {"model": model, "input": list(texts), "keep_alive": KEEP_ALIVE}
-        body = await self.post_json("/api/embed", payload)
+        body = await self.post_json("/api/embed", payload,
+                                    first_byte_s=self.config.timeouts.first_token_s)
         if not isinstance(body, dict):
             raise BackendProtocolError("/api/embed did not return an object", backend=self.name)
         return checked_vectors(body.get("embeddings"), len(texts), backend=self.name)
@@ -114,8 +115,8 @@ class OllamaBackend(HttpBackend):
                                                    backend=self.name)
                     if "error" in obj:
                         # The runner failed after the 200 was sent (out of memory, crashed...).
-                        why = str(obj["error"])[:200]
-                        raise BackendUnavailable(f"{path}: {why}", backend=self.name)
+                        raise BackendUnavailable(stream_error(path, obj["error"]),
+                                                 backend=self.name)
                     text = text_of(obj)
                     if obj.get("done") is True:
                         self._observe_prompt(obj)

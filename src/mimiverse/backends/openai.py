@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
-from mimiverse.backends.http import HttpBackend, checked_vectors
+from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -42,7 +42,8 @@ class OpenAIBackend(HttpBackend):
         if not texts:
             return []
         payload = {"model": model, "input": list(texts), "encoding_format": "float"}
-        body = await self.post_json("/v1/embeddings", payload)
+        body = await self.post_json("/v1/embeddings", payload,
+                                    first_byte_s=self.config.timeouts.first_token_s)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise BackendProtocolError("/v1/embeddings returned no data list", backend=self.name)
@@ -84,7 +85,7 @@ class OpenAIBackend(HttpBackend):
                     if done:
                         continue  # read to the end so the connection goes back to the pool
                     if field == "error":
-                        raise BackendUnavailable(f"{path}: {data[:200]}", backend=self.name)
+                        raise BackendUnavailable(stream_error(path, data), backend=self.name)
                     if data == "[DONE]":
                         done = True
                         continue
@@ -115,7 +116,7 @@ class OpenAIBackend(HttpBackend):
         if not isinstance(chunk, dict):
             raise BackendProtocolError(f"{path} streamed a non-object", backend=self.name)
         if chunk.get("error"):
-            raise BackendUnavailable(f"{path}: {_error_message(chunk)}", backend=self.name)
+            raise BackendUnavailable(stream_error(path, chunk["error"]), backend=self.name)
         usage = chunk.get("usage")
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):
@@ -196,13 +197,6 @@ def _vector(value: Any) -> Any:
         raw = base64.b64decode(value, validate=True)
         return list(struct.unpack(f"<{len(raw) // 4}f", raw))
     return value
-
-
-def _error_message(chunk: dict[str, Any]) -> str:
-    err = chunk["error"]
-    if isinstance(err, dict):
-        err = err.get("message", err)
-    return str(err)[:200]
 
 
 def _count(value: object) -> int | None:

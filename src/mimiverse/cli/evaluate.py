@@ -20,9 +20,9 @@ from mimiverse.cli.common import ConfigOption, console, err_console, fail, run, 
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
-from mimiverse.index.evaluation import eval_settings, evaluate
+from mimiverse.index.evaluation import RANKERS, Report, evaluate, throwaway_index
+from mimiverse.index.evaluation.embed_cache import CachingRouter, EmbeddingCache
 from mimiverse.index.service import CodebaseService
-from mimiverse.routing.router import Router
 
 eval_app = typer.Typer(help="Measure quality on real code.", no_args_is_help=True)
 
@@ -30,12 +30,19 @@ eval_app = typer.Typer(help="Measure quality on real code.", no_args_is_help=Tru
 @eval_app.command("search")
 def eval_search(
     path: Annotated[Path, typer.Argument(help="a Python repository or package folder")],
-    limit: Annotated[int, typer.Option(help="number of queries", min=1, max=5000)] = 200,
+    limit: Annotated[int, typer.Option(help="docstring queries", min=0, max=5000)] = 200,
+    lookups: Annotated[int, typer.Option(
+        help="identifier lookups (each also asked as a 'where is ...' phrase)", min=0, max=5000,
+    )] = 50,
     seed: Annotated[int, typer.Option(help="which functions are sampled")] = 0,
+    embed_cache: Annotated[Path | None, typer.Option(
+        help="an .npz file that keeps embeddings between runs (keyed by model and text)",
+    )] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """MRR@10 and Recall@1/10 of lexical, vector and hybrid search (docstring -> function)."""
+    """MRR@10 and Recall@1/10 of lexical, vector and hybrid search, beside plain BM25 and
+    the bare embedding model on the same chunks (docstring -> function, and name lookups)."""
     settings = settings_from(config)
     src = path.resolve()
     if not src.is_dir():
@@ -45,42 +52,53 @@ def eval_search(
         if not as_json:
             err_console.print(f"· {text}", highlight=False)
 
-    async def go(workdir: Path) -> None:
-        router = Router(settings, {b.name: build_backend(b) for b in settings.backends})
-        service = CodebaseService(eval_settings(settings.index), router)
+    async def go(workdir: Path) -> Report:
+        cache = EmbeddingCache(embed_cache)
+        router = CachingRouter(settings, {b.name: build_backend(b) for b in settings.backends},
+                               cache)
         try:
-            tasks, results = await evaluate(service, src, limit=limit, seed=seed,
-                                            workdir=workdir, on_step=step)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, router)
+                return await evaluate(service, src, limit=limit, lookups=lookups, seed=seed,
+                                      on_progress=step, workdir=workdir)
         finally:
+            cache.save()
             await router.aclose()
-        if not tasks:
-            raise fail(f"no documented Python functions found under {src}")
-        if as_json:
-            print(orjson.dumps({
-                "repository": str(src), "queries": len(tasks),
-                "embedding_model": settings.models.embedding.model,
-                "modes": {m: {"mrr@10": s.mrr_at_10, "recall@1": s.recall_at_1,
-                              "recall@10": s.recall_at_10} for m, s in results.items()},
-            }, option=orjson.OPT_INDENT_2).decode())
-            return
-        table = Table(title=f"{src.name}: {len(tasks)} queries "
-                            f"(embeddings: {settings.models.embedding.model})")
-        for col in ("mode", "MRR@10", "Recall@1", "Recall@10"):
-            table.add_column(col)
-        for mode, s in results.items():
-            table.add_row(mode, f"{s.mrr_at_10:.3f}", f"{s.recall_at_1:.3f}",
-                          f"{s.recall_at_10:.3f}")
-        console.print(table)
 
     # The copy is removed here, outside the event loop, so that Ctrl-C (even a second
     # one, while indexing winds down) never leaves it behind.
     workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
     try:
-        run(go(workdir))
+        report = run(go(workdir))
     except KeyboardInterrupt:
         raise fail("interrupted") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if not report.tasks:
+        raise fail(f"no documented Python functions found under {src}")
+    model = settings.models.embedding.model
+    if as_json:
+        print(orjson.dumps({
+            "repository": str(src), "queries": len(report.tasks), "chunks": report.chunks,
+            "embedding_model": model,
+            "kinds": {kind: {"queries": len(next(iter(by.values())).ranks),
+                             "rankers": {name: {"mrr@10": s.mrr_at_10,
+                                                "recall@1": s.recall_at_1,
+                                                "recall@10": s.recall_at_10}
+                                         for name, s in by.items()}}
+                      for kind, by in report.scores.items()},
+        }, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"{src.name}: {len(report.tasks)} queries, {report.chunks} chunks "
+                        f"(embeddings: {model})")
+    for col in ("queries", "ranker", "MRR@10", "Recall@1", "Recall@10"):
+        table.add_column(col)
+    for kind, by in report.scores.items():
+        for name in RANKERS:
+            s = by[name]
+            table.add_row(f"{kind} ({len(s.ranks)})", name, f"{s.mrr_at_10:.3f}",
+                          f"{s.recall_at_1:.3f}", f"{s.recall_at_10:.3f}")
+    console.print(table)
 
 
 @eval_app.command("fim")
@@ -107,7 +125,7 @@ def eval_fim(
         if not tasks:
             raise fail(f"no functions with bodies to mask found under {root}")
         gateway = Gateway(settings)
-        service = CodebaseService(settings.index, gateway.router)
+        service = CodebaseService(settings.index, gateway.router, [str(root)])
         gateway.retriever = RepoRetriever(service, settings.repo_context)
         results: dict[str, dict[Kind, FimScores]] = {}
         try:
@@ -170,9 +188,11 @@ def eval_ask(
 
     async def go() -> None:
         gateway = Gateway(settings)
-        service = CodebaseService(eval_settings(settings.index), gateway.router)
         try:
-            tasks, scores = await evaluate_ask(gateway, service, src, limit=limit, seed=seed)
+            with throwaway_index(settings.index) as index:
+                service = CodebaseService(index, gateway.router)
+                tasks, scores = await evaluate_ask(gateway, service, src, limit=limit,
+                                                   seed=seed)
         finally:
             await gateway.aclose()
         if not tasks:

@@ -27,12 +27,14 @@ def _router(settings: Settings) -> Router:
 
 def _print_report(report: IndexReport, total_s: float, embed_s: float | None) -> None:
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(report.skipped.items())) or "none"
+    redacted = ", ".join(f"{kind} {n}" for kind, n in sorted(report.redacted.items())) or "none"
     took = f"in {total_s:.2f} s (lexical {report.took_ms / 1000:.2f} s"
     took += f", embeddings {embed_s:.2f} s)" if embed_s is not None else ", no embeddings)"
     console.print(
         f"[bold]{report.root}[/]: {report.files} files, {report.chunks} chunks "
         f"({report.indexed} indexed, {report.unchanged} unchanged, {report.deleted} removed) "
-        f"{took}; skipped: {skipped}", highlight=False, soft_wrap=True,
+        f"{took}; skipped: {skipped}; secrets redacted: {redacted}",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -106,7 +108,7 @@ def index(
 
     async def go() -> None:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             await _index_once(service, root, embed)
             if watch:
@@ -161,7 +163,7 @@ def search(
 
     async def here() -> dict[str, Any]:
         router = _router(settings)
-        service = CodebaseService(settings.index, router)
+        service = CodebaseService(settings.index, router, [str(root)])
         try:
             job = await service.job(str(root))  # search what is indexed; no re-index
             job.state = "ready"

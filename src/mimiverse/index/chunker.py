@@ -1,197 +1,49 @@
 """Split source files into chunks that follow the code's structure.
 
 With a tree-sitter grammar (Python, JavaScript, TypeScript/TSX, Go, Rust, Java, C, C++):
-functions, methods and classes become chunks of their own, with 1-based inclusive line
+every function and method with a body is a chunk of its own, with 1-based inclusive line
 ranges and symbol names (methods as `Class.method`); leading comments, decorators and
-attributes stay with the definition they describe. A class too large for one chunk
-becomes its header (with fields and small methods) plus one chunk per larger method; a
-function too large is cut into line windows that keep its symbol and kind. Small
-neighbours (imports, constants, tiny functions) are merged up to the limits, so search
-is not flooded with one-line chunks. Namespaces, `extern "C"`, preprocessor blocks and
+attributes stay with the definition they describe. A class with methods becomes its
+header (with fields and one-line members) plus one chunk per method: a method is what
+people search for, and inside a long class it would lie past what the embedder reads. A
+function too large is cut into line windows that keep its symbol and kind. Plain code
+between definitions (imports, constants) is merged up to the limits, so search is not
+flooded with one-line chunks. Namespaces, `extern "C"`, preprocessor blocks and
 parse errors are looked through, so definitions inside them are still found.
 
 Without a grammar, or when parsing fails, the file is cut into overlapping line windows.
 Either way every non-blank line belongs to at least one chunk.
 """
 
+
 from __future__ import annotations
 
 import re
-import threading
-import time
 from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import accumulate
 from operator import add
-from typing import TYPE_CHECKING, cast
 
-from tree_sitter import Node, Parser, Point, Tree
-from tree_sitter_language_pack import get_parser
+from tree_sitter import Node
 
+from mimiverse.index.chunk_languages import CPP_MARKERS, SPECS, Spec, parse, syntax_languages
+from mimiverse.index.chunk_syntax import (
+    body_of,
+    class_name,
+    field_text,
+    function_name,
+    function_variable,
+    qualify,
+    rows,
+    wrapped,
+)
 from mimiverse.index.model import Chunk
 
-if TYPE_CHECKING:
-    from tree_sitter_language_pack import SupportedLanguage
+__all__ = ["chunk_file", "embedding_text", "syntax_languages"]
 
-_C_STYLE_COMMENTS = frozenset({"comment"})
 _PUNCTUATION = frozenset({"{", "}", ";", ",", "(", ")", "[", "]"})
 # Closing braces, `#endif`, comments: lines that carry no code of their own.
 _TRIVIAL_LINE = re.compile(r"[\s{}()\[\];,]*(?:(?://|#|--|/\*|\*).*)?")
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    """What the definitions of one language look like in its tree-sitter grammar."""
-
-    grammar: str
-    functions: frozenset[str]
-    classes: frozenset[str]
-    # Looked through: their members are chunked as if at the enclosing level.
-    namespaces: frozenset[str] = frozenset()  # named: the name qualifies members' symbols
-    transparent: frozenset[str] = frozenset({"ERROR"})
-    wrappers: frozenset[str] = frozenset()  # decorators, export, template around one def
-    attachable: frozenset[str] = _C_STYLE_COMMENTS  # sticks to the definition below it
-    variables: frozenset[str] = frozenset()  # `const f = () => ...` declarations
-    fields: frozenset[str] = frozenset()  # class fields, which may hold a function
-    function_values: frozenset[str] = frozenset()
-    flatten: frozenset[str] = frozenset()  # bodies nested inside a class body
-
-
-_JS_FUNCTIONS = frozenset(
-    {"function_declaration", "generator_function_declaration", "method_definition"}
-)
-_JS_VALUES = frozenset(
-    {"arrow_function", "function_expression", "function", "generator_function"}
-)
-_TS = _Spec(
-    grammar="typescript",
-    functions=_JS_FUNCTIONS
-    | {"method_signature", "abstract_method_signature", "function_signature"},
-    classes=frozenset(
-        {
-            "class_declaration", "abstract_class_declaration", "class",
-            "interface_declaration", "enum_declaration",
-        }
-    ),
-    namespaces=frozenset({"internal_module", "module"}),
-    transparent=frozenset({"ERROR", "ambient_declaration", "expression_statement"}),
-    wrappers=frozenset({"export_statement"}),
-    variables=frozenset({"lexical_declaration", "variable_declaration"}),
-    fields=frozenset({"public_field_definition", "field_definition"}),
-    function_values=_JS_VALUES,
-)
-_C_NAMESPACES = frozenset({"preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif"})
-
-_SPECS: dict[str, _Spec] = {
-    "python": _Spec(
-        grammar="python",
-        functions=frozenset({"function_definition"}),
-        classes=frozenset({"class_definition"}),
-        wrappers=frozenset({"decorated_definition"}),
-    ),
-    "javascript": _Spec(
-        grammar="javascript",
-        functions=_JS_FUNCTIONS,
-        classes=frozenset({"class_declaration", "class"}),
-        wrappers=frozenset({"export_statement"}),
-        variables=frozenset({"lexical_declaration", "variable_declaration"}),
-        fields=frozenset({"field_definition"}),
-        function_values=_JS_VALUES,
-    ),
-    "typescript": _TS,
-    "tsx": replace(_TS, grammar="tsx"),
-    "go": _Spec(
-        grammar="go",
-        functions=frozenset({"function_declaration", "method_declaration"}),
-        classes=frozenset({"type_declaration"}),
-    ),
-    "rust": _Spec(
-        grammar="rust",
-        functions=frozenset({"function_item", "function_signature_item", "macro_definition"}),
-        classes=frozenset(
-            {"impl_item", "trait_item", "struct_item", "enum_item", "union_item"}
-        ),
-        namespaces=frozenset({"mod_item"}),
-        attachable=frozenset({"line_comment", "block_comment", "attribute_item"}),
-    ),
-    "java": _Spec(
-        grammar="java",
-        functions=frozenset({"method_declaration", "constructor_declaration"}),
-        classes=frozenset(
-            {
-                "class_declaration", "interface_declaration", "enum_declaration",
-                "record_declaration", "annotation_type_declaration",
-            }
-        ),
-        attachable=frozenset({"line_comment", "block_comment"}),
-        flatten=frozenset({"enum_body_declarations"}),
-    ),
-    "c": _Spec(
-        grammar="c",
-        functions=frozenset({"function_definition"}),
-        classes=frozenset({"struct_specifier", "union_specifier", "enum_specifier"}),
-        transparent=_C_NAMESPACES | {"ERROR"},
-    ),
-    "cpp": _Spec(
-        grammar="cpp",
-        functions=frozenset({"function_definition"}),
-        classes=frozenset(
-            {"class_specifier", "struct_specifier", "union_specifier", "enum_specifier"}
-        ),
-        namespaces=frozenset({"namespace_definition"}),
-        transparent=_C_NAMESPACES | {"ERROR", "linkage_specification"},
-        wrappers=frozenset({"template_declaration"}),
-    ),
-}
-
-# `.h` files are labelled C, but many are C++: the C grammar crawls through their
-# templates (4x slower, all errors), so such headers are parsed as C++.
-_CPP_MARKERS = re.compile(r"^\s*(?:class|namespace|template)\b|\bstd::|^\s*public:", re.M)
-
-# A pathological input must not stall indexing: parsing stops after this long (then
-# the file gets line windows).
-_PARSE_BASE_S = 1.0
-_PARSE_PER_BYTE_S = 1.0 / 256_000
-
-
-def syntax_languages() -> frozenset[str]:
-    """Languages chunked by syntax; every other language falls back to line windows."""
-    return frozenset(_SPECS)
-
-
-_local = threading.local()
-
-
-def _parser(grammar: str) -> Parser:
-    # tree-sitter parsers are not thread-safe: one per thread and grammar.
-    cache: dict[str, Parser] | None = getattr(_local, "parsers", None)
-    if cache is None:
-        cache = {}
-        _local.parsers = cache
-    parser = cache.get(grammar)
-    if parser is None:
-        parser = get_parser(cast("SupportedLanguage", grammar))
-        cache[grammar] = parser
-    return parser
-
-
-def _parse(grammar: str, source: bytes) -> Tree:
-    """Parse with a time budget; raises ValueError when it runs out."""
-    parser = _parser(grammar)
-    deadline = time.monotonic() + _PARSE_BASE_S + len(source) * _PARSE_PER_BYTE_S
-
-    def read(offset: int, _point: Point) -> bytes:
-        return source[offset : offset + 65536]
-
-    def over_time(_offset: int, _has_error: bool) -> bool:
-        return time.monotonic() > deadline
-
-    try:
-        # Only the callback form of parse() reports progress (and so can be stopped).
-        return parser.parse(read, progress_callback=over_time)
-    except ValueError:
-        parser.reset()  # else the next parse would resume this one
-        raise
 
 
 @dataclass(slots=True)
@@ -227,7 +79,7 @@ class _Chunker:
     def __init__(
         self,
         lines: list[str],
-        spec: _Spec | None,
+        spec: Spec | None,
         max_lines: int,
         max_chars: int,
         min_lines: int,
@@ -291,13 +143,13 @@ class _Chunker:
         """Chunk a namespace's members at this level; its own lines stay as plain code."""
         assert self.spec is not None
         if node.type in self.spec.namespaces:
-            name = (_field_text(self.source, node, "name") or "").strip("\"'")
+            name = (field_text(self.source, node, "name") or "").strip("\"'")
             if name:
                 scope = f"{scope}.{name}" if scope else name
         # Only a real body field: an ERROR node may hold a stray `block` among the rest.
         body = node.child_by_field_name("body")
         members = self.collect((body or node).children, scope, in_class)
-        start, end = _rows(node)
+        start, end = rows(node)
         if not members:
             return [_Unit(start, end, "other")]
         first, last = members[0], members[-1]
@@ -314,30 +166,30 @@ class _Chunker:
     def classify(self, node: Node, scope: str | None, in_class: bool) -> _Unit:
         spec = self.spec
         assert spec is not None
-        start, end = _rows(node)
+        start, end = rows(node)
         inner = node
         if node.type in spec.wrappers:
-            found = _wrapped(node, spec)
+            found = wrapped(node, spec)
             if found is None:
                 return _Unit(start, end, "other")
             inner = found
         if inner.type in spec.variables or inner.type in spec.fields:
-            name = _function_variable(self.source, inner, spec)
+            name = function_variable(self.source, inner, spec)
             if name is None:
                 return _Unit(start, end, "other")
             kind = "method" if in_class else "function"
-            return _Unit(start, end, kind, _qualify(scope, name))
+            return _Unit(start, end, kind, qualify(scope, name))
         if inner.type in spec.functions:
-            name, qualified = _function_name(self.source, inner)
+            name, qualified = function_name(self.source, inner)
             kind = "method" if in_class or qualified else "function"
-            return _Unit(start, end, kind, _qualify(scope, name))
+            return _Unit(start, end, kind, qualify(scope, name))
         if inner.type in spec.classes:
-            name = _class_name(self.source, inner)
-            if spec.grammar in ("c", "cpp") and _body(inner) is None:
+            name = class_name(self.source, inner)
+            if spec.grammar in ("c", "cpp") and body_of(inner) is None:
                 return _Unit(start, end, "other")  # `struct x;` is a declaration
             if spec.grammar == "go" and name is None:
                 return _Unit(start, end, "other")  # a grouped `type ( ... )` block
-            return _Unit(start, end, "class", _qualify(scope, name), node=inner)
+            return _Unit(start, end, "class", qualify(scope, name), node=inner)
         attach = node.type in spec.attachable or node.type == "decorator"
         return _Unit(start, end, "other", attach=attach)
 
@@ -366,8 +218,9 @@ class _Chunker:
                 group.clear()
 
         for unit in units:
-            size = unit.end - unit.start + 1
-            if unit.is_def and not unit.header and size >= self.min_lines:
+            # Every definition with a body is a chunk of its own (one-line ones, such as
+            # signatures in an interface, are grouped like plain code).
+            if unit.is_def and not unit.header and unit.end > unit.start:
                 flush()
                 pieces.extend(self.emit_def(unit))
             elif not self.fits(unit.start, unit.end):
@@ -394,12 +247,15 @@ class _Chunker:
         return _Piece(start, end, "block", scope, False)
 
     def emit_def(self, unit: _Unit) -> list[_Piece]:
-        if self.fits(unit.start, unit.end):
-            return [_Piece(unit.start, unit.end, unit.kind, unit.symbol, True)]
+        whole = [_Piece(unit.start, unit.end, unit.kind, unit.symbol, True)]
+        # A class is its header and fields, and each method on its own: a method is what
+        # people search for, and inside a long class it would be past the embedder's window.
         if unit.kind == "class" and unit.node is not None:
             split = self.split_class(unit)
-            if split is not None:
+            if split is not None and (len(split) > 1 or not self.fits(unit.start, unit.end)):
                 return split
+        if self.fits(unit.start, unit.end):
+            return whole
         return [
             _Piece(s, e, unit.kind, unit.symbol, True, window=True)
             for s, e in self.windows(unit.start, unit.end)
@@ -407,7 +263,7 @@ class _Chunker:
 
     def split_class(self, unit: _Unit) -> list[_Piece] | None:
         assert unit.node is not None
-        body = _body(unit.node)
+        body = body_of(unit.node)
         if body is None:
             return None
         members = self.collect(body.children, unit.symbol, in_class=True)
@@ -507,132 +363,6 @@ def _combine(a: _Unit, b: _Unit) -> _Unit:
     return _Unit(start, end, named.kind, named.symbol, named.node, attach=a.attach and b.attach)
 
 
-def _rows(node: Node) -> tuple[int, int]:
-    start = node.start_point.row
-    end = node.end_point.row
-    if node.end_point.column == 0 and end > start:
-        end -= 1  # the node ends with a newline: its last row is the one before
-    return start, end
-
-
-def _text(source: bytes, node: Node | None) -> str | None:
-    # Sliced from the source: `node.text` of a tree parsed through a read callback
-    # re-reads the source on every call (~70 us each).
-    if node is None:
-        return None
-    return source[node.start_byte : node.end_byte].decode("utf-8", errors="replace")
-
-
-def _field_text(source: bytes, node: Node, name: str) -> str | None:
-    return _text(source, node.child_by_field_name(name))
-
-
-def _qualify(scope: str | None, name: str | None) -> str | None:
-    if name is None:
-        return scope
-    return f"{scope}.{name}" if scope else name
-
-
-_BODY_TYPES = frozenset(
-    {
-        "block", "class_body", "declaration_list", "field_declaration_list", "enum_body",
-        "interface_body", "statement_block", "enum_variant_list", "object_type",
-    }
-)
-
-
-def _body(node: Node) -> Node | None:
-    body = node.child_by_field_name("body")
-    if body is not None:
-        return body
-    for child in node.named_children:
-        if child.type in _BODY_TYPES:
-            return child
-    return None
-
-
-def _wrapped(node: Node, spec: _Spec) -> Node | None:
-    """The definition inside a decorator, export or template wrapper."""
-    for name in ("definition", "declaration", "value"):
-        inner = node.child_by_field_name(name)
-        if inner is not None:
-            return inner
-    interesting = spec.functions | spec.classes | spec.variables
-    for child in reversed(node.named_children):
-        if child.type in interesting:
-            return child
-    return None
-
-
-def _function_variable(source: bytes, node: Node, spec: _Spec) -> str | None:
-    """`const f = () => {}` or a class field holding a function: the name, else None."""
-    if node.type in spec.fields:
-        value = node.child_by_field_name("value")
-        if value is None or value.type not in spec.function_values:
-            return None
-        return _field_text(source, node, "name") or _field_text(source, node, "property")
-    declarators = [c for c in node.named_children if c.type == "variable_declarator"]
-    if len(declarators) != 1:
-        return None
-    value = declarators[0].child_by_field_name("value")
-    name = declarators[0].child_by_field_name("name")
-    if value is None or value.type not in spec.function_values:
-        return None
-    if name is None or name.type != "identifier":
-        return None
-    return _text(source, name)
-
-
-_DECLARATOR_NAMES = frozenset(
-    {
-        "identifier", "field_identifier", "qualified_identifier", "destructor_name",
-        "operator_name", "scoped_identifier", "template_function",
-    }
-)
-
-
-def _function_name(source: bytes, node: Node) -> tuple[str | None, bool]:
-    """The name of a function, and whether it names its class (`A::f`, Go receivers)."""
-    if node.type == "method_declaration" and node.child_by_field_name("receiver") is not None:
-        receiver = node.child_by_field_name("receiver")
-        owner = _first_of_type(source, receiver, "type_identifier")
-        name = _field_text(source, node, "name")
-        return (f"{owner}.{name}" if owner else name), True
-    name_node = node.child_by_field_name("name")
-    if name_node is not None:
-        return _text(source, name_node), False
-    declarator = node.child_by_field_name("declarator")
-    while declarator is not None and declarator.type not in _DECLARATOR_NAMES:
-        declarator = declarator.child_by_field_name("declarator")
-    text = _text(source, declarator)
-    if text is None:
-        return None, False
-    text = "".join(text.split())
-    if "::" in text:
-        return text.replace("::", "."), True
-    return text, False
-
-
-def _class_name(source: bytes, node: Node) -> str | None:
-    if node.type == "impl_item":  # `impl Trait for Type`: the type owns the methods
-        return _first_of_type(source, node.child_by_field_name("type"), "type_identifier")
-    if node.type == "type_declaration":  # Go: `type T struct {...}`
-        specs = [c for c in node.named_children if c.type in ("type_spec", "type_alias")]
-        return _field_text(source, specs[0], "name") if len(specs) == 1 else None
-    return _field_text(source, node, "name")
-
-
-def _first_of_type(source: bytes, node: Node | None, kind: str) -> str | None:
-    if node is None:
-        return None
-    if node.type == kind:
-        return _text(source, node)
-    for child in node.named_children:
-        found = _first_of_type(source, child, kind)
-        if found is not None:
-            return found
-    return None
-
 
 def _line_windows(chunker: _Chunker, last: int) -> list[_Piece]:
     return [
@@ -658,16 +388,16 @@ def chunk_file(
         lines = [line.removesuffix("\r") for line in lines]
     if not any(line.strip() for line in lines):
         return []
-    spec = _SPECS.get(language) if language is not None else None
-    if language == "c" and _CPP_MARKERS.search(text):
-        spec = _SPECS["cpp"]
+    spec = SPECS.get(language) if language is not None else None
+    if language == "c" and CPP_MARKERS.search(text):
+        spec = SPECS["cpp"]
     chunker = _Chunker(lines, spec, max_chunk_lines, max_chunk_chars, min_chunk_lines)
     last = len(lines) - 1
     pieces: list[_Piece] | None = None
     if spec is not None:
         try:
             chunker.source = text.encode("utf-8", errors="surrogatepass")
-            tree = _parse(spec.grammar, chunker.source)
+            tree = parse(spec.grammar, chunker.source)
             units = chunker.collect(tree.root_node.children, None, in_class=False)
             pieces = chunker.emit(units, None)
         except (ValueError, RecursionError, LookupError):
@@ -696,3 +426,13 @@ def _materialise(
         )
         for p in pieces
     ]
+
+
+def embedding_text(path: str, symbol: str | None, text: str) -> str:
+    """What the embedder reads for a chunk: a header naming where it is, then its code.
+
+    `httpx/_urls.py URL.scheme`: a three-line accessor says little on its own, and the
+    model reads only its first 256 word pieces, so a long chunk is this header and the
+    start of its body.
+    """
+    return f"{path} {symbol}\n{text}" if symbol else f"{path}\n{text}"

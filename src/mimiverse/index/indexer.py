@@ -80,6 +80,7 @@ class IndexReport:
     unchanged: int = 0
     deleted: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    redacted: Counter[str] = field(default_factory=Counter)  # secrets replaced, by kind
     took_ms: float = 0.0
 
 
@@ -153,7 +154,9 @@ class Indexer:
         limit = FIRST_BATCH_FILES
         for done, (source, outcome) in enumerate(outcomes, start=1):
             if isinstance(outcome, tuple):
-                batch.append(outcome)
+                state, chunks, redacted = outcome
+                batch.append((state, chunks))
+                report.redacted.update(redacted)
                 report.indexed += 1
                 batch_bytes += source.size
             elif isinstance(outcome, FileState):
@@ -201,7 +204,9 @@ def prepare(
     state = FileState(source.path, source.size, source.mtime_ns, read.sha256, source.language)
     if read.sha256 == old_sha256:
         return state
-    chunks = [_redacted(c) for c in chunk_file(source.path, read.text, source.language)]
+    # The whole file, before chunking: a secret cut by a chunk boundary is still found.
+    redacted = redact(read.text, source.path, source.language)
+    chunks = chunk_file(source.path, redacted.text, source.language)
     if tokenize is not None:
         path_terms = tokenize(source.path)  # the same for every chunk of the file
         chunks = [
@@ -209,16 +214,7 @@ def prepare(
                   _terms(index_terms(c, tokenize, path_terms)))
             for c in chunks
         ]
-    return state, chunks
-
-
-def _redacted(chunk: Chunk) -> Chunk:
-    """The chunk with secrets in its text replaced (index/redaction.py): never stored."""
-    text, found = redact(chunk.text)
-    if not found:
-        return chunk
-    return Chunk(chunk.path, chunk.start_line, chunk.end_line, text, chunk.language,
-                 chunk.symbol, chunk.kind)
+    return state, chunks, dict(redacted.found)
 
 
 def _terms(terms: list[str]) -> IndexTerms:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,9 +26,17 @@ from mimiverse.errors import (
     MimiverseError,
     NotReady,
 )
-from mimiverse.index.fusion import cap_per_key, fuse
+from mimiverse.index.chunker import embedding_text
+from mimiverse.index.fusion import fuse
 from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import Hit, SearchFilter
+from mimiverse.index.ranking import (
+    Priors,
+    boost_lexical,
+    cap_per_file,
+    demote_tests,
+    one_per_definition,
+)
 from mimiverse.index.store import open_store
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.tokenize import query_tokens
@@ -38,7 +47,7 @@ log = logging.getLogger("mimiverse.index")
 
 Mode = Literal["lexical", "vector", "hybrid"]
 State = Literal["indexing", "ready", "error"]
-CANDIDATES = 50  # per signal, before fusion and the per-file cap
+CANDIDATES = 50  # per signal, before fusion, priors and grouping
 
 
 class PathNotAllowed(Forbidden):
@@ -85,10 +94,19 @@ class SearchResult:
 
 
 class CodebaseService:
-    def __init__(self, settings: IndexSettings, router: Router) -> None:
+    def __init__(
+        self, settings: IndexSettings, router: Router, repos: Sequence[str] = ()
+    ) -> None:
+        """`repos`: folders the operator named (`serve --repo`, the CLI's path); with no
+        `allowed_roots` configured, they and the user's home folder may be indexed."""
         self.settings = settings
         self.router = router
         self.jobs: dict[Path, Job] = {}
+        configured = settings.allowed_roots
+        roots = configured or [*repos, str(Path.home())]
+        self.allowed_roots = [Path(a).expanduser().resolve() for a in roots]
+        self.priors = Priors(settings.symbol_boost, settings.path_boost,
+                             settings.test_file_weight)
 
     # -- indexing --------------------------------------------------------------------
 
@@ -102,11 +120,9 @@ class CodebaseService:
         if not root.is_absolute():
             raise InvalidRequest(f"path must be absolute, got {path!r}")
         root = root.resolve()
-        allowed = [Path(a).expanduser().resolve() for a in self.settings.allowed_roots]
-        if allowed and not any(root.is_relative_to(a) for a in allowed):
-            raise PathNotAllowed(
-                f"path {path!r} is outside the allowed roots: {', '.join(map(str, allowed))}"
-            )
+        if not any(root.is_relative_to(a) for a in self.allowed_roots):
+            raise PathNotAllowed(f"path {path!r} is outside the allowed roots: "
+                                 f"{', '.join(map(str, self.allowed_roots))}")
         principal = current_principal.get()
         if not principal.may_use(root):
             raise PathNotAllowed(f"path {path!r} is outside the repositories of team "
@@ -117,7 +133,8 @@ class CodebaseService:
 
     async def job(self, path: str) -> Job:
         """The job (store, state) of the repository at `path`, opened on first use."""
-        root = self.resolve_root(path)
+        # Resolving touches the file system (symlinks, a slow mount): never on the loop.
+        root = await asyncio.to_thread(self.resolve_root, path)
         job = self.jobs.get(root)
         if job is None:
             store = await asyncio.to_thread(open_store, self.settings, root)
@@ -162,7 +179,10 @@ class CodebaseService:
             while batch := await asyncio.to_thread(
                 job.store.pending_embeddings, job.repo, self.settings.embed_batch
             ):
-                vectors, backend, model = await self.router.embed([t for _, t in batch])
+                chunks = await asyncio.to_thread(job.store.chunks, [cid for cid, _ in batch])
+                texts = [embedding_text(c.path, c.symbol, c.text) if c is not None else text
+                         for c, text in ((chunks.get(cid), text) for cid, text in batch)]
+                vectors, backend, model = await self.router.embed(texts)
                 _check_dimension(vectors, recorded, backend.name, model)
                 pairs = [(cid, vec) for (cid, _), vec in zip(batch, vectors, strict=True)]
                 await asyncio.to_thread(job.store.store_embeddings, job.repo, pairs)
@@ -254,12 +274,19 @@ class CodebaseService:
         found = await asyncio.gather(*(run() for _, run in signals))
         ranked = {name: hits for (name, _), hits in zip(signals, found, strict=True)
                   if hits is not None}
-        weights = {"lexical": self.settings.lexical_weight, "vector": self.settings.vector_weight}
-        fused = fuse(ranked, k=self.settings.rrf_k, weights=weights)
-        chunks = await asyncio.to_thread(job.store.chunks, [f.id for f in fused])
-        fused = [f for f in fused if f.id in chunks]  # deleted since they were ranked
-        capped = cap_per_key(fused, lambda cid: chunks[cid].path, self.settings.max_hits_per_file)
-        hits = [Hit(chunks[f.id], round(f.score, 6), f.signals) for f in capped[:limit]]
+        ids = list(dict.fromkeys(cid for hits in ranked.values() for cid, _ in hits))
+        chunks = await asyncio.to_thread(job.store.chunks, ids)  # a deleted one is missing
+        if "lexical" in ranked:
+            ranked["lexical"] = boost_lexical(ranked["lexical"], chunks, terms, self.priors)
+        ranked = {name: [h for h in hits if h[0] in chunks] for name, hits in ranked.items()}
+        s = self.settings
+        fused = fuse(ranked, method=s.fusion, k=s.rrf_k,
+                     weights={"lexical": s.lexical_weight, "vector": s.vector_weight})
+        fused = demote_tests(fused, lambda cid: chunks[cid].path, terms,
+                             self.priors.test_file_weight)
+        fused = one_per_definition(fused, chunks)
+        fused = cap_per_file(fused, lambda cid: chunks[cid].path, s.max_hits_per_file)
+        hits = [Hit(chunks[f.id], round(f.score, 6), f.signals) for f in fused[:limit]]
         return SearchResult(hits, round((time.perf_counter() - started) * 1000, 2), mode, notes)
 
 

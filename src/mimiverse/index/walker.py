@@ -21,6 +21,10 @@ metrics use them):
                      walked under its real path), or a link that cannot be resolved (ELOOP)
     special_file     FIFOs, sockets, devices: never opened
     unreadable       permission denied, a dangling symlink, a file gone since the walk
+    swapped          a file replaced by a symlink (or moved) between the walk and the read:
+                     opened with O_NOFOLLOW and checked on the descriptor, never read
+    bad_name         a name that is not valid UTF-8 (it could not be stored or shown
+                     as it is); a directory with such a name counts once
     unsupported      images, archives, fonts, compiled objects and other non-text formats
 """
 
@@ -38,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mimiverse.errors import CodeIndexError
+from mimiverse.index.filetypes import detect_language, skip_reason_for_name
+from mimiverse.index.ignore import Stack, is_ignored, load_rules
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 
@@ -52,6 +58,8 @@ SKIP_REASONS: tuple[str, ...] = (
     "symlink_loop",
     "special_file",
     "unreadable",
+    "swapped",
+    "bad_name",
     "unsupported",
 )
 
@@ -66,84 +74,6 @@ ALWAYS_SKIPPED_DIRS: frozenset[str] = frozenset(
         ".gradle", ".next", ".nuxt", ".svelte-kit", ".terraform", ".idea", ".vs",
     }
 )
-
-_LOCKFILES: frozenset[str] = frozenset(
-    {
-        "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
-        "bun.lockb", "poetry.lock", "pipfile.lock", "uv.lock", "pdm.lock", "cargo.lock",
-        "gemfile.lock", "composer.lock", "go.sum", "flake.lock", "mix.lock",
-        "pubspec.lock", "podfile.lock", "packages.lock.json", "gradle.lockfile",
-    }
-)
-
-_MINIFIED_SUFFIXES: tuple[str, ...] = (
-    ".min.js", ".min.mjs", ".min.css", "-min.js", ".js.map", ".css.map", ".min.map",
-)
-
-_SECRET_NAMES: frozenset[str] = frozenset(
-    {
-        ".env", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass", ".git-credentials",
-        ".htpasswd", ".dockercfg", "credentials",  # the last one: ~/.aws/credentials
-    }
-)
-_SECRET_EXTENSIONS: frozenset[str] = frozenset(
-    {".pem", ".key", ".p12", ".pfx", ".kdbx", ".jks", ".keystore", ".ppk", ".tfstate"}
-)
-_SSH_KEY_PREFIXES: tuple[str, ...] = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
-
-_UNSUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
-    {
-        # images, fonts, media
-        ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".icns", ".webp", ".tif", ".tiff",
-        ".psd", ".heic", ".avif", ".svg", ".svgz", ".ttf", ".otf", ".woff", ".woff2", ".eot",
-        ".mp3", ".wav", ".ogg", ".flac", ".m4a", ".aac", ".mp4", ".mov", ".avi", ".mkv",
-        ".webm",
-        # archives and packages
-        ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst", ".lz4", ".jar",
-        ".war", ".ear", ".whl", ".egg", ".deb", ".rpm", ".dmg", ".iso", ".apk", ".ipa",
-        # compiled code
-        ".exe", ".dll", ".so", ".dylib", ".o", ".obj", ".a", ".lib", ".class", ".pyc",
-        ".pyo", ".pyd", ".wasm", ".node", ".bin",
-        # documents, data, models
-        ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".odt", ".ods", ".odp",
-        ".db", ".sqlite", ".sqlite3", ".mdb", ".parquet", ".feather", ".arrow", ".h5",
-        ".hdf5", ".npy", ".npz", ".pkl", ".pickle", ".pt", ".pth", ".onnx", ".safetensors",
-        ".gguf", ".ckpt", ".tflite",
-    }
-)
-
-_LANGUAGE_BY_EXTENSION: dict[str, str] = {
-    ".py": "python", ".pyi": "python", ".pyw": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-    ".go": "go", ".rs": "rust", ".java": "java",
-    ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".c++": "cpp", ".hpp": "cpp", ".hh": "cpp",
-    ".hxx": "cpp", ".h++": "cpp", ".ipp": "cpp", ".inl": "cpp", ".cu": "cuda",
-    ".cs": "csharp", ".rb": "ruby", ".rake": "ruby", ".gemspec": "ruby", ".php": "php",
-    ".kt": "kotlin", ".kts": "kotlin", ".swift": "swift", ".scala": "scala", ".sc": "scala",
-    ".sh": "shell", ".bash": "shell", ".zsh": "shell", ".lua": "lua",
-    ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown", ".rst": "rst",
-    ".json": "json", ".jsonc": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
-    ".sql": "sql", ".html": "html", ".htm": "html", ".css": "css", ".scss": "scss",
-    ".less": "less", ".vue": "vue", ".svelte": "svelte", ".dart": "dart",
-    ".ex": "elixir", ".exs": "elixir", ".erl": "erlang", ".hrl": "erlang",
-    ".hs": "haskell", ".ml": "ocaml", ".mli": "ocaml", ".clj": "clojure", ".cljs": "clojure",
-    ".r": "r", ".jl": "julia", ".pl": "perl", ".pm": "perl", ".mm": "objc",
-    ".proto": "proto", ".graphql": "graphql", ".gql": "graphql", ".tf": "hcl", ".hcl": "hcl",
-    ".nix": "nix", ".zig": "zig", ".xml": "xml", ".ini": "ini", ".cfg": "ini",
-    ".tex": "latex", ".vim": "vim", ".elm": "elm", ".groovy": "groovy", ".gradle": "groovy",
-    ".cmake": "cmake", ".mk": "make", ".ps1": "powershell", ".bzl": "starlark",
-    ".dockerfile": "dockerfile",
-}
-
-_LANGUAGE_BY_NAME: dict[str, str] = {
-    "makefile": "make", "gnumakefile": "make", "dockerfile": "dockerfile",
-    "containerfile": "dockerfile", "cmakelists.txt": "cmake", "gemfile": "ruby",
-    "rakefile": "ruby", "vagrantfile": "ruby", "jenkinsfile": "groovy", "build": "starlark",
-    "build.bazel": "starlark", "workspace": "starlark", ".bashrc": "shell",
-    ".zshrc": "shell", ".profile": "shell",
-}
 
 # Only a file's leading comment block is searched, so code that merely mentions these
 # markers (like this module) is not mistaken for generated code.
@@ -160,15 +90,12 @@ _HEADER_LINES = 40
 _MINIFIED_AVG_LINE = 200
 _MINIFIED_MIN_BYTES = 2048
 
-_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
-
-
 @dataclass(frozen=True, slots=True)
 class SourceFile:
     """A candidate file found by the walk; its content has not been read."""
 
     path: str  # relative to the root, POSIX separators
-    abs_path: Path
+    abs_path: Path  # its real path (a symlink inside the root: its target)
     size: int
     mtime_ns: int
     language: str | None
@@ -196,105 +123,6 @@ class WalkResult:
     dirs: int = 0  # directories walked (root included)
 
 
-def detect_language(name: str) -> str | None:
-    """The language of a file from its name (extension first, then well-known names)."""
-    lower = name.rsplit("/", 1)[-1].lower()
-    dot = lower.rfind(".")
-    if dot > 0:
-        lang = _LANGUAGE_BY_EXTENSION.get(lower[dot:])
-        if lang is not None:
-            return lang
-    by_name = _LANGUAGE_BY_NAME.get(lower)
-    if by_name is None and lower.startswith("dockerfile."):
-        return "dockerfile"
-    return by_name
-
-
-def skip_reason_for_name(name: str) -> str | None:
-    """The reason a file is skipped from its name alone, or None to keep it."""
-    lower = name.lower()
-    dot = lower.rfind(".")
-    ext = lower[dot:] if dot > 0 else ""
-    if (
-        lower in _SECRET_NAMES
-        or lower.startswith((".env.", "secrets."))
-        or ext in _SECRET_EXTENSIONS
-        or (lower.startswith("credentials") and lower.endswith(".json"))
-        or (lower.startswith(_SSH_KEY_PREFIXES) and not lower.endswith(".pub"))
-    ):
-        return "secret"
-    if ext in _UNSUPPORTED_EXTENSIONS or lower == ".ds_store":
-        return "unsupported"
-    if lower in _LOCKFILES:
-        return "generated"
-    if lower.endswith(_MINIFIED_SUFFIXES):
-        return "minified"
-    return None
-
-
-class _Rules:
-    """The patterns of one ignore file, matched relative to the directory holding it."""
-
-    __slots__ = ("_any", "_patterns", "prefix")
-
-    def __init__(self, prefix: str, lines: list[str]) -> None:
-        # Imported here: indexing workers only read files, and start faster without it.
-        import pathspec
-
-        self.prefix = prefix  # "" at the root, else "sub/dir/"
-        spec = pathspec.GitIgnoreSpec.from_lines(lines)
-        compiled = [
-            (p.regex, bool(p.include))
-            for p in spec.patterns
-            if p.include is not None and p.regex is not None
-        ]
-        # Last matching pattern wins: try them newest first and stop at the first match.
-        self._patterns = compiled[::-1]
-        # Most paths match nothing: one combined regex answers that in a single call.
-        self._any: re.Pattern[str] | None = None
-        if compiled:
-            union = "|".join(f"(?:{_NAMED_GROUP.sub('(?:', rx.pattern)})" for rx, _ in compiled)
-            try:
-                self._any = re.compile(union)
-            except re.error:  # fall back to pattern-by-pattern
-                self._any = re.compile("")
-
-    def decide(self, rel: str) -> bool | None:
-        """True: ignored, False: re-included by a negation, None: no pattern matches."""
-        if self._any is None:
-            return None
-        sub = rel[len(self.prefix) :]
-        if self._any.match(sub) is None:
-            return None
-        for regex, include in self._patterns:
-            if regex.match(sub) is not None:
-                return include
-        return None
-
-
-# Highest priority first: .mimiverseignore, the deepest .gitignore ... the root's, exclude.
-_Stack = tuple[_Rules, ...]
-
-
-def _is_ignored(stack: _Stack, rel: str, is_dir: bool) -> bool:
-    path = rel + "/" if is_dir else rel
-    for rules in stack:
-        decision = rules.decide(path)
-        if decision is not None:
-            return decision
-    return False
-
-
-def _load_rules(path: str, prefix: str) -> _Rules | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    rules = _Rules(prefix, lines)
-    return rules if rules._patterns else None
-
-
 def _inside(real: str, real_root: str) -> bool:
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
@@ -304,7 +132,7 @@ class _Dir:
     abs: str
     real: str
     rel: str  # "" for the root, else "a/b/" (with the trailing slash)
-    stack: _Stack
+    stack: Stack
 
 
 def iter_files(
@@ -326,13 +154,13 @@ def iter_files(
     if not os.path.isdir(real_root):
         raise CodeIndexError(f"{root} is not a directory")
 
-    mimi = _load_rules(os.path.join(root_abs, IGNORE_FILE), "")
+    mimi = load_rules(os.path.join(root_abs, IGNORE_FILE), "")
     top = [
         rules
         for rules in (
             mimi,
-            _load_rules(os.path.join(root_abs, ".gitignore"), ""),
-            _load_rules(os.path.join(root_abs, ".git", "info", "exclude"), ""),
+            load_rules(os.path.join(root_abs, ".gitignore"), ""),
+            load_rules(os.path.join(root_abs, ".git", "info", "exclude"), ""),
         )
         if rules is not None
     ]
@@ -365,7 +193,7 @@ def iter_files(
             stats.dirs += 1
         stack = current.stack
         if current.rel and ".gitignore" in names:
-            rules = _load_rules(os.path.join(current.abs, ".gitignore"), current.rel)
+            rules = load_rules(os.path.join(current.abs, ".gitignore"), current.rel)
             if rules is not None:
                 stack = (*stack[:pinned], rules, *stack[pinned:])
 
@@ -373,6 +201,9 @@ def iter_files(
         for entry in entries:
             name = entry.name
             rel = current.rel + name
+            if not _valid_name(name):
+                counts["bad_name"] += 1
+                continue
             try:
                 if entry.is_symlink():
                     found = _follow_link(entry, rel, real_root, stack, counts, max_file_bytes)
@@ -382,7 +213,7 @@ def iter_files(
                         yield found
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if name in ALWAYS_SKIPPED_DIRS or _is_ignored(stack, rel, True):
+                    if name in ALWAYS_SKIPPED_DIRS or is_ignored(stack, rel, True):
                         counts["ignored"] += 1
                     else:
                         subdirs.append(
@@ -392,7 +223,7 @@ def iter_files(
                 if not entry.is_file(follow_symlinks=False):
                     counts["special_file"] += 1
                     continue
-                if _is_ignored(stack, rel, False):
+                if is_ignored(stack, rel, False):
                     counts["ignored"] += 1
                     continue
                 reason = skip_reason_for_name(name)
@@ -403,12 +234,24 @@ def iter_files(
             except OSError:
                 counts["unreadable"] += 1
                 continue
-            found_file = _checked(entry.path, rel, st, counts, max_file_bytes)
+            found_file = _checked(current.real + os.sep + name, rel, st, counts, max_file_bytes)
             if found_file is not None:
                 yield found_file
         for sub in subdirs:
             visited.add(sub.real)
         pending.extend(reversed(subdirs))
+
+
+def _valid_name(name: str) -> bool:
+    """Whether a name decoded from the file system is real UTF-8 (undecodable bytes come
+    back as lone surrogates, which no store, JSON or terminal takes)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _checked(
@@ -427,14 +270,14 @@ def _follow_link(
     entry: os.DirEntry[str],
     rel: str,
     real_root: str,
-    stack: _Stack,
+    stack: Stack,
     counts: Counter[str],
     max_file_bytes: int,
 ) -> SourceFile | _Dir | None:
     """A symlink inside the root is followed like what it points to; others are skipped."""
     name = entry.name
     # Git sees a symlink as a file: match it as one first.
-    if name in ALWAYS_SKIPPED_DIRS or _is_ignored(stack, rel, False):
+    if name in ALWAYS_SKIPPED_DIRS or is_ignored(stack, rel, False):
         counts["ignored"] += 1
         return None
     real = os.path.realpath(entry.path)
@@ -447,7 +290,7 @@ def _follow_link(
         counts["symlink_loop" if exc.errno == errno.ELOOP else "unreadable"] += 1
         return None
     if stat.S_ISDIR(st.st_mode):
-        if _is_ignored(stack, rel, True):
+        if is_ignored(stack, rel, True):
             counts["ignored"] += 1
             return None
         return _Dir(entry.path, real, rel + "/", stack)
@@ -455,7 +298,7 @@ def _follow_link(
     if reason is not None:
         counts[reason] += 1
         return None
-    return _checked(entry.path, rel, st, counts, max_file_bytes)
+    return _checked(real, rel, st, counts, max_file_bytes)
 
 
 def walk(root: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> WalkResult:
@@ -470,17 +313,26 @@ def walk(root: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> W
 def read_source(
     file: SourceFile, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 ) -> SourceText | SkipReason:
-    """Read a walked file once and run the content checks; never blocks on a FIFO."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    """Read a walked file once and run the content checks; never blocks on a FIFO.
+
+    `file.abs_path` is the real path the walk found (symlinks inside the root resolved).
+    It is opened without following a link, and the open descriptor is checked: a regular
+    file, still at that real path. A file swapped for a symlink, or a directory above it
+    swapped for one, after the walk is never read through the link.
+    """
+    flags = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(file.abs_path, flags)
-    except OSError:
-        return SkipReason("unreadable")
+    except OSError as exc:
+        return SkipReason("swapped" if exc.errno == errno.ELOOP else "unreadable")
     try:
         st = os.fstat(fd)
         # Checked on the open descriptor: the path may have been swapped since the walk.
         if not stat.S_ISREG(st.st_mode):
             return SkipReason("special_file")
+        if not _opened_at(fd, str(file.abs_path)):
+            return SkipReason("swapped")
         if st.st_size > max_file_bytes:
             return SkipReason("too_large")
         os.set_blocking(fd, True)
@@ -502,6 +354,16 @@ def read_source(
     return classify_source(data)
 
 
+def _opened_at(fd: int, real_path: str) -> bool:
+    """Whether the descriptor is the file at `real_path`: O_NOFOLLOW guards only the last
+    component, the kernel's name of the open file (Linux /proc) guards every one."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc (macOS): the last component was guarded by O_NOFOLLOW
+        return True
+    return opened == real_path
+
+
 def classify_source(data: bytes) -> SourceText | SkipReason:
     """Decode `data` and decide whether it is indexable text (binary, key, minified, ...)."""
     encoding = "utf-8"
@@ -513,7 +375,7 @@ def classify_source(data: bytes) -> SourceText | SkipReason:
     elif b"\x00" in data:
         return SkipReason("binary")
     head = data[:200].lstrip()
-    if head.startswith(b"-----BEGIN") and b"PRIVATE KEY-----" in head.split(b"\n", 1)[0]:
+    if head.startswith(b"-----BEGIN") and b"PRIVATE KEY" in head.split(b"\n", 1)[0]:
         return SkipReason("secret")
     if head.startswith(b"PuTTY-User-Key-File"):
         return SkipReason("secret")

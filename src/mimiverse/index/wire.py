@@ -4,10 +4,11 @@ JSON (orjson) of plain lists, never pickle, so nothing read from a pipe can run 
     setup    [max_file_bytes, tokenizer name or null]
     task     [task number, [[path, abs_path, size, mtime_ns, language, old sha256], ...]]
     answer   [task number, [outcome, ...] or null (the indexer redoes the task)]
-    outcome  ["skip", reason] | ["same", state] | ["chunks", state, [chunk, ...]]
+    outcome  ["skip", reason] | ["same", state] | ["chunks", state, [chunk, ...], redacted]
     state    [path, size, mtime_ns, sha256, language]
     chunk    [path, start_line, end_line, text, language, symbol, kind, terms or null]
     terms    [joined, distinct, total]
+    redacted {kind: count} of the secrets replaced in the file
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from mimiverse.index.walker import SkipReason, SourceFile
 # A changed file and the sha256 the index has of it.
 Item = tuple[SourceFile, str | None]
 # What reading one file gives: a skip reason, the FileState of a file whose content did
-# not change (touched), or the FileState and chunks of a changed one.
-Outcome = str | FileState | tuple[FileState, list[Chunk]]
+# not change (touched), or the FileState, chunks and secrets redacted (by kind) of a
+# changed one.
+Outcome = str | FileState | tuple[FileState, list[Chunk], dict[str, int]]
 
 _FRAME = struct.Struct("!Q")  # every message: its length, then its JSON
 
@@ -66,12 +68,12 @@ def encode_outcome(outcome: Outcome) -> list[Any]:
         return ["skip", str(outcome)]
     if isinstance(outcome, FileState):
         return ["same", _state(outcome)]
-    state, chunks = outcome
+    state, chunks, redacted = outcome
     return ["chunks", _state(state), [
         [c.path, c.start_line, c.end_line, c.text, c.language, c.symbol, c.kind,
          None if c.terms is None else list(c.terms)]
         for c in chunks
-    ]]
+    ], redacted]
 
 
 def decode_outcome(raw: list[Any]) -> Outcome:
@@ -85,4 +87,4 @@ def decode_outcome(raw: list[Any]) -> Outcome:
         Chunk(path, start, end, text, language, symbol, chunk_kind,
               None if terms is None else IndexTerms(*terms))
         for path, start, end, text, language, symbol, chunk_kind, terms in raw[2]
-    ]
+    ], raw[3]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -278,8 +278,11 @@ class Router:
     def candidates(self, task: Task) -> Sequence[Backend]:
         return [self.backends[name] for name in self.route(task).backends]
 
-    async def open_stream(self, task: Task, start: StreamFactory) -> RoutedStream:
-        """Start `start(backend, model)` on the first backend that yields a first delta."""
+    async def open_stream(
+        self, task: Task, start: StreamFactory, exclude: Collection[str] = ()
+    ) -> RoutedStream:
+        """Start `start(backend, model)` on the first backend that yields a first delta;
+        `exclude`: backends not to try (they failed this request already)."""
         model = self.route(task).model
 
         async def attempt(backend: Backend) -> RoutedStream:
@@ -300,7 +303,7 @@ class Router:
             watch.holding()
             return RoutedStream(self, backend, model, first, upstream, watch)
 
-        return await self._first_to_answer(task, attempt)
+        return await self._first_to_answer(task, attempt, exclude)
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -320,12 +323,16 @@ class Router:
 
         return await self._first_to_answer("embedding", attempt)
 
-    async def _first_to_answer(self, task: Task, attempt: Callable[[Backend], Awaitable[T]]) -> T:
+    async def _first_to_answer(
+        self, task: Task, attempt: Callable[[Backend], Awaitable[T]], exclude: Collection[str] = ()
+    ) -> T:
         """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
         every verdict. All failing -> AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
         for backend in self.candidates(task):
+            if backend.name in exclude:
+                continue
             if failures:  # each candidate not answering adds one: we moved past the last
                 self.observer.fell_back(task, failures[-1][0])
             breaker = self.breakers[backend.name]

@@ -6,7 +6,7 @@ import pytest
 
 from mimiverse.errors import CodeIndexError
 from mimiverse.index.model import Chunk, FileState, SearchFilter
-from mimiverse.index.store.postgres import PostgresStore
+from mimiverse.index.store.postgres import SCHEMA_VERSION, PostgresStore
 from mimiverse.index.tokenize import tokens
 
 psycopg = pytest.importorskip("psycopg")
@@ -65,10 +65,41 @@ def test_migrations_run_once_and_refuse_a_newer_schema(postgres_conninfo: str) -
     PostgresStore(postgres_conninfo, tokenizer=tokens).close()
     PostgresStore(postgres_conninfo, tokenizer=tokens).close()  # idempotent
     with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(CodeIndexError, match="newer"):
         PostgresStore(postgres_conninfo, tokenizer=tokens)
+
+
+def test_an_index_of_the_first_schema_is_forgotten_and_rebuilt(postgres_conninfo: str) -> None:
+    """Schema 2: chunks became one per function, embedded with a header; every file and
+    chunk of schema 1 is forgotten, so the next run chunks and embeds everything again."""
+    store = PostgresStore(postgres_conninfo, tokenizer=tokens)
+    try:
+        repo = store.repo_id("/repos/old")
+        store.replace_files(repo, [(FileState("old.py", 1, 1, "s", None),
+                                    [Chunk("old.py", 1, 1, "legacy row")])])
+        store.set_embedding_model(repo, "m", 2)
+        (cid, _), = store.pending_embeddings(repo, 10)
+        store.store_embeddings(repo, [(cid, [1.0, 0.0])])
+    finally:
+        store.close()
+    with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = 1")
+    store = PostgresStore(postgres_conninfo, tokenizer=tokens)
+    try:
+        assert store.file_states(repo) == {}
+        assert store.stats(repo).chunks == 0 and store.stats(repo).embedding_model == "m"
+        assert store.search_lexical(repo, ["legacy"], 10, SearchFilter()) == []
+        assert store.search_vector(repo, [1.0, 0.0], 10, SearchFilter()) == []
+        assert store.check_integrity(repo) == []
+        store.replace_files(repo, [(FileState("new.py", 1, 1, "t", None),
+                                    [Chunk("new.py", 1, 1, "fresh row")])])
+        assert len(store.search_lexical(repo, ["row"], 10, SearchFilter())) == 1
+        assert store.check_integrity(repo) == []
+    finally:
+        store.close()
 
 
 def test_unreachable_server_is_our_error(tmp_path: object) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from mimiverse.errors import IndexLocked
 from mimiverse.index.model import Chunk, FileState, SearchFilter
-from mimiverse.index.store import sqlite as sqlite_store
+from mimiverse.index.store import sqlite_changes, sqlite_schema
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
 
@@ -142,7 +142,7 @@ def test_cache_catches_up_after_many_generations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader further behind than the kept tombstones reloads instead of refreshing."""
-    monkeypatch.setattr(sqlite_store, "TOMBSTONE_GENERATIONS", 2)
+    monkeypatch.setattr(sqlite_changes, "TOMBSTONE_GENERATIONS", 2)
     writer, repo = _vector_store(tmp_path / "index.db", 4, 2)
     reader = SqliteStore(tmp_path / "index.db", tokenizer=tokens)
     try:
@@ -180,16 +180,20 @@ def test_cache_compacts_after_many_removals(tmp_path: Path) -> None:
 
 
 def test_an_index_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
-    """Schema 1 added rows to the full-text index by trigger; schema 2 does it itself."""
+    """Schema 1 added rows to the full-text index by trigger; schema 2 does it itself;
+    schema 3 forgets every file and chunk (chunks became one per function, embedded
+    with a header), so the next run chunks and embeds everything again."""
     db = tmp_path / "index.db"
     con = sqlite3.connect(db, isolation_level=None)
-    for statement in sqlite_store._MIGRATIONS[0]:
+    for statement in sqlite_schema.MIGRATIONS[0]:
         con.execute(statement)
     con.execute("PRAGMA user_version = 1")
-    con.execute("INSERT INTO repos (root, chunk_count, token_count) VALUES (?, 1, 2)", (ROOT,))
+    con.execute("INSERT INTO repos (root, chunk_count, token_count, embedding_model,"
+                " embedding_dim) VALUES (?, 1, 2, 'm', 2)", (ROOT,))
     con.execute("INSERT INTO files VALUES (1, 'old.py', 1, 1, 's', NULL)")
     con.execute("INSERT INTO chunks (repo, path, start_line, end_line, kind, text, terms)"
                 " VALUES (1, 'old.py', 1, 1, 'window', 'legacy row', 'legacy row')")
+    con.execute("INSERT INTO vectors VALUES (1, 1, 0, zeroblob(8))")
     con.execute("INSERT INTO term_df VALUES ('legacy', 1), ('row', 1)")
     con.close()
 
@@ -197,16 +201,19 @@ def test_an_index_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
     try:
         repo = store.repo_id(ROOT)
         assert store.check_integrity(repo) == []
+        assert store.file_states(repo) == {}  # the next run indexes old.py afresh
+        assert store.stats(repo).chunks == 0
+        assert store.search_lexical(repo, ["legacy"], 10, SearchFilter()) == []
+        assert store.search_vector(repo, [1.0, 0.0], 10, SearchFilter()) == []
         store.replace_files(repo, [(FileState("new.py", 1, 1, "t", None),
                                     [Chunk("new.py", 1, 1, "fresh row")])])
         assert store.check_integrity(repo) == []  # added to the full-text index once
         hits = store.search_lexical(repo, ["row"], 10, SearchFilter())
-        assert sorted(c.path for c in store.chunks([cid for cid, _ in hits]).values()) == [
-            "new.py", "old.py"]
+        assert [c.path for c in store.chunks([cid for cid, _ in hits]).values()] == ["new.py"]
     finally:
         store.close()
     with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+        assert con.execute("PRAGMA user_version").fetchone() == (sqlite_schema.SCHEMA_VERSION,)
         assert con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == [
             ("chunks_fts_delete",)]
 

@@ -8,12 +8,14 @@ Also the few rules both stores must apply identically, so one test suite holds f
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mimiverse.index.model import Chunk, IndexTerms
 
@@ -152,18 +154,42 @@ def _class_regex(body: str) -> str:
 
 
 def _literal(c: str) -> str:
-    # A backslash before a non-alphanumeric character means that character in both
-    # Python and PostgreSQL regexes; alphanumerics pass as they are.
-    return c if c.isalnum() or c in "_/" else "\\" + c
+    # A backslash before a non-alphanumeric ASCII character means that character in RE2,
+    # Python and PostgreSQL regexes; other characters go in a class of their own (RE2
+    # refuses a backslash before them); alphanumerics pass as they are.
+    if c.isalnum() or c in "_/":
+        return c
+    return "\\" + c if c.isascii() else f"[{c}]"
+
+
+class PathPattern(Protocol):
+    def search(self, text: str) -> object | None: ...
 
 
 @lru_cache(maxsize=256)
-def compiled_glob(glob: str) -> re.Pattern[str]:
-    return re.compile(glob_regex(glob))
+def compiled_glob(glob: str) -> PathPattern:
+    """The glob's regex, compiled by RE2: a client's glob (`*a*a*a*a*b`) must not make a
+    backtracking engine take polynomial-to-exponential time in a path's length."""
+    import re2
+
+    pattern: PathPattern = re2.compile(glob_regex(glob))
+    return pattern
+
+
+def sqlite_path(settings: IndexSettings, root: Path) -> Path:
+    """Where the SQLite index of the repository at `root` lives: its own folder under
+    `data_dir`, named by the root's last part (for people) and a hash of the whole path.
+
+    Indexes once kept in `<root>/.mimiverse/` are not adopted: a repository can ship such
+    a folder, and an index it wrote would put its words into search results and prompts.
+    They are rebuilt here; the old folder is left alone (and never walked)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:48] or "root"
+    digest = hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
+    return Path(settings.data_dir).expanduser() / "indexes" / f"{name}-{digest}" / "index.db"
 
 
 def open_store(settings: IndexSettings, root: Path) -> IndexStore:
-    """The configured store for the repository at `root` (sqlite path relative to it)."""
+    """The configured store for the repository at `root`."""
     if settings.store == "postgres":
         # Imported on use: psycopg is only needed by teams that run PostgreSQL.
         from mimiverse.index.store.postgres import PostgresStore
@@ -173,5 +199,4 @@ def open_store(settings: IndexSettings, root: Path) -> IndexStore:
         return PostgresStore(settings.url)
     from mimiverse.index.store.sqlite import SqliteStore
 
-    path = Path(settings.path).expanduser()
-    return SqliteStore(path if path.is_absolute() else root / path)
+    return SqliteStore(sqlite_path(settings, root))

@@ -109,6 +109,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (repo, term)
         )""",
     ),
+    # Chunks became one per function and method, embedded with a path + symbol header
+    # (issue 16): every file is chunked and embedded again (embeddings and the BM25
+    # statistics go with the chunks; each repository's HNSW index stays, emptied).
+    (
+        "TRUNCATE files, chunks, embeddings, lexicon",
+        "UPDATE repos SET chunk_count = 0, token_count = 0",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

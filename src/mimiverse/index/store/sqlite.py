@@ -30,14 +30,11 @@ import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from mimiverse.errors import CodeIndexError, IndexLocked
 from mimiverse.index.model import Chunk, FileState, IndexTerms, SearchFilter, StoredChunk
@@ -52,220 +49,19 @@ from mimiverse.index.store import (
     split_terms,
 )
 from mimiverse.index.store.base import IndexStore, RepoStats
-
-# Only whitespace splits terms: `_` and `$` are letters to FTS5 here, as in identifiers.
-_FTS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_$'"
-
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE repos (
-            id INTEGER PRIMARY KEY,
-            root TEXT NOT NULL UNIQUE,
-            embedding_model TEXT,
-            embedding_dim INTEGER,
-            vector_seq INTEGER NOT NULL DEFAULT 0,
-            tombstone_floor INTEGER NOT NULL DEFAULT 0,
-            chunk_count INTEGER NOT NULL DEFAULT 0,
-            token_count INTEGER NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE files (
-            repo INTEGER NOT NULL,
-            path TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            language TEXT,
-            PRIMARY KEY (repo, path)
-        ) WITHOUT ROWID""",
-        # AUTOINCREMENT: ids are never reused, so a stale id never names another chunk.
-        """CREATE TABLE chunks (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            repo INTEGER NOT NULL,
-            path TEXT NOT NULL,
-            start_line INTEGER NOT NULL,
-            end_line INTEGER NOT NULL,
-            symbol TEXT,
-            kind TEXT NOT NULL,
-            language TEXT,
-            text TEXT NOT NULL,
-            terms TEXT NOT NULL
-        )""",
-        "CREATE INDEX chunks_by_file ON chunks (repo, path)",
-        # Chunks containing each term, over all repositories as FTS5's bm25() counts them:
-        # looked up per query to tell selective terms from common ones.
-        "CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
-        "CREATE INDEX chunks_by_repo ON chunks (repo)",  # rowid order: pending_embeddings
-        f"""CREATE VIRTUAL TABLE chunks_fts USING fts5(
-            terms, content='chunks', content_rowid='id', tokenize="{_FTS_TOKENIZER}"
-        )""",
-        """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
-            INSERT INTO chunks_fts (rowid, terms) VALUES (new.id, new.terms);
-        END""",
-        """CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
-            INSERT INTO chunks_fts (chunks_fts, rowid, terms) VALUES ('delete', old.id, old.terms);
-        END""",
-        """CREATE TABLE vectors (
-            chunk_id INTEGER PRIMARY KEY,
-            repo INTEGER NOT NULL,
-            seq INTEGER NOT NULL,
-            vector BLOB NOT NULL
-        )""",
-        "CREATE INDEX vectors_by_seq ON vectors (repo, seq)",
-        """CREATE TABLE vector_tombstones (
-            repo INTEGER NOT NULL,
-            seq INTEGER NOT NULL,
-            chunk_id INTEGER NOT NULL
-        )""",
-        "CREATE INDEX vector_tombstones_by_seq ON vector_tombstones (repo, seq)",
-    ),
-    # An insert trigger makes every row's INSERT a statement with a savepoint, and FTS5
-    # writes its pending terms to disk at each savepoint: tiny segments, merged over and
-    # over (half the cost of indexing). Rows are added by one INSERT ... SELECT instead.
-    ("DROP TRIGGER chunks_fts_insert",),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
+from mimiverse.index.store.sqlite_changes import JSON_VALUES, Changes
+from mimiverse.index.store.sqlite_schema import INTEGRITY_CHECKS, MIGRATIONS, SCHEMA_VERSION
+from mimiverse.index.store.sqlite_vectors import Snapshot, VectorCache, similarities, top
 
 # WAL pages an indexing run may leave unchecked (256 MiB of 16 KiB pages; SQLite's usual
 # 1000 would checkpoint every ~400 files): see `_deferred_checkpoints`.
 RUN_WAL_PAGES = 16384
-TOMBSTONE_GENERATIONS = 1000  # kept for incremental refresh; readers further behind reload
 
 _CHUNK_COLUMNS = "id, path, start_line, end_line, text, language, symbol, kind"
-_JSON_VALUES = "(SELECT value FROM json_each(?))"  # a JSON array parameter as a set
 
 
 def _glob_match(glob: str, path: str | None) -> bool:
     return path is not None and compiled_glob(glob).search(path) is not None
-
-
-T = TypeVar("T")
-Floats = npt.NDArray[np.float32]
-Ints = npt.NDArray[np.int64]
-Codes = npt.NDArray[np.int32]
-Mask = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """An immutable view of one repository's vectors, safe to search without a lock."""
-
-    ids: Ints
-    matrix: Floats  # L2-normalised rows
-    alive: Mask  # False for rows removed since the last compaction
-    file_of: Codes  # row -> index into _VectorCache.paths
-    lang_of: Codes  # row -> index into _VectorCache.languages
-    files: int  # how many paths the rows may refer to
-
-
-class _VectorCache:
-    """One repository's vectors in memory, appended to and tombstoned incrementally.
-
-    Rows are appended into spare capacity, so an older snapshot (a view of the first n
-    rows) stays valid while a refresh appends; removal only flips `alive` in a new copy.
-    """
-
-    def __init__(self, dim: int, seq: int) -> None:
-        self.dim = dim
-        self.seq = seq
-        self.lock = threading.Lock()
-        self.paths: list[str] = []
-        self.languages: list[str | None] = []
-        self._path_ix: dict[str, int] = {}
-        self._lang_ix: dict[str | None, int] = {}
-        self._row_of: dict[int, int] = {}
-        self._n = 0
-        self._dead = 0
-        self._ids: Ints = np.empty(0, np.int64)
-        self._matrix: Floats = np.empty((0, dim), np.float32)
-        self._file_of: Codes = np.empty(0, np.int32)
-        self._lang_of: Codes = np.empty(0, np.int32)
-        self._alive: Mask = np.empty(0, np.bool_)
-        self._globs: dict[str, Mask] = {}
-        self._snapshot: _Snapshot | None = None
-
-    def language_code(self, language: str | None) -> int | None:
-        return self._lang_ix.get(language)
-
-    def remove(self, ids: Iterable[int]) -> None:
-        rows = [r for r in (self._row_of.pop(i, None) for i in ids) if r is not None]
-        if rows:
-            self._alive = self._alive.copy()  # the current snapshot keeps the old mask
-            self._alive[rows] = False
-            self._dead += len(rows)
-            self._snapshot = None
-
-    def append(self, rows: Sequence[tuple[int, str, str | None, bytes]]) -> None:
-        if not rows:
-            return
-        self.remove([r[0] for r in rows])  # a re-stored vector replaces the old row
-        n, m = self._n, len(rows)
-        if n + m > len(self._ids):
-            self._grow(max(n + m, 2 * len(self._ids), 1024))
-        raw = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(m, self.dim)
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0  # a zero vector stays zero: similarity 0 to everything
-        self._matrix[n : n + m] = raw / norms
-        self._ids[n : n + m] = [r[0] for r in rows]
-        self._file_of[n : n + m] = [_code(self._path_ix, self.paths, r[1]) for r in rows]
-        self._lang_of[n : n + m] = [_code(self._lang_ix, self.languages, r[2]) for r in rows]
-        alive = np.ones(n + m, np.bool_)
-        alive[:n] = self._alive[:n]
-        self._alive = alive
-        for offset, r in enumerate(rows):
-            self._row_of[r[0]] = n + offset
-        self._n = n + m
-        self._snapshot = None
-
-    def snapshot(self) -> _Snapshot:
-        if self._snapshot is None:
-            if self._dead > 1024 and self._dead * 4 > self._n:
-                self._compact()
-            n = self._n
-            self._snapshot = _Snapshot(
-                self._ids[:n], self._matrix[:n], self._alive[:n],
-                self._file_of[:n], self._lang_of[:n], len(self.paths),
-            )
-        return self._snapshot
-
-    def path_mask(self, glob: str, files: int) -> Mask:
-        """Which of the first `files` paths match `glob`, computed once per new path."""
-        with self.lock:
-            known = self._globs.get(glob, np.empty(0, np.bool_))
-            if len(known) < files:
-                pattern = compiled_glob(glob)
-                extra = [pattern.search(p) is not None for p in self.paths[len(known) : files]]
-                known = np.concatenate([known, np.array(extra, np.bool_)])
-                if len(self._globs) >= 64:
-                    self._globs.clear()
-                self._globs[glob] = known
-            return known[:files]
-
-    def _grow(self, capacity: int) -> None:
-        n = self._n
-        ids = np.empty(capacity, np.int64)
-        matrix = np.empty((capacity, self.dim), np.float32)
-        file_of = np.empty(capacity, np.int32)
-        lang_of = np.empty(capacity, np.int32)
-        ids[:n], matrix[:n] = self._ids[:n], self._matrix[:n]
-        file_of[:n], lang_of[:n] = self._file_of[:n], self._lang_of[:n]
-        self._ids, self._matrix, self._file_of, self._lang_of = ids, matrix, file_of, lang_of
-
-    def _compact(self) -> None:
-        keep = np.flatnonzero(self._alive[: self._n])
-        self._ids, self._matrix = self._ids[keep], self._matrix[keep]
-        self._file_of, self._lang_of = self._file_of[keep], self._lang_of[keep]
-        self._alive = np.ones(len(keep), np.bool_)
-        self._row_of = {int(cid): row for row, cid in enumerate(self._ids)}
-        self._n, self._dead = len(keep), 0
-
-
-def _code(index: dict[T, int], values: list[T], value: T) -> int:
-    """The small integer standing for `value` in `values`, added on first sight."""
-    code = index.get(value)
-    if code is None:
-        code = index[value] = len(values)
-        values.append(value)
-    return code
 
 
 def _bm25(terms: Sequence[str], weights: dict[str, float], avgdl: float) -> float:
@@ -274,23 +70,6 @@ def _bm25(terms: Sequence[str], weights: dict[str, float], avgdl: float) -> floa
     norm = BM25_K1 * (1 - BM25_B + BM25_B * len(terms) / avgdl)
     return sum(w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm)
                for t, w in weights.items() if counts[t])
-
-
-def _scores(matrix: Floats, query: Floats) -> Floats:
-    # vecdot runs numpy's own SIMD loop on this thread. BLAS sgemv hands big products to
-    # its worker threads, which stall when the cores are busy: on a loaded 2-core machine
-    # 100,000 x 384 took ~200 ms that way against ~11 ms here.
-    scores: Floats = np.vecdot(matrix, query)
-    return scores
-
-
-def _top(ids: Ints, scores: Floats, limit: int) -> list[tuple[int, float]]:
-    k = min(limit, len(scores))
-    if k <= 0:
-        return []
-    part = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
-    order = part[np.lexsort((ids[part], -scores[part]))]  # ties: lower id first
-    return [(int(ids[i]), float(scores[i])) for i in order]
 
 
 class SqliteStore(IndexStore):
@@ -310,7 +89,7 @@ class SqliteStore(IndexStore):
         self._idle = threading.Condition(self._lock)
         self._users = 0
         self._closed = False
-        self._caches: dict[int, _VectorCache] = {}
+        self._caches: dict[int, VectorCache] = {}
         self._cache_locks: dict[int, threading.Lock] = {}
         self._roots: dict[str, int] = {}
         try:
@@ -386,7 +165,7 @@ class SqliteStore(IndexStore):
                     f"the index {self.path} has schema version {version}, newer than this "
                     f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
                 )
-            for statements in _MIGRATIONS[version:]:
+            for statements in MIGRATIONS[version:]:
                 for statement in statements:
                     con.execute(statement)
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -485,7 +264,7 @@ class SqliteStore(IndexStore):
                 rows.append((repo, state.path, c.start_line, c.end_line, c.symbol, c.kind,
                              c.language, c.text, terms[-1].joined))
         with self._tx() as con:
-            changes = _Changes(con, repo)
+            changes = Changes(con, repo)
             changes.add_terms(terms)
             # Whole-batch statements: per-file ones cost more than the rows at 100 files.
             changes.drop_files(list(latest))
@@ -520,10 +299,10 @@ class SqliteStore(IndexStore):
 
     def delete_files(self, repo: int, paths: Sequence[str]) -> None:
         with self._tx() as con:
-            changes = _Changes(con, repo)
+            changes = Changes(con, repo)
             changes.drop_files(paths)
             con.execute(
-                f"DELETE FROM files WHERE repo = ? AND path IN {_JSON_VALUES}",
+                f"DELETE FROM files WHERE repo = ? AND path IN {JSON_VALUES}",
                 (repo, json.dumps(list(paths))),
             )
             changes.commit()
@@ -588,7 +367,7 @@ class SqliteStore(IndexStore):
                         f"holds {dim}-dimensional vectors"
                     )
                 blobs.append((int(chunk_id), array.tobytes()))
-            changes = _Changes(con, repo)
+            changes = Changes(con, repo)
             changes.drop_ids([cid for cid, _ in blobs])  # re-stored vectors replace old ones
             # Chunks deleted meanwhile are skipped: the INSERT selects only existing ones.
             con.executemany(
@@ -679,12 +458,12 @@ class SqliteStore(IndexStore):
             valid = valid & cache.path_mask(where.path_glob, snap.files)[snap.file_of]
         rows = np.flatnonzero(valid)
         if len(rows) == len(snap.ids):
-            return _top(snap.ids, _scores(snap.matrix, query), limit)
+            return top(snap.ids, similarities(snap.matrix, query), limit)
         if len(rows) * 3 < len(snap.ids):  # few rows left: gather them, score only those
-            return _top(snap.ids[rows], _scores(snap.matrix[rows], query), limit)
-        return _top(snap.ids[rows], _scores(snap.matrix, query)[rows], limit)
+            return top(snap.ids[rows], similarities(snap.matrix[rows], query), limit)
+        return top(snap.ids[rows], similarities(snap.matrix, query)[rows], limit)
 
-    def _vectors(self, repo: int) -> tuple[_VectorCache, _Snapshot] | None:
+    def _vectors(self, repo: int) -> tuple[VectorCache, Snapshot] | None:
         """The repository's vectors, brought up to date with the database first."""
         with self._lock:
             lock = self._cache_locks.setdefault(repo, threading.Lock())
@@ -698,7 +477,7 @@ class SqliteStore(IndexStore):
             seq, floor, dim = int(row[0]), int(row[1]), int(row[2])
             cache = self._caches.get(repo)
             if cache is None or cache.dim != dim or not floor <= cache.seq <= seq:
-                cache = _VectorCache(dim, -1)
+                cache = VectorCache(dim, -1)
             if cache.seq < seq:
                 if cache.seq >= 0:
                     cache.remove(r[0] for r in con.execute(
@@ -730,28 +509,6 @@ class SqliteStore(IndexStore):
         return RepoStats(files, chunks, chunks - vectors, model, dim)
 
     def check_integrity(self, repo: int) -> list[str]:
-        checks = (
-            ("chunks without a file row",
-             "SELECT count(*) FROM chunks c WHERE c.repo = :r AND NOT EXISTS"
-             " (SELECT 1 FROM files f WHERE f.repo = c.repo AND f.path = c.path)"),
-            ("vectors without a chunk of this repository",
-             "SELECT count(*) FROM vectors v WHERE v.repo = :r AND NOT EXISTS"
-             " (SELECT 1 FROM chunks c WHERE c.id = v.chunk_id AND c.repo = v.repo)"),
-            ("vectors whose size is not the recorded dimension (or no model is recorded)",
-             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
-             " AND (r.embedding_dim IS NULL OR length(v.vector) != 4 * r.embedding_dim)"),
-            ("vectors newer than the repository's vector generation",
-             "SELECT count(*) FROM vectors v JOIN repos r ON r.id = v.repo WHERE v.repo = :r"
-             " AND v.seq > r.vector_seq"),
-            ("chunk/token counters that do not match the chunks (BM25 statistics)",
-             "SELECT count(*) FROM repos r WHERE r.id = :r AND (r.chunk_count, r.token_count)"
-             " IS NOT (SELECT count(*), coalesce(sum(length(terms)"
-             " - length(replace(terms, ' ', '')) + (terms != '')), 0)"
-             " FROM chunks WHERE repo = r.id)"),
-            ("document frequencies that do not match the full-text index (all repositories)",
-             "SELECT count(*) FROM temp.chunks_vocab v FULL JOIN term_df d ON d.term = v.term"
-             " WHERE v.doc IS NOT d.df"),
-        )
         problems: list[str] = []
         with self._in_use():
             self._con().execute(
@@ -760,7 +517,7 @@ class SqliteStore(IndexStore):
             )
         with self._tx("BEGIN") as con:
             self._root(con, repo)
-            for what, sql in checks:
+            for what, sql in INTEGRITY_CHECKS:
                 (count,) = con.execute(sql, {"r": repo}).fetchone()
                 if count:
                     problems.append(f"{count} {what}")
@@ -779,103 +536,3 @@ class SqliteStore(IndexStore):
             self._tokenizer = default_tokenizer()
         return self._tokenizer
 
-
-class _Changes:
-    """What one write transaction changes besides rows: BM25 statistics and tombstones.
-
-    Dropped vectors get tombstones under one new generation, published at commit.
-    """
-
-    def __init__(self, con: sqlite3.Connection, repo: int) -> None:
-        self.con = con
-        self.repo = repo
-        row = con.execute("SELECT vector_seq FROM repos WHERE id = ?", (repo,)).fetchone()
-        if row is None:
-            raise CodeIndexError(f"no repository with id {repo}")
-        self.seq = int(row[0]) + 1
-        self.vectors_touched = False
-        # Chunks added / removed per term; counted apart since Counter.update of a set
-        # runs in C while subtract() loops in Python.
-        self.added: Counter[str] = Counter()
-        self.removed: Counter[str] = Counter()
-        self.chunks = 0
-        self.tokens = 0
-
-    def add_terms(self, chunks: Sequence[IndexTerms]) -> None:
-        # One split of all the distinct terms, counted in C: per-chunk sets cost ~50 us each.
-        self.added.update(" ".join([t.distinct for t in chunks]).split())
-        self.chunks += len(chunks)
-        self.tokens += sum([t.total for t in chunks])
-
-    def drop_files(self, paths: Sequence[str]) -> None:
-        """Delete these files' chunks, their vectors and their share of the statistics."""
-        params = (self.repo, json.dumps(list(paths)))
-        for (joined,) in self.con.execute(
-            f"SELECT terms FROM chunks WHERE repo = ? AND path IN {_JSON_VALUES}", params
-        ):
-            terms = joined.split()
-            self.removed.update(set(terms))
-            self.chunks -= 1
-            self.tokens -= len(terms)
-        self._drop(f"SELECT id FROM chunks WHERE repo = ? AND path IN {_JSON_VALUES}", params)
-        # The delete trigger keeps the full-text index in step.
-        self.con.execute(f"DELETE FROM chunks WHERE repo = ? AND path IN {_JSON_VALUES}", params)
-
-    def drop_ids(self, ids: Sequence[int]) -> None:
-        self._drop("SELECT value FROM json_each(?)", (json.dumps(list(ids)),))
-
-    def _drop(self, chunk_ids_sql: str, params: tuple[object, ...]) -> None:
-        # `+repo`: look the vectors up by chunk id; on `repo` the planner chose to scan
-        # all the repository's vectors.
-        cursor = self.con.execute(
-            "INSERT INTO vector_tombstones (repo, seq, chunk_id) SELECT repo, ?, chunk_id"
-            f" FROM vectors WHERE chunk_id IN ({chunk_ids_sql}) AND +repo = ?",
-            (self.seq, *params, self.repo),
-        )
-        if cursor.rowcount:
-            self.vectors_touched = True
-            self.con.execute(
-                f"DELETE FROM vectors WHERE chunk_id IN ({chunk_ids_sql}) AND +repo = ?",
-                (*params, self.repo),
-            )
-
-    def commit(self) -> None:
-        """Apply the statistics; publish a new vector generation if any vector changed."""
-        added, removed = self.added, self.removed
-        deltas: dict[str, int]
-        if removed:
-            deltas = {t: n - removed[t] for t, n in added.items() if n != removed[t]}
-            deltas.update((t, -n) for t, n in removed.items() if t not in added)
-        else:  # only new chunks (a first index): no arithmetic, no copy
-            deltas = added
-        if deltas:
-            # One statement over a JSON object: a quarter faster than a row per term.
-            # (`WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.)
-            self.con.execute(
-                "INSERT INTO term_df (term, df) SELECT key, value FROM json_each(?) WHERE true"
-                " ON CONFLICT (term) DO UPDATE SET df = df + excluded.df",
-                (json.dumps(deltas, ensure_ascii=False),),
-            )
-            gone = [term for term, n in deltas.items() if n < 0] if removed else []
-            if gone:
-                self.con.execute(
-                    f"DELETE FROM term_df WHERE term IN {_JSON_VALUES} AND df <= 0",
-                    (json.dumps(gone, ensure_ascii=False),),
-                )
-        if self.chunks or self.tokens:
-            self.con.execute(
-                "UPDATE repos SET chunk_count = chunk_count + ?, token_count = token_count + ?"
-                " WHERE id = ?",
-                (self.chunks, self.tokens, self.repo),
-            )
-        if not self.vectors_touched:
-            return
-        floor = max(self.seq - TOMBSTONE_GENERATIONS, 0)
-        self.con.execute(
-            "DELETE FROM vector_tombstones WHERE repo = ? AND seq <= ?", (self.repo, floor)
-        )
-        self.con.execute(
-            "UPDATE repos SET vector_seq = ?, tombstone_floor = max(tombstone_floor, ?)"
-            " WHERE id = ?",
-            (self.seq, floor, self.repo),
-        )
