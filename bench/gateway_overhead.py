@@ -14,6 +14,8 @@ Starts the OpenAI-compatible test server (tests/servers/openai_server.py) and
    on /api/ai/fim, uncached, and the same load straight at the test server, in interleaved
    rounds; with the CPU used meanwhile by the gateway, the test server and the generator.
 3. Cache hits (bench/cache_latency.py): memory and Redis, latency and throughput.
+4. Chat with tools (bench/chat_tools.py): gateway CPU per streamed chat request, plain and
+   with an editor agent's nine tools.
 
 All of them share the machine's cores: figures are medians over interleaved runs, and the
 CPU shares say which process was the limit.
@@ -31,6 +33,7 @@ from typing import Any
 
 import benchlib as bl
 import cache_latency
+import chat_tools
 
 BUDGET_P50_MS = 1.0
 BUDGET_P99_MS = 5.0
@@ -175,6 +178,8 @@ def budgets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         out += throughput_budgets(results["throughput"])
     if results.get("cache"):
         out += cache_latency.budgets(results["cache"])
+    if results.get("chat"):
+        out += chat_tools.budgets(results["chat"])
     return out
 
 
@@ -217,6 +222,8 @@ def sections(results: dict[str, Any]) -> dict[str, str]:
         out["throughput"] = throughput_report(results["throughput"]) + stamp
     if results.get("cache"):
         out["cache"] = cache_latency.report(results["cache"]) + stamp
+    if results.get("chat"):
+        out["chat"] = chat_tools.report(results["chat"]) + stamp
     out["machine"] = bl.machine_report(results["machine"])
     return out
 
@@ -238,7 +245,11 @@ def main() -> None:
     parser.add_argument("--cache-requests", type=int, default=3000,
                         help="timed cache hits per cache kind")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=("overhead", "throughput", "cache"), help="repeatable")
+                        choices=("overhead", "throughput", "cache", "chat"),
+                        help="repeatable")
+    parser.add_argument("--chat-requests", type=int, default=200,
+                        help="sequential chat requests per block and kind")
+    parser.add_argument("--chat-blocks", type=int, default=10, help="blocks per kind")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--write-docs", action="store_true",
                         help="update the generated sections of docs/benchmarks.md")
@@ -273,10 +284,15 @@ def main() -> None:
                 stack, backend, requests=opts.cache_requests, generator=generator,
                 seconds=opts.seconds, rounds=opts.rounds, connections=opts.connections,
                 memory_gateway=gateway)
+        if "chat" not in opts.skip:
+            print(f"chat: {opts.chat_blocks} x {opts.chat_requests} requests per kind ...",
+                  flush=True)
+            results["chat"] = chat_tools.measure(gateway, requests=opts.chat_requests,
+                                                 blocks=opts.chat_blocks)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     parts = sections(results)
     print()
-    for name in ("overhead", "throughput", "cache"):
+    for name in ("overhead", "throughput", "cache", "chat"):
         if name in parts:
             print(f"## {name}\n\n{parts[name]}")
     print(bl.table(["budget", "measured", "holds"],

@@ -65,10 +65,10 @@ class LlamaCppPython:
         import llama_cpp
         from llama_cpp import Llama
 
-        from mimiverse.backends.llamacpp import _extra_buffers
+        from mimiverse.backends.llamacpp_load import extra_buffers
 
         self.version = llama_cpp.__version__
-        with _extra_buffers(self.extra_buffers):
+        with extra_buffers(self.extra_buffers):
             self.llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads,
                              n_threads_batch=threads, verbose=False)
 

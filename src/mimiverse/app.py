@@ -11,7 +11,18 @@ from fastapi import FastAPI
 
 from mimiverse import __version__
 from mimiverse.admission import Admission
-from mimiverse.api import ai, assist, cache, codebase, health, models, triton, ui, voice
+from mimiverse.api import (
+    ai,
+    assist,
+    cache,
+    codebase,
+    health,
+    models,
+    triton,
+    ui,
+    ui_to_code,
+    voice,
+)
 from mimiverse.api import metrics as metrics_api
 from mimiverse.api.compat import ollama, openai, tabby
 from mimiverse.api.errors import install_error_handlers
@@ -89,9 +100,10 @@ def create_app(
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.
-    for router in (ai.router, assist.router, cache.router, codebase.router, models.router,
-                   health.router, triton.router, metrics_api.router, openai.router,
-                   ollama.router, tabby.router, ui.router, voice.router):
+    for router in (ai.router, ui_to_code.router, assist.router, cache.router,
+                   codebase.router, models.router, health.router, triton.router,
+                   metrics_api.router, openai.router, ollama.router, tabby.router,
+                   ui.router, voice.router):
         app.router.routes.extend(router.routes)
     # Body size, per-token rate and concurrency limits, and slow stream readers dropped.
     app.add_middleware(Admission, limits=settings.limits,

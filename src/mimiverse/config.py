@@ -295,6 +295,9 @@ class BackendSettings(_Strict):
         return self
 
 
+Capability = Literal["completion", "insert", "tools", "vision", "thinking", "embedding"]
+
+
 class ModelRoute(_Strict):
     model: str = Field(min_length=1, max_length=256)
     family: Family | None = Field(None, description="FIM prompt family; inferred when absent")
@@ -302,6 +305,9 @@ class ModelRoute(_Strict):
     # Upper bound on prompt tokens sent to the model (FIM prefix+suffix are trimmed to fit).
     max_prompt_tokens: int = Field(2048, ge=64, le=131072)
     max_tokens: int = Field(256, ge=1, le=8192, description="default and ceiling for replies")
+    capabilities: list[Capability] | None = Field(
+        None, description="what the model can do (Ollama's names); when unset, asked of its "
+        "backends (Ollama's /api/show, a GGUF's chat template)")
 
 
 def _default_backends() -> list[BackendSettings]:
@@ -330,6 +336,9 @@ class ModelsSettings(_Strict):
         max_prompt_tokens=16384, max_tokens=2048,
     )
     embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
+    # Chats with images go here when the chat model cannot see (e.g. qwen2.5vl on Ollama),
+    # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
+    vision: ModelRoute | None = None
     # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
     # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
     # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
@@ -469,8 +478,11 @@ class Settings(BaseSettings):
         # ("local-ollama", "embedded-llm", "embedded") that [[backends]] does not declare.
         defaults = {b.name: b for b in _default_backends()}
         known = {b.name for b in self.backends}
-        for task in TASKS:
-            for name in self.models.route(task).backends:
+        routes: list[tuple[str, ModelRoute]] = [(t, self.models.route(t)) for t in TASKS]
+        if self.models.vision is not None:
+            routes.append(("vision", self.models.vision))
+        for task, route in routes:
+            for name in route.backends:
                 if name not in known and name in defaults:
                     self.backends.append(defaults[name])
                     known.add(name)

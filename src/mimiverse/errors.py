@@ -8,6 +8,8 @@
     ├── RequestError                the client asked for something we cannot do (4xx)
     │   ├── InvalidRequest          422: a field is outside what is allowed
     │   ├── PromptTooLong           400: more prompt tokens than the model's route allows
+    │   ├── FieldUnsupported        400: a field no backend of the route can honour
+    │   ├── ImageTooLarge           413: an image over the byte or pixel limit
     │   ├── Forbidden               403: this token may not do that (e.g. a team's)
     │   ├── ModelNotFound           404: no task alias, configured model or listed model
     │   └── NotReady                409: e.g. searching before any repository is indexed
@@ -63,6 +65,19 @@ class InvalidRequest(RequestError):
 
 class PromptTooLong(RequestError):
     status_code = 400
+
+
+class FieldUnsupported(RequestError):
+    """A request field (tools, images, num_ctx, ...) that no candidate backend honours; the
+    message names each field and backend. Never accepted and dropped."""
+
+    status_code = 400
+
+
+class ImageTooLarge(RequestError):
+    """An image over the byte or pixel limit (every protocol answers 413)."""
+
+    status_code = 413
 
 
 class Forbidden(RequestError):

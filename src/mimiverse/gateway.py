@@ -3,9 +3,9 @@
 The HTTP routes (ours, and the OpenAI/Ollama-compatible ones) and the CLI all call these,
 so prompt rendering, post-processing, caching, routing and timing live in one place.
 
-Every answer is a stream of TextEvents (deltas, then one `done`), whether it comes from a
-backend, the cache (replayed delta for delta) or type-ahead reuse; non-streaming callers
-collect it, sharing one upstream call between identical requests in flight.
+Every answer is a stream of TextEvents (answers.py), whether it comes from a backend, the
+cache or type-ahead reuse; non-streaming callers collect it, sharing one upstream call
+between identical requests in flight.
 """
 
 from __future__ import annotations
@@ -14,21 +14,36 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
-from mimiverse.backends.base import Backend, ChatMessage, ChatRequest, Delta, GenerateRequest
+from mimiverse.answers import (
+    Answer,
+    Events,
+    Stored,
+    TextEvent,
+    chat_events,
+    entry,
+    final,
+    ms_since,
+    replay,
+    replay_entry,
+    stored_delta,
+    text_events,
+)
+from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
 from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
-from mimiverse.config import Settings, Task
-from mimiverse.errors import AllBackendsFailed, PromptTooLong, StreamInterrupted
+from mimiverse.chatplan import ChatInput, ChatPlan, plan_chat
+from mimiverse.config import ModelRoute, Settings
+from mimiverse.errors import AllBackendsFailed, PromptTooLong, StreamInterrupted, Unsupported
 from mimiverse.fim.postprocess import FimPostprocessor
 from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
 from mimiverse.fim.retrieval import RepoRetriever, prompt_context
 from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
 from mimiverse.index.filetypes import detect_language
-from mimiverse.routing.router import RoutedStream, Router
+from mimiverse.routing.capabilities import Capabilities
+from mimiverse.routing.router import Router
 from mimiverse.routing.singleflight import SingleFlight
 from mimiverse.telemetry import NO_OBSERVER, Observer, observed_embedding, observed_stream
 
@@ -53,15 +68,6 @@ class FimInput:
 
 
 @dataclass(frozen=True, slots=True)
-class ChatInput:
-    messages: tuple[ChatMessage, ...]
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RawInput:
     """A prompt sent to the completion model exactly as given (Ollama's `raw: true`)."""
 
@@ -72,20 +78,6 @@ class RawInput:
     seed: int | None = None
 
 
-@dataclass(slots=True)
-class Answer:
-    """The result of a completion or chat, streamed or not."""
-
-    text: str
-    model: str
-    backend: str
-    latency_ms: float
-    cached: bool = False
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Embeddings:
     vectors: list[list[float]]
@@ -93,18 +85,6 @@ class Embeddings:
     backend: str
     latency_ms: float
     cached: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TextEvent:
-    """One streamed event: a text delta, or (kind="done") the final answer."""
-
-    kind: Literal["delta", "done"]
-    text: str = ""
-    answer: Answer | None = None
-
-
-Events = AsyncIterator[TextEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +105,8 @@ class FimPlan:
                                 single_line=self.single_line, language=self.language)
 
 
-def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
+__all__ = ["Answer", "ChatInput", "Embeddings", "Events", "FimInput", "Gateway", "RawInput",
+           "TextEvent"]
 
 
 class Gateway:
@@ -140,6 +120,7 @@ class Gateway:
         if backends is None:
             backends = {b.name: build_backend(b) for b in settings.backends}
         self.router = Router(settings, backends)
+        self.capabilities = Capabilities(self.router)
         self.cache = cache or build_cache(settings.cache)
         self.typeahead = TypeaheadIndex(self.cache)
         self._flights: SingleFlight[Answer] = SingleFlight()
@@ -224,9 +205,9 @@ class Gateway:
         own = first.prompt_budget()
         return ceiling if own is None else min(ceiling, own)
 
-    def _model_tokens(self, task: Task, text: str) -> int | None:
-        """`text`'s tokens by the task's model, when one of its backends has the tokenizer."""
-        for name in self.settings.models.route(task).backends:
+    def _model_tokens(self, route: ModelRoute, text: str) -> int | None:
+        """`text`'s tokens by the route's model, when one of its backends has the tokenizer."""
+        for name in route.backends:
             counted = self.router.backends[name].count_tokens(text)
             if counted is not None:
                 return counted
@@ -235,7 +216,7 @@ class Gateway:
     def _count_tokens(self, text: str) -> int:
         """By the completion model's tokenizer when a backend has it at hand, else a
         conservative estimate: context must never push the prompt over its budget."""
-        counted = self._model_tokens("completion", text)
+        counted = self._model_tokens(self.settings.models.completion, text)
         return conservative_tokens(text) if counted is None else counted
 
     @observed_stream("completion")
@@ -254,9 +235,9 @@ class Gateway:
                 return hit
             rest = await self.typeahead.lookup(plan.params_key, fim.prefix, fim.suffix)
             if rest is not None:
-                answer = Answer(rest, plan.request.model, CACHE_BACKEND, _ms_since(started),
+                answer = Answer(rest, plan.request.model, CACHE_BACKEND, ms_since(started),
                                 cached=True, finish_reason="stop")
-                return _replay([rest], answer)
+                return replay([TextEvent("delta", rest)], answer)
         attempts: list[FimPostprocessor] = []
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
@@ -264,7 +245,7 @@ class Gateway:
             return backend.stream_generate(plan.request)
 
         stream = await self.router.open_stream("completion", start, exclude)
-        events = _text_events(stream, started, attempts[-1])
+        events = text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events
 
@@ -279,15 +260,16 @@ class Gateway:
 
     # -- raw generation --------------------------------------------------------------
 
-    def _check_prompt_length(self, task: Task, text: str) -> None:
-        """PromptTooLong when `text` surely has more tokens than the route allows: at
-        4 bytes a token (few texts are denser, so nothing that fits is refused), then by
-        the model's own tokenizer where a backend has it at hand."""
-        route = self.settings.models.route(task)
+    def _check_prompt_length(self, task: str, text: str) -> None:
+        """PromptTooLong when `text` surely has more tokens than the route (a task's, or
+        "vision") allows: at 4 bytes a token (few texts are denser, so nothing that fits
+        is refused), then by the model's own tokenizer where a backend has it at hand."""
+        route = self.router.named_route(task)
+        assert route is not None
         estimate = lenient_tokens(text)
         if estimate <= route.max_prompt_tokens:
             return
-        counted = self._model_tokens(task, text)
+        counted = self._model_tokens(route, text)
         counted = estimate if counted is None else counted
         if counted > route.max_prompt_tokens:
             raise PromptTooLong(
@@ -326,8 +308,8 @@ class Gateway:
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             return backend.stream_generate(request)
 
-        events = _text_events(await self.router.open_stream("completion", start, exclude),
-                              started)
+        events = text_events(await self.router.open_stream("completion", start, exclude),
+                             started)
         return events if key is None else self._storing(events, key)
 
     async def generate_raw(self, raw: RawInput) -> Answer:
@@ -337,31 +319,23 @@ class Gateway:
 
     # -- chat ------------------------------------------------------------------------
 
-    def _chat_request(self, chat: ChatInput) -> ChatRequest:
-        route = self.settings.models.chat
-        self._check_prompt_length("chat", "".join(m.content for m in chat.messages))
-        return ChatRequest(
-            model=route.model, messages=chat.messages,
-            max_tokens=min(chat.max_tokens or route.max_tokens, route.max_tokens),
-            temperature=chat.temperature, stop=chat.stop, seed=chat.seed,
-        )
+    async def plan_chat(self, chat: ChatInput) -> ChatPlan:
+        return await plan_chat(self.router, self.capabilities, chat, self._check_prompt_length)
 
     def _chat_key(self, request: ChatRequest) -> str | None:
         if not self._deterministic(request.temperature, request.seed):
             return None
-        return cache_key(
-            "chat", model=request.model, messages=[[m.role, m.content] for m in request.messages],
-            max_tokens=request.max_tokens, temperature=request.temperature,
-            seed=request.seed, stop=list(request.stop),
-        )
+        # The whole request: tools, schemas, images and every sampling field change answers.
+        return cache_key("chat", request=request)
 
     @observed_stream("chat")
     async def stream_chat(
-        self, chat: ChatInput, request: ChatRequest | None = None,
+        self, chat: ChatInput, plan: ChatPlan | None = None,
         exclude: frozenset[str] = frozenset(),
     ) -> Events:
         started = time.perf_counter()
-        request = request or self._chat_request(chat)
+        plan = plan or await self.plan_chat(chat)
+        request, used = plan.request, plan.used
         key = self._chat_key(request)
         if key is not None:
             hit = await self._cached_events(key, started)
@@ -369,15 +343,19 @@ class Gateway:
                 return hit
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
+            missing = backend.chat_gaps(used) if used else None
+            if missing:  # another candidate can: the router moves on to it
+                return _refused(f"cannot honour {', '.join(missing)}", backend.name)
             return backend.stream_chat(request)
 
-        events = _text_events(await self.router.open_stream("chat", start, exclude), started)
+        stream = await self.router.open_stream("chat", start, exclude, plan.route)
+        events = chat_events(stream, started)
         return events if key is None else self._storing(events, key)
 
     async def chat(self, chat: ChatInput) -> Answer:
-        request = self._chat_request(chat)
-        return await self._collect(self._chat_key(request),
-                                   lambda skip: self.stream_chat(chat, request, skip))
+        plan = await self.plan_chat(chat)
+        return await self._collect(self._chat_key(plan.request),
+                                   lambda skip: self.stream_chat(chat, plan, skip))
 
     # -- embeddings ------------------------------------------------------------------
 
@@ -402,7 +380,7 @@ class Gateway:
             vectors.update(zip(missing, fresh, strict=True))
             await asyncio.gather(*(self.cache.set(keys[t], {"vector": v})
                                    for t, v in zip(missing, fresh, strict=True)))
-        return Embeddings([vectors[t] for t in texts], model, backend_name, _ms_since(started),
+        return Embeddings([vectors[t] for t in texts], model, backend_name, ms_since(started),
                           cached=not missing)
 
     # -- shared ----------------------------------------------------------------------
@@ -425,7 +403,7 @@ class Gateway:
                         raise failed[0] from None
                     raise
                 try:
-                    return await _final(events)
+                    return await final(events)
                 except StreamInterrupted as exc:
                     failed.append(exc)
 
@@ -434,18 +412,7 @@ class Gateway:
         return await self._flights.do(key, run)
 
     async def _cached_events(self, key: str, started: float) -> Events | None:
-        value = await self.cache.get(key)
-        deltas = value.get("deltas") if value else None
-        if not (isinstance(deltas, list) and all(isinstance(d, str) for d in deltas)):
-            return None
-        assert value is not None
-        answer = Answer(
-            "".join(deltas), str(value.get("model", "")), str(value.get("backend", "")),
-            _ms_since(started), cached=True, finish_reason=_opt_str(value.get("finish_reason")),
-            prompt_tokens=_opt_int(value.get("prompt_tokens")),
-            completion_tokens=_opt_int(value.get("completion_tokens")),
-        )
-        return _replay(deltas, answer)
+        return replay_entry(await self.cache.get(key), started)
 
     async def _storing(
         self, events: Events, key: str,
@@ -455,77 +422,17 @@ class Gateway:
 
         Errors and streams cut short (an exception, a client gone) are never stored.
         """
-        deltas: list[str] = []
+        deltas: list[Stored] = []
         async for event in events:
             if event.answer is None:
-                deltas.append(event.text)
+                deltas.append(stored_delta(event))
             else:
-                a = event.answer
-                await self.cache.set(key, {
-                    "deltas": deltas, "model": a.model, "backend": a.backend,
-                    "finish_reason": a.finish_reason, "prompt_tokens": a.prompt_tokens,
-                    "completion_tokens": a.completion_tokens,
-                })
+                await self.cache.set(key, entry(deltas, event.answer))
                 if also is not None:
-                    await also(a)
+                    await also(event.answer)
             yield event
 
 
-async def _text_events(
-    stream: RoutedStream, started: float, post: FimPostprocessor | None = None
-) -> Events:
-    """Deltas (post-processed for FIM), then the answer; with a post-processor, the
-    upstream is stopped as soon as one of its rules fires."""
-    parts: list[str] = []
-    last = Delta()
-    finish: str | None = None
-    try:
-        async for delta in stream:
-            last = delta
-            text = post.feed(delta.text) if post is not None else delta.text
-            if text:
-                parts.append(text)
-                yield TextEvent("delta", text)
-            if post is not None and post.done:
-                finish = "stop"
-                break
-        tail = post.finish() if post is not None else ""
-        if tail:
-            parts.append(tail)
-            yield TextEvent("delta", tail)
-    finally:
-        await stream.aclose()
-    yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, finish))
-
-
-def _answer(stream: RoutedStream, text: str, last: Delta, started: float,
-            finish: str | None) -> Answer:
-    return Answer(
-        text=text, model=stream.model, backend=stream.backend.name,
-        latency_ms=_ms_since(started), finish_reason=finish or last.finish_reason,
-        prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-    )
-
-
-async def _replay(deltas: list[str], answer: Answer) -> Events:
-    for text in deltas:
-        yield TextEvent("delta", text)
-    yield TextEvent("done", answer=answer)
-
-
-async def _final(events: Events) -> Answer:
-    answer: Answer | None = None
-    async for event in events:
-        if event.answer is not None:
-            answer = event.answer
-    if answer is None:
-        raise AssertionError("event stream ended without a final answer")
-    return answer
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
+async def _refused(reason: str, backend: str) -> AsyncIterator[Delta]:
+    raise Unsupported(reason, backend=backend)
+    yield Delta()  # unreachable: makes this an async generator

@@ -30,7 +30,9 @@ async def test_chat_answers_with_the_backend_reply(
     r = await http.post(f"{app.url}/api/ai/chat", json={"messages": MESSAGES})
     assert r.status_code == 200
     body = r.json()
-    assert body["message"] == {"role": "assistant", "content": default_reply(chat_prompt(MESSAGES))}
+    assert body["message"] == {"role": "assistant", "content": default_reply(chat_prompt(MESSAGES)),
+                               "tool_calls": [], "reasoning": ""}
+    assert body["finish_reason"] == "stop"
     assert (body["model"], body["backend"], body["cached"]) == ("test-model", "b", False)
 
 

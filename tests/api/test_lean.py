@@ -25,7 +25,8 @@ def test_the_hot_routes_are_lean_and_the_others_are_not() -> None:
                   getattr(r, "lean", False))
     assert lean == sorted([
         "/api/ai/fim", "/api/ai/fim/stream", "/api/ai/chat", "/api/ai/embed",
-        "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
+        "/api/ai/ui-to-code", "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
+        "/v1/models",
         "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/tags",
         "/api/show", "/api/version",
     ])

@@ -156,12 +156,13 @@ async def test_stream_without_usage_has_no_token_counts(
 ) -> None:
     openai_server.behaviour.canned["/v1/chat/completions"] = sse(
         {"choices": [{"index": 0, "delta": {"role": "assistant"}}]},
-        {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "tool_calls"}]},
+        {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "content_filter"}]},
     )
 
     deltas = await collect(backend.stream_chat(ChatRequest("test-model", USER)))
 
     assert [d.text for d in deltas] == ["x", ""]
+    # Reasons other than length and tool calls read as "stop".
     assert (deltas[-1].finish_reason, deltas[-1].prompt_tokens) == ("stop", None)
 
 

@@ -144,7 +144,8 @@ async def test_tags_version_and_show(
                               "{{ .Suffix }}<|fim_middle|>{{- else }}{{ .Prompt }}{{- end }}")
     assert shown.parameters is not None
     assert 'stop "<|endoftext|>"' in shown.parameters.split("\n")
-    assert (await oll.show("chat")).capabilities == ["completion"]
+    # Unknown to the loopback Ollama: what an Ollama backend carries.
+    assert (await oll.show("chat")).capabilities == ["completion", "tools"]
     assert (await oll.show(EMBEDDING_MODEL)).capabilities == ["embedding"]
 
 

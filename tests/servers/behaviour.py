@@ -55,6 +55,39 @@ def chat_prompt(messages: Sequence[Any]) -> str:
     return "".join(f"{m.get('role')}: {m.get('content')}\n" for m in messages)
 
 
+def schema_instance(schema: Any) -> Any:
+    """The smallest value of a JSON Schema's shape: what a constrained model would answer
+    (objects get every property, strings "text", numbers 1, enums their first value)."""
+    if not isinstance(schema, dict):
+        return {}
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        return {k: schema_instance(v) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [schema_instance(schema.get("items"))]
+    return {"string": "text", "integer": 1, "number": 1, "boolean": True}.get(str(kind))
+
+
+def json_reply(fmt: Any, prompt: str) -> str | None:
+    """The reply to a request for JSON output (`fmt`: OpenAI's response_format or Ollama's
+    format), or None when it asks for none: an instance of the schema, or for plain JSON
+    {"reply": default_reply(prompt)}."""
+    if fmt in (None, "", {"type": "text"}):
+        return None
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+    elif isinstance(fmt, dict) and fmt.get("type") != "json_object":
+        schema = fmt  # Ollama: the schema itself
+    if schema is None:
+        return orjson.dumps({"reply": default_reply(prompt)}).decode()
+    return orjson.dumps(schema_instance(schema)).decode()
+
+
 def embed_vector(text: str, dim: int) -> list[float]:
     """A unit vector of `dim` floats seeded by the text: equal texts, equal vectors."""
     raw = hashlib.shake_256(text.encode()).digest(4 * dim)
@@ -128,6 +161,14 @@ class Behaviour:
     models: tuple[str, ...] = ("test-model", "test-embed")
     api_key: str | None = None  # when set, requests must carry `Authorization: Bearer <key>`
     sse_comments: bool = False  # OpenAI: a `: ping` comment before every event
+    # Chat answers: with `tool_calls` ({"name", "arguments": object} each) a request that
+    # offers tools is answered with those calls, unless its last message is a tool's
+    # result (then in words); `reasoning` is thought before the text;
+    # `call_ids=False` leaves out the ids OpenAI servers send (Ollama sends none).
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    reasoning: str | None = None
+    call_ids: bool = True
+    capabilities: tuple[str, ...] = ("completion", "tools")  # Ollama /api/show
     # path -> exact 200 body sent instead of the real answer: feeds clients broken or
     # unusual answers (ragged vectors, CRLF events, ...) over real HTTP.
     canned: dict[str, bytes] = field(default_factory=dict)
@@ -155,13 +196,14 @@ class Behaviour:
     def configure(self, **changes: Any) -> None:
         """Set control fields by name (the process servers' /_control/behaviour uses this)."""
         allowed = {"mode", "after_tokens", "delay_s", "reply", "embedding_dim", "models",
-                   "api_key", "sse_comments"}
+                   "api_key", "sse_comments", "tool_calls", "reasoning", "call_ids", "capabilities"}
         for name, value in changes.items():
             if name not in allowed:
                 raise ValueError(f"unknown behaviour field {name!r}")
             if name == "mode" and value not in MODES:
                 raise ValueError(f"mode must be one of {MODES}")
-            setattr(self, name, tuple(value) if name == "models" else value)
+            listed = name in ("models", "tool_calls", "capabilities")
+            setattr(self, name, tuple(value) if listed else value)
 
     def reset(self) -> None:
         fresh = Behaviour()

@@ -18,6 +18,7 @@ from tests.servers.behaviour import (
     chat_prompt,
     default_reply,
     embed_vector,
+    json_reply,
     plan_reply,
     split_tokens,
 )
@@ -38,6 +39,7 @@ class OllamaApp(ProtocolApp):
         self.route("GET", "/api/ps", self.ps, names_model=False)
         self.route("POST", "/api/generate", self.generate, names_model=True)
         self.route("POST", "/api/chat", self.chat, names_model=True)
+        self.route("POST", "/api/show", self.show, names_model=True)
         self.route("POST", "/api/embed", self.embed, names_model=True)
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -54,6 +56,18 @@ class OllamaApp(ProtocolApp):
 
     async def tags(self, ex: Exchange) -> None:
         await self.send_json(ex, {"models": [_model_entry(m) for m in self.behaviour.models]})
+
+    async def show(self, ex: Exchange) -> None:
+        model = ex.body.get("model") if isinstance(ex.body, dict) else None
+        if model not in self.behaviour.models:
+            await ex.respond(404, self.error_body(404, self.model_not_found(str(model))),
+                             self.JSON)
+            return
+        entry = _model_entry(str(model))
+        await self.send_json(ex, {
+            "modelfile": f"FROM {model}\n", "parameters": "", "template": "{{ .Prompt }}",
+            "details": entry["details"], "model_info": {"general.architecture": "llama"},
+            "capabilities": list(self.behaviour.capabilities), "modified_at": CREATED_AT})
 
     async def ps(self, ex: Exchange) -> None:
         models = []
@@ -92,13 +106,29 @@ class OllamaApp(ProtocolApp):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             await self.bad_request(ex, "messages must be a list of objects")
             return
-        reply = self._plan(chat_prompt(messages), options)
+        b = self.behaviour
+        prompt = chat_prompt(messages)
+        reply = self._plan(prompt, options, json_reply(body.get("format"), prompt))
+        # As Ollama: whole calls, arguments as objects, no ids; done_reason stays "stop".
+        calls = [{"function": {"index": i, "name": c["name"],
+                               "arguments": c.get("arguments", {})}}
+                 for i, c in enumerate(b.tool_calls)] \
+            if body.get("tools") and messages and messages[-1].get("role") != "tool" else []
+        thinking = b.reasoning if body.get("think") not in (None, False) else None
         if body.get("stream", True) is False:
+            message = _message("" if calls else reply.text)
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
             await self.send_json(ex, {"model": model, "created_at": CREATED_AT,
-                                      "message": _message(reply.text), **_final(reply)})
+                                      "message": message, **_final(reply)})
             return
-        frames = [_line({"model": model, "created_at": CREATED_AT, "message": _message(chunk),
-                         "done": False}) for chunk in reply.chunks]
+        messages_out = [{**_message(""), "thinking": t} for t in split_tokens(thinking or "")]
+        messages_out += [{**_message(""), "tool_calls": calls}] if calls \
+            else [_message(chunk) for chunk in reply.chunks]
+        frames = [_line({"model": model, "created_at": CREATED_AT, "message": m,
+                         "done": False}) for m in messages_out]
         tail = _line({"model": model, "created_at": CREATED_AT, "message": _message(""),
                       **_final(reply)})
         await self._stream(ex, model, frames, tail)
@@ -142,12 +172,14 @@ class OllamaApp(ProtocolApp):
         self.behaviour.loaded = loaded if keep in (0, "0", "0s") else [*loaded, model]
         return model, options
 
-    def _plan(self, prompt: str, options: dict[str, Any]) -> Reply:
+    def _plan(self, prompt: str, options: dict[str, Any], text: str | None = None) -> Reply:
         limit = options.get("num_predict")
         # -1 means no limit and -2 "fill the context": both unbounded here.
         max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
         stop = options.get("stop") or []
-        text = self.behaviour.reply if self.behaviour.reply is not None else default_reply(prompt)
+        if text is None:
+            text = self.behaviour.reply if self.behaviour.reply is not None \
+                else default_reply(prompt)
         return plan_reply(text, prompt, max_tokens, [s for s in stop if isinstance(s, str)])
 
     async def _stream(self, ex: Exchange, model: str, frames: list[bytes], tail: bytes) -> None:
@@ -162,7 +194,7 @@ def _line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-def _message(content: str) -> dict[str, str]:
+def _message(content: str) -> dict[str, Any]:
     return {"role": "assistant", "content": content}
 
 

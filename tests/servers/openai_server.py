@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from tests.servers.behaviour import (
     chat_prompt,
     default_reply,
     embed_vector,
+    json_reply,
     plan_reply,
     split_tokens,
 )
@@ -86,7 +86,8 @@ class OpenAIApp(ProtocolApp):
         def choice_of(text: str, finish: str | None) -> dict[str, Any]:
             return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
 
-        await self._stream(ex, base, reply, choice_of, head=None)
+        await self._stream(ex, base, reply, [choice_of(c, None) for c in reply.chunks],
+                           choice_of("", reply.finish_reason), head=None)
 
     async def chat(self, ex: Exchange) -> None:
         body = ex.body
@@ -97,26 +98,46 @@ class OpenAIApp(ProtocolApp):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             await self.bad_request(ex, "messages must be a list of objects")
             return
+        b = self.behaviour
         prompt = chat_prompt(messages)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        reply = self._plan(prompt, body, limit)
+        reply = self._plan(prompt, body, limit, json_reply(body.get("response_format"), prompt))
+        # A model that has its tool's result answers in words.
+        calls = [self._call(i, c, prompt) for i, c in enumerate(b.tool_calls)] \
+            if body.get("tools") and body.get("tool_choice") != "none" \
+            and messages and messages[-1].get("role") != "tool" else []
+        finish = "tool_calls" if calls else reply.finish_reason
         base = {"id": "chatcmpl-" + _digest(prompt), "object": "chat.completion",
                 "created": CREATED, "model": model}
         if not body.get("stream"):
-            message = {"role": "assistant", "content": reply.text, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None,
-                      "finish_reason": reply.finish_reason}
+            message: dict[str, Any] = {"role": "assistant",
+                                       "content": None if calls else reply.text,
+                                       "refusal": None}
+            if b.reasoning:
+                message["reasoning_content"] = b.reasoning
+            if calls:
+                message["tool_calls"] = calls
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             await self.send_json(ex, {**base, "choices": [choice], "usage": _usage(reply)})
             return
         base["object"] = "chat.completion.chunk"
 
-        def choice_of(text: str, finish: str | None) -> dict[str, Any]:
-            delta = {"content": text} if finish is None else {}
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def choice_of(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
 
-        role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                "finish_reason": None}
-        await self._stream(ex, base, reply, choice_of, head=role)
+        deltas = [{"reasoning_content": r} for r in split_tokens(b.reasoning or "")]
+        deltas += [{"tool_calls": [piece]} for piece in _pieces(calls)] if calls \
+            else [{"content": c} for c in reply.chunks]
+        role = choice_of({"role": "assistant", "content": ""})
+        await self._stream(ex, base, reply, [choice_of(d) for d in deltas],
+                           choice_of({}, finish), head=role)
+
+    def _call(self, index: int, call: dict[str, Any], prompt: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "function", "function": {
+            "name": call["name"], "arguments": orjson.dumps(call.get("arguments", {})).decode()}}
+        if self.behaviour.call_ids:
+            out["id"] = f"call_{index}_{_digest(prompt)[:8]}"
+        return out
 
     async def embeddings(self, ex: Exchange) -> None:
         body = ex.body
@@ -155,11 +176,14 @@ class OpenAIApp(ProtocolApp):
             return None
         return model
 
-    def _plan(self, prompt: str, body: dict[str, Any], limit: Any) -> Reply:
+    def _plan(self, prompt: str, body: dict[str, Any], limit: Any,
+              text: str | None = None) -> Reply:
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
         max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
-        text = self.behaviour.reply if self.behaviour.reply is not None else default_reply(prompt)
+        if text is None:
+            text = self.behaviour.reply if self.behaviour.reply is not None \
+                else default_reply(prompt)
         return plan_reply(text, prompt, max_tokens, stop)
 
     async def _stream(
@@ -167,7 +191,8 @@ class OpenAIApp(ProtocolApp):
         ex: Exchange,
         base: dict[str, Any],
         reply: Reply,
-        choice_of: Callable[[str, str | None], dict[str, Any]],
+        choices: list[dict[str, Any]],
+        finish: dict[str, Any],
         *,
         head: dict[str, Any] | None,
     ) -> None:
@@ -182,8 +207,8 @@ class OpenAIApp(ProtocolApp):
             return comment + b"data: " + orjson.dumps({**base, "choices": choices, **extra,
                                                        **more}) + b"\n\n"
 
-        frames = [event([choice_of(chunk, None)]) for chunk in reply.chunks]
-        tail = event([choice_of("", reply.finish_reason)])
+        frames = [event([choice]) for choice in choices]
+        tail = event([finish])
         if with_usage:
             tail += event([], usage=_usage(reply))
         error = {"message": "test server error mid-stream", "type": "server_error",
@@ -195,6 +220,20 @@ class OpenAIApp(ProtocolApp):
             error=b"data: " + orjson.dumps({"error": error}) + b"\n\n" + _DONE,
             malformed=b'data: {"id": "broken", "choices": [\n\n' + _DONE,
         )
+
+
+def _pieces(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls as OpenAI streams them: index, id, type and name first (no arguments yet),
+    then the arguments' JSON text in fragments of at most 8 characters."""
+    pieces: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        head = {k: v for k, v in call.items() if k != "function"}
+        pieces.append({"index": index, **head,
+                       "function": {"name": call["function"]["name"], "arguments": ""}})
+        text = call["function"]["arguments"]
+        pieces += [{"index": index, "function": {"arguments": text[i:i + 8]}}
+                   for i in range(0, len(text), 8)]
+    return pieces
 
 
 def _usage(reply: Reply) -> dict[str, int]:

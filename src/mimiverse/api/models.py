@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from mimiverse.api.deps import GatewayDep
 from mimiverse.api.errors import COMMON_ERRORS, error_responses
 from mimiverse.config import TASKS
+from mimiverse.routing.capabilities import reported
 
 router = APIRouter(tags=["models"], responses=error_responses(*COMMON_ERRORS))
 
@@ -31,6 +32,7 @@ class TaskModel(BaseModel):
     model: str
     use: str
     family: str | None
+    capabilities: list[str]
     backends: list[BackendHealth]
 
 
@@ -47,6 +49,8 @@ async def available(gateway: GatewayDep) -> AvailableModels:
         family = gateway.fim_template.family if task == "completion" else route.family
         models[task] = TaskModel(
             model=route.model, use=USES[task], family=family,
+            # What is known now: a health page never waits on a backend's /api/show.
+            capabilities=await reported(gateway.capabilities, task, ask=False),
             backends=[
                 BackendHealth(
                     name=name, kind=status[name].kind, state=status[name].state,

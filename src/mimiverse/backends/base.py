@@ -21,9 +21,58 @@ from mimiverse.errors import Unsupported
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """An image in a chat message: base64 bytes (`data`) or a URL the backend fetches."""
+
+    data: str = ""  # base64, without a `data:` prefix
+    media_type: str = ""  # e.g. "image/png", when the client said
+    url: str = ""  # an http(s) URL, for backends that fetch images themselves
+
+    def data_url(self) -> str:
+        return self.url or f"data:{self.media_type or 'image/png'};base64,{self.data}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is the JSON text of an object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str
+    role: str  # system | user | assistant | tool
     content: str
+    images: tuple[Image, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant turns that called tools
+    tool_call_id: str | None = None  # tool results: the call answered (OpenAI)
+    tool_name: str | None = None  # tool results: the function's name (Ollama)
+    reasoning: str = ""  # an assistant turn's thinking, when the client sends it back
+    name: str | None = None  # a participant's name (OpenAI's `name` outside tool results)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tool:
+    """A function the model may call; `parameters` is its JSON Schema. Compared (and
+    hashed) by identity: the API layer reuses one Tool per tool list an agent resends, so
+    backends can keep each one's wire form."""
+
+    name: str
+    description: str = ""
+    parameters: Any = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """Structured output: any JSON object, or one matching `schema`."""
+
+    type: str  # "json_object" | "json_schema"
+    schema: Any = None
+    name: str = ""
+    strict: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +86,13 @@ class GenerateRequest:
     top_p: float | None = None
 
 
+# The optional chat fields a backend may or may not honour (Backend.chat_fields), by the
+# name errors use; `images` stands for any message with an image.
+CHAT_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "think",
+               "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+               "num_ctx", "keep_alive")
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     model: str
@@ -46,6 +102,45 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    num_ctx: int | None = None
+    keep_alive: str | float | None = None  # Ollama's duration ("5m", seconds, 0: unload)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None  # "auto" | "none" | "required" | "function"
+    tool_choice_name: str | None = None  # the function forced by tool_choice="function"
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    think: bool | str | None = None  # on/off, or an effort: "low" | "medium" | "high"
+    # Fields only one protocol defines and we do not model, sent verbatim to backends of
+    # that protocol (`passthrough_kind`) and refused by others: ("options.num_gpu", 1).
+    passthrough: tuple[tuple[str, Any], ...] = ()
+    passthrough_kind: str | None = None
+
+    def used_fields(self) -> list[str]:
+        """The optional fields set here (CHAT_FIELDS names, `images`, `image URLs`, and
+        `<kind>:<field>` per passthrough field): what a backend must be able to honour."""
+        used = [name for name in CHAT_FIELDS if getattr(self, name) not in (None, ())]
+        # What every backend does anyway is no demand: "auto", and parallel calls allowed
+        # ("none" is honoured everywhere by sending no tools).
+        if self.tool_choice in ("auto", "none"):
+            used.remove("tool_choice")
+        if self.parallel_tool_calls:
+            used.remove("parallel_tool_calls")
+        if any(t.strict for t in self.tools):
+            used.append("strict tools")
+        if any(m.name for m in self.messages):
+            used.append("message names")
+        images = [i for m in self.messages for i in m.images]
+        if images:
+            used.append("images")
+            if any(i.url for i in images):
+                used.append("image URLs")
+        used += [f"{self.passthrough_kind}:{key}" for key, _ in self.passthrough]
+        return used
 
 
 def sampling_overrides(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
@@ -61,10 +156,23 @@ def sampling_overrides(request: GenerateRequest | ChatRequest) -> dict[str, Any]
     return fields
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallChunk:
+    """A piece of a streamed tool call: the first piece of each `index` carries its id and
+    name, the rest only argument text (OpenAI streams them so; whole calls are one piece)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 @dataclass(slots=True)
 class Delta:
     text: str = ""
-    finish_reason: str | None = None  # "stop" | "length" on the final delta
+    finish_reason: str | None = None  # "stop" | "length" | "tool_calls" on the final delta
+    reasoning: str = ""  # thinking text (Ollama `thinking`, OpenAI-style reasoning_content)
+    tool_calls: tuple[ToolCallChunk, ...] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     token_ids: tuple[int, ...] = field(default=())  # when the backend exposes them
@@ -106,6 +214,9 @@ class Backend:
 
     kind: ClassVar[str] = ""
     tasks: ClassVar[frozenset[Task]] = frozenset()
+    # The optional chat fields (CHAT_FIELDS, "images", "image URLs") this kind honours;
+    # passthrough fields of the backend's own protocol (`kind`) always are.
+    chat_fields: ClassVar[frozenset[str]] = frozenset()
 
     # Learned prompt budgets default to off; backends that report prompt timing and are
     # often slow (in-process llama.cpp) turn them on with a target.
@@ -120,6 +231,12 @@ class Backend:
     def supports(self, task: Task) -> bool:
         return task in self.tasks
 
+    def chat_gaps(self, used: list[str]) -> list[str]:
+        """Of the request's `used` fields (ChatRequest.used_fields), those this backend
+        cannot honour."""
+        own = self.kind + ":"
+        return [f for f in used if f not in self.chat_fields and not f.startswith(own)]
+
     def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         raise Unsupported(f"{self.kind} backends do not generate", backend=self.name)
 
@@ -132,6 +249,11 @@ class Backend:
     async def list_models(self) -> list[str]:
         """Model names this backend can serve now (may be empty if it cannot tell)."""
         return []
+
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What `model` can do here, in Ollama's names ("tools", "vision", "thinking",
+        ...), when this backend can tell; None when it cannot."""
+        return None
 
     def prompt_budget(self) -> int | None:
         """The FIM prompt size this backend should get: its configured cap and/or what

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import functools
 import math
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,14 @@ from typing import Any, ClassVar, TypeVar
 import llama_cpp
 from llama_cpp import Llama
 
+from mimiverse.backends import llamacpp_chat as chat
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, PromptSpeed
 from mimiverse.backends.inprocess import InProcessBackend
+from mimiverse.backends.llamacpp_load import cpu_has_amx, extra_buffers
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import (
     BackendError,
+    BackendProtocolError,
     BackendRejected,
     BackendUnavailable,
     ModelFileError,
@@ -63,47 +65,6 @@ _PROBE_TEXT = "".join(
 )
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Linux reports the flags in /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        pass
-    return False
-
-
-_params_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _extra_buffers(enabled: bool) -> Iterator[None]:
-    """Load with llama.cpp's extra weight buffers on or off.
-
-    `Llama()` builds its model parameters from `llama_model_default_params()` and offers
-    no argument for `use_extra_bufts`, so while it loads, that one function answers with
-    the flag set as asked (the lock keeps two loads from crossing)."""
-    if enabled:
-        yield
-        return
-    module = llama_cpp.llama_cpp
-    default = module.llama_model_default_params
-
-    def without_extra_buffers() -> Any:
-        params = default()
-        params.use_extra_bufts = False
-        return params
-
-    with _params_lock:
-        module.llama_model_default_params = without_extra_buffers
-        try:
-            yield
-        finally:
-            module.llama_model_default_params = default
-
-
 @dataclass(frozen=True, slots=True)
 class GenerationStats:
     """What the last generation did; finish_reason is "cancelled" when the stream was closed."""
@@ -120,6 +81,12 @@ class LlamaCppBackend(InProcessBackend):
     kind: ClassVar[str] = "llamacpp"
     default_target_prompt_s: ClassVar[float | None] = 1.5  # CPU prompt reading is slow
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
+    # Tools through the chat template and grammars (llamacpp_chat.py); no images (no
+    # vision projector is loaded), no thinking switch, a context fixed at load.
+    chat_fields: ClassVar[frozenset[str]] = frozenset({
+        "tools", "tool_choice", "response_format", "top_k", "min_p", "presence_penalty",
+        "frequency_penalty", "repeat_penalty",
+    })
 
     def __init__(self, config: BackendSettings) -> None:
         super().__init__(config)
@@ -144,6 +111,11 @@ class LlamaCppBackend(InProcessBackend):
 
     async def list_models(self) -> list[str]:
         return [self.config.model] if self.config.model else [Path(self.model_path or "").stem]
+
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        async with self._lock:
+            llm = await self._model()
+        return chat.template_capabilities(llm.metadata.get("tokenizer.chat_template", ""))
 
     async def check_health(self) -> None:
         # Loading is the real check: a file that exists may still not be a usable GGUF.
@@ -281,7 +253,7 @@ class LlamaCppBackend(InProcessBackend):
         if extra is None:
             extra = not cpu_has_amx()
         try:
-            with _extra_buffers(extra):
+            with extra_buffers(extra):
                 return Llama(
                     model_path=str(path),
                     n_ctx=self.config.n_ctx,
@@ -427,44 +399,15 @@ class LlamaCppBackend(InProcessBackend):
         self, llm: Llama, request: ChatRequest, cancel: threading.Event, emit: Emit
     ) -> None:
         started = time.perf_counter()
-        # Any: llama-cpp-python types messages per role and chunks as a wide union;
-        # roles are checked at the API boundary and chunks are read defensively below.
-        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
-        chunks: Any = llm.create_chat_completion(
-            messages=messages,
-            stream=True,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p if request.top_p is not None else _TOP_P,
-            top_k=_TOP_K,
-            min_p=_MIN_P,
-            stop=list(request.stop),
-            seed=request.seed,
-        )
-        finish = "length"
+        defaults = {"top_p": _TOP_P, "top_k": _TOP_K, "min_p": _MIN_P}
         try:
-            # The chat stream has no per-token hook; chunks come once per token except
-            # while a possible stop string is held back.
-            for chunk in chunks:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                text = choice["delta"].get("content") or ""
-                if choice.get("finish_reason"):
-                    finish = "length" if choice["finish_reason"] == "length" else "stop"
-                if text:
-                    emit(Delta(text=text))
+            finish = chat.run(llm, request, defaults, cancel, emit)
         except ValueError as exc:  # llama-cpp-python's "exceeds the context window"
             raise BackendRejected(str(exc), backend=self.name, status_code=400) from exc
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        except chat.CutShort as exc:
+            raise BackendProtocolError(str(exc), backend=self.name) from exc
         # llama-cpp-python's chat stream reports no usage, so no token counts here.
         self.last_generation = GenerationStats(None, None, finish, time.perf_counter() - started)
-        if finish != "cancelled":
-            emit(Delta(finish_reason=finish))
 
     def _embed_sync(self, llm: Llama, texts: list[str]) -> list[list[float]]:
         # Typed as str upstream, but it is the C enum's int.

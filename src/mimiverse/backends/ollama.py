@@ -6,14 +6,29 @@ and token counts. Ollama reports a failure after the status line as an `{"error"
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
+from mimiverse.backends.base import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    GenerateRequest,
+    Tool,
+    ToolCallChunk,
+    sampling_overrides,
+)
 from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
+from mimiverse.backends.toolcalls import (
+    arguments_object,
+    arguments_text,
+    call_names,
+    new_call_id,
+)
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -37,6 +52,12 @@ class OllamaBackend(HttpBackend):
     default_target_prompt_s: ClassVar[float | None] = 1.5
     kind: ClassVar[str] = "ollama"
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
+    # Not: tool_choice "required" or one named function, parallel_tool_calls=false,
+    # strict tool arguments, images by URL (Ollama takes image bytes only).
+    chat_fields: ClassVar[frozenset[str]] = frozenset({
+        "tools", "response_format", "think", "top_k", "min_p", "presence_penalty",
+        "frequency_penalty", "repeat_penalty", "num_ctx", "keep_alive", "images",
+    })
 
     def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         payload: dict[str, Any] = {
@@ -48,17 +69,10 @@ class OllamaBackend(HttpBackend):
             "keep_alive": KEEP_ALIVE,
             "options": _options(request),
         }
-        return self._stream("/api/generate", payload, _generate_text)
+        return self._stream("/api/generate", payload, _generate_delta)
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
-        payload: dict[str, Any] = {
-            "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": True,
-            "keep_alive": KEEP_ALIVE,
-            "options": _options(request),
-        }
-        return self._stream("/api/chat", payload, _chat_text)
+        return self._stream("/api/chat", chat_payload(request), ChatReader())
 
     async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -72,6 +86,13 @@ class OllamaBackend(HttpBackend):
 
     async def list_models(self) -> list[str]:
         return self._model_names(await self.get_json("/api/tags"), "/api/tags")
+
+    async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
+        body = await self.post_json("/api/show", {"model": model})
+        found = body.get("capabilities") if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            return None  # an Ollama older than 0.6 does not say
+        return tuple(c for c in found if isinstance(c, str))
 
     async def loaded_models(self) -> list[str]:
         """Models Ollama holds in memory now (/api/ps): these answer without a load delay."""
@@ -99,9 +120,10 @@ class OllamaBackend(HttpBackend):
             self.prompt_speed.observe(count, nanos / 1e9)
 
     async def _stream(
-        self, path: str, payload: dict[str, Any], text_of: Callable[[dict[str, Any]], str]
+        self, path: str, payload: dict[str, Any], delta_of: Callable[[dict[str, Any]], Delta]
     ) -> AsyncIterator[Delta]:
         final: Delta | None = None
+        called = False  # any tool call: the answer finishes "tool_calls"
         async with self.stream_lines(path, payload) as batches:
             async for lines in batches:
                 for line in lines:
@@ -117,18 +139,17 @@ class OllamaBackend(HttpBackend):
                         # The runner failed after the 200 was sent (out of memory, crashed...).
                         raise BackendUnavailable(stream_error(path, obj["error"]),
                                                  backend=self.name)
-                    text = text_of(obj)
+                    delta = delta_of(obj)
+                    called = called or bool(delta.tool_calls)
                     if obj.get("done") is True:
                         self._observe_prompt(obj)
-                        final = Delta(
-                            text=text,
-                            finish_reason="length" if obj.get("done_reason") == "length"
-                            else "stop",
-                            prompt_tokens=_count(obj.get("prompt_eval_count")),
-                            completion_tokens=_count(obj.get("eval_count")),
-                        )
-                    elif text:
-                        yield Delta(text=text)
+                        delta.finish_reason = "length" if obj.get("done_reason") == "length" \
+                            else "tool_calls" if called else "stop"
+                        delta.prompt_tokens = _count(obj.get("prompt_eval_count"))
+                        delta.completion_tokens = _count(obj.get("eval_count"))
+                        final = delta
+                    elif delta.text or delta.reasoning or delta.tool_calls:
+                        yield delta
         if final is None:
             raise BackendProtocolError(f"{path} stream ended without done", backend=self.name)
         yield final
@@ -155,23 +176,109 @@ def _options(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
     }
 
 
-def _generate_text(obj: dict[str, Any]) -> str:
+_CHAT_OPTIONS = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+                 "num_ctx")
+
+
+def chat_payload(request: ChatRequest) -> dict[str, Any]:
+    """An /api/chat body with everything `request` asks for (checked against
+    OllamaBackend.chat_fields before it gets here)."""
+    options = _options(request)
+    for name in _CHAT_OPTIONS:
+        value = getattr(request, name)
+        if value is not None:
+            options[name] = value
+    names = call_names(request.messages)
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "messages": [_message(m, names) for m in request.messages],
+        "stream": True,
+        "keep_alive": KEEP_ALIVE if request.keep_alive is None else request.keep_alive,
+        "options": options,
+    }
+    if request.tools and request.tool_choice != "none":
+        payload["tools"] = [_tool(t) for t in request.tools]
+    fmt = request.response_format
+    if fmt is not None:
+        payload["format"] = fmt.schema if fmt.type == "json_schema" else "json"
+    if request.think is not None:  # Ollama's levels start at "low"
+        payload["think"] = "low" if request.think == "minimal" else request.think
+    if request.passthrough_kind == "ollama":
+        for key, value in request.passthrough:
+            if key.startswith("options."):
+                options[key.removeprefix("options.")] = value
+            else:
+                payload[key] = value
+    return payload
+
+
+def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.images:
+        out["images"] = [i.data for i in m.images]
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "function": {
+            "name": c.name, "arguments": arguments_object(c.arguments)}} for c in m.tool_calls]
+    if m.role == "tool":
+        name = m.tool_name or names.get(m.tool_call_id or "")
+        if name:
+            out["tool_name"] = name
+    if m.reasoning:
+        out["thinking"] = m.reasoning
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _tool(t: Tool) -> dict[str, Any]:  # read-only: shared by every request sending `t`
+    function: dict[str, Any] = {"name": t.name}
+    if t.description:
+        function["description"] = t.description
+    if t.parameters is not None:
+        function["parameters"] = t.parameters
+    return {"type": "function", "function": function}
+
+
+def _generate_delta(obj: dict[str, Any]) -> Delta:
     text = obj.get("response", "")
     if not isinstance(text, str):
         raise TypeError("'response' is not a string")
-    return text
+    return Delta(text)
 
 
-def _chat_text(obj: dict[str, Any]) -> str:
-    message = obj.get("message")
-    if message is None:
-        return ""
-    if not isinstance(message, dict):
-        raise TypeError("'message' is not an object")
-    text = message.get("content") or ""  # thinking / tool-call chunks carry no content
-    if not isinstance(text, str):
-        raise TypeError("'message.content' is not a string")
-    return text
+class ChatReader:
+    """/api/chat stream lines as Deltas; whole tool calls get an index (and an id when
+    Ollama gave none) in the order they came."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, obj: dict[str, Any]) -> Delta:
+        message = obj.get("message")
+        if message is None:
+            return Delta()
+        if not isinstance(message, dict):
+            raise TypeError("'message' is not an object")
+        text = message.get("content") or ""
+        thinking = message.get("thinking") or ""
+        if not isinstance(text, str) or not isinstance(thinking, str):
+            raise TypeError("'message.content' or 'message.thinking' is not a string")
+        calls = message.get("tool_calls")
+        if not calls:
+            return Delta(text, reasoning=thinking)
+        if not isinstance(calls, list):
+            raise TypeError("'message.tool_calls' is not a list")
+        return Delta(text, reasoning=thinking, tool_calls=tuple(self._chunk(c) for c in calls))
+
+    def _chunk(self, call: Any) -> ToolCallChunk:
+        function = call["function"]
+        name = function["name"]
+        if not isinstance(name, str) or not name:
+            raise TypeError("a tool call has no function name")
+        ident = call.get("id")
+        self.calls += 1
+        return ToolCallChunk(self.calls - 1, ident if isinstance(ident, str) and ident
+                             else new_call_id(), name,
+                             arguments_text(function.get("arguments") or {}))
 
 
 def _count(value: object) -> int | None:

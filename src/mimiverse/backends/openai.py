@@ -8,14 +8,24 @@ blank lines, `: comment` lines, and `data: [DONE]` at the end.
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 import orjson
 
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, sampling_overrides
+from mimiverse.backends.base import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    GenerateRequest,
+    Tool,
+    ToolCallChunk,
+    sampling_overrides,
+)
 from mimiverse.backends.http import HttpBackend, checked_vectors, stream_error
+from mimiverse.backends.toolcalls import call_id_for, new_call_id
 from mimiverse.config import Task
 from mimiverse.errors import BackendProtocolError, BackendUnavailable
 
@@ -27,16 +37,21 @@ _STREAM_OPTIONS = {"include_usage": True}
 class OpenAIBackend(HttpBackend):
     kind: ClassVar[str] = "openai"
     tasks: ClassVar[frozenset[Task]] = frozenset({"completion", "chat", "embedding"})
+    # Not num_ctx nor keep_alive: context size and model memory are the server's settings.
+    # top_k, min_p and repeat_penalty are the extensions vLLM and llama.cpp's server read.
+    chat_fields: ClassVar[frozenset[str]] = frozenset({
+        "tools", "tool_choice", "parallel_tool_calls", "strict tools", "response_format",
+        "think", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+        "images", "image URLs", "message names",
+    })
 
     def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         payload = _sampling(request)
         payload["prompt"] = request.prompt
-        return self._stream("/v1/completions", payload, _completion_text)
+        return self._stream("/v1/completions", payload, _completion_delta)
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
-        payload = _sampling(request)
-        payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-        return self._stream("/v1/chat/completions", payload, _chat_text)
+        return self._stream("/v1/chat/completions", chat_payload(request), ChatDeltas())
 
     async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -73,7 +88,8 @@ class OpenAIBackend(HttpBackend):
         await self.list_models()
 
     async def _stream(
-        self, path: str, payload: dict[str, Any], text_of: Callable[[dict[str, Any]], str]
+        self, path: str, payload: dict[str, Any],
+        delta_of: Callable[[dict[str, Any]], Delta | None],
     ) -> AsyncIterator[Delta]:
         finish: str | None = None
         usage: dict[str, Any] = {}
@@ -94,11 +110,12 @@ class OpenAIBackend(HttpBackend):
                         usage = reported  # the last report wins (some send one per chunk)
                     if choice is None:
                         continue
-                    text = text_of(choice)
-                    if text:
-                        yield Delta(text=text)
-                    if choice.get("finish_reason"):
-                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+                    delta = delta_of(choice)
+                    if delta is not None:
+                        yield delta
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        finish = _FINISH.get(reason, "stop")
         if finish is None and not done:
             raise BackendProtocolError(f"{path} stream ended without finishing", backend=self.name)
         yield Delta(
@@ -174,21 +191,120 @@ def _sampling(request: GenerateRequest | ChatRequest) -> dict[str, Any]:
     return payload
 
 
-def _completion_text(choice: dict[str, Any]) -> str:
+_FINISH = {"length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+
+
+def _completion_delta(choice: dict[str, Any]) -> Delta | None:
     text = choice.get("text") or ""
     if not isinstance(text, str):
         raise TypeError("'text' is not a string")
-    return text
+    return Delta(text) if text else None
 
 
-def _chat_text(choice: dict[str, Any]) -> str:
-    delta = choice.get("delta") or {}
-    if not isinstance(delta, dict):
-        raise TypeError("'delta' is not an object")
-    text = delta.get("content") or ""  # role-only, tool-call and reasoning chunks: no content
-    if not isinstance(text, str):
-        raise TypeError("'delta.content' is not a string")
-    return text
+class ChatDeltas:
+    """Chat chunks' choice 0 as Deltas: content, reasoning (`reasoning_content`, or vLLM's
+    newer `reasoning`) and tool-call pieces, an id made for a call that came without."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def __call__(self, choice: dict[str, Any]) -> Delta | None:
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise TypeError("'delta' is not an object")
+        text = delta.get("content") or ""  # role-only chunks: no content
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        if not isinstance(text, str) or not isinstance(reasoning, str):
+            raise TypeError("'delta.content' or its reasoning is not a string")
+        calls = delta.get("tool_calls")
+        if calls:
+            if not isinstance(calls, list):
+                raise TypeError("'delta.tool_calls' is not a list")
+            return Delta(text, reasoning=reasoning,
+                         tool_calls=tuple(self._piece(c) for c in calls))
+        return Delta(text, reasoning=reasoning) if text or reasoning else None
+
+    def _piece(self, call: Any) -> ToolCallChunk:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        if type(index) is not int or not isinstance(function, dict):
+            raise TypeError("a tool call piece has no index or function")
+        ident, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+        if index not in self._seen:
+            self._seen.add(index)
+            if not isinstance(name, str) or not name:
+                raise TypeError("a tool call began without its function's name")
+            ident = ident if isinstance(ident, str) and ident else new_call_id()
+        return ToolCallChunk(index, ident if isinstance(ident, str) else None,
+                             name if isinstance(name, str) else None,
+                             arguments if isinstance(arguments, str) else "")
+
+
+def chat_payload(request: ChatRequest) -> dict[str, Any]:
+    """A /v1/chat/completions body with everything `request` asks for (checked against
+    OpenAIBackend.chat_fields before it gets here)."""
+    payload = _sampling(request)
+    messages = request.messages
+    payload["messages"] = [_message(m, messages, i) for i, m in enumerate(messages)]
+    for name, wire in _EXTENSIONS:
+        value = getattr(request, name)
+        if value is not None:
+            payload[wire] = value
+    if request.repeat_penalty is not None:  # vLLM's name, and llama.cpp server's
+        payload["repetition_penalty"] = payload["repeat_penalty"] = request.repeat_penalty
+    if request.tools:
+        payload["tools"] = [_tool(t) for t in request.tools]
+        if request.tool_choice is not None:
+            payload["tool_choice"] = {"type": "function", "function": {
+                "name": request.tool_choice_name}} if request.tool_choice == "function" \
+                else request.tool_choice
+    fmt = request.response_format
+    if fmt is not None:
+        payload["response_format"] = {"type": "json_object"} if fmt.type == "json_object" \
+            else {"type": "json_schema", "json_schema": _drop_none(
+                {"name": fmt.name or "response", "schema": fmt.schema, "strict": fmt.strict})}
+    if request.think is not None:
+        payload["reasoning_effort"] = request.think if isinstance(request.think, str) \
+            else "medium" if request.think else "none"
+    if request.passthrough_kind == "openai":
+        payload.update(request.passthrough)
+    return payload
+
+
+_EXTENSIONS = (("top_k", "top_k"), ("min_p", "min_p"), ("presence_penalty", "presence_penalty"),
+               ("frequency_penalty", "frequency_penalty"),
+               ("parallel_tool_calls", "parallel_tool_calls"))
+
+
+def _message(m: ChatMessage, messages: tuple[ChatMessage, ...], at: int) -> dict[str, Any]:
+    content: Any = m.content
+    if m.images:
+        content = [{"type": "text", "text": m.content}] if m.content else []
+        content += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in m.images]
+    out: dict[str, Any] = {"role": m.role, "content": content}
+    if m.tool_calls:
+        out["content"] = content or None
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+            "name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or call_id_for(m.tool_name, messages, at) \
+            or new_call_id()
+    if m.reasoning:
+        out["reasoning_content"] = m.reasoning
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _tool(t: Tool) -> dict[str, Any]:  # read-only: shared by every request sending `t`
+    return {"type": "function", "function": _drop_none({
+        "name": t.name, "description": t.description or None, "parameters": t.parameters,
+        "strict": t.strict})}
+
+
+def _drop_none(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _vector(value: Any) -> Any:

@@ -267,7 +267,10 @@ class Router:
         return True
 
     def _routed_models(self, name: str) -> list[str]:
-        return [self.route(t).model for t in TASKS if name in self.route(t).backends]
+        routes = [self.route(t) for t in TASKS]
+        if self.settings.models.vision is not None:
+            routes.append(self.settings.models.vision)
+        return [r.model for r in routes if name in r.backends]
 
     def _recovered(self, name: str) -> None:
         self.breakers[name].record_success()  # the probe saw it healed: route to it again
@@ -278,12 +281,21 @@ class Router:
     def candidates(self, task: Task) -> Sequence[Backend]:
         return [self.backends[name] for name in self.route(task).backends]
 
+    def named_route(self, name: str) -> ModelRoute | None:
+        """A task's route by name, or the vision route (None when not configured)."""
+        if name == "vision":
+            return self.settings.models.vision
+        return next((self.route(t) for t in TASKS if t == name), None)
+
     async def open_stream(
-        self, task: Task, start: StreamFactory, exclude: Collection[str] = ()
+        self, task: Task, start: StreamFactory, exclude: Collection[str] = (),
+        route: ModelRoute | None = None,
     ) -> RoutedStream:
         """Start `start(backend, model)` on the first backend that yields a first delta;
-        `exclude`: backends not to try (they failed this request already)."""
-        model = self.route(task).model
+        `exclude`: backends not to try (they failed this request already); `route` (the
+        vision route) stands in for the task's own."""
+        route = route or self.route(task)
+        model = route.model
 
         async def attempt(backend: Backend) -> RoutedStream:
             watch = TokenWatch(backend.config.timeouts)
@@ -303,7 +315,8 @@ class Router:
             watch.holding()
             return RoutedStream(self, backend, model, first, upstream, watch)
 
-        return await self._first_to_answer(task, attempt, exclude)
+        return await self._first_to_answer(
+            task, attempt, exclude, [self.backends[name] for name in route.backends])
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -324,13 +337,15 @@ class Router:
         return await self._first_to_answer("embedding", attempt)
 
     async def _first_to_answer(
-        self, task: Task, attempt: Callable[[Backend], Awaitable[T]], exclude: Collection[str] = ()
+        self, task: Task, attempt: Callable[[Backend], Awaitable[T]],
+        exclude: Collection[str] = (), candidates: Sequence[Backend] | None = None,
     ) -> T:
-        """`attempt` each candidate in order, skipping cooling ones; the breakers learn from
-        every verdict. All failing -> AllBackendsFailed naming each backend and why."""
+        """`attempt` each candidate (the task's, unless given) in order, skipping cooling
+        ones and `exclude`; the breakers learn from every verdict. All failing ->
+        AllBackendsFailed naming each backend and why."""
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
-        for backend in self.candidates(task):
+        for backend in candidates if candidates is not None else self.candidates(task):
             if backend.name in exclude:
                 continue
             if failures:  # each candidate not answering adds one: we moved past the last

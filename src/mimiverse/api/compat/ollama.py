@@ -8,12 +8,15 @@ Decisions where Ollama leaves room:
   makes sense as FIM); `raw: true` -> the prompt unchanged, no post-processing; a prompt
   that already holds our family's FIM tokens (Twinny, llm-ls) -> as is, with the family's
   stop tokens; else FIM with an empty suffix. An empty prompt only loads (done_reason
-  "load"), as in Ollama. `template`, `context`, `format`, `images`, `keep_alive` and
-  options other than num_predict/temperature/stop/seed are accepted and ignored.
+  "load"), as in Ollama. On /api/generate `template`, `context`, `format`, `images`,
+  `keep_alive` and options other than num_predict/temperature/stop/seed are accepted and
+  ignored; /api/chat honours, passes through or refuses every field
+  (api/compat/ollama_chat.py).
 - Durations are nanoseconds measured here: prompt_eval_duration is the wait for the first
   token, eval_duration the rest; load_duration is 0 (backends keep models loaded).
   Non-streamed answers report their whole time as eval_duration.
-- /api/show reports, for the completion model, capabilities ["completion", "insert"] and
+- /api/show reports each model's capabilities (routing/capabilities.py: configured, else
+  its backend's), and for the completion model "insert" and
   a template with {{ .Suffix }} spelled in the family's FIM tokens (what Continue checks to
   enable FIM), and `stop`/`num_ctx` parameters from our settings.
 """
@@ -24,7 +27,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -39,6 +42,8 @@ from pydantic import (
 from starlette.responses import Response
 
 from mimiverse.api.assist import codebase_switch, mark_sources
+from mimiverse.api.compat.ollama_chat import ChatFields, tool_calls
+from mimiverse.api.compat.ollama_chat import message_object as chat_message
 from mimiverse.api.compat.shared import (
     ModelCatalog,
     OllamaError,
@@ -49,6 +54,7 @@ from mimiverse.api.compat.shared import (
     describe,
     is_fim_prompt,
     json_object,
+    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -62,10 +68,18 @@ from mimiverse.api.errors import status_for
 from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
 from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
-from mimiverse.errors import InvalidRequest, MimiverseError, ModelNotFound, RequestError
+from mimiverse.errors import (
+    BackendProtocolError,
+    ImageTooLarge,
+    InvalidRequest,
+    MimiverseError,
+    ModelNotFound,
+    RequestError,
+)
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.fim.templates import FimTemplate
-from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
+from mimiverse.routing.capabilities import reported
 
 VERSION = "0.12.6"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -79,7 +93,7 @@ def map_error(exc: Exception) -> Response:
     if isinstance(exc, ParseError):
         return JSONResponse({"error": str(exc)}, status_code=400)
     assert isinstance(exc, MimiverseError)
-    if isinstance(exc, RequestError) and not isinstance(exc, ModelNotFound):
+    if isinstance(exc, RequestError) and not isinstance(exc, ModelNotFound | ImageTooLarge):
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse({"error": str(exc)}, status_code=status_for(exc))
 
@@ -138,13 +152,11 @@ class GenerateBody(_Request):
     raw: bool = False
 
 
-class Message(_Lenient):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = Field("", max_length=MAX_TEXT)
+class ChatBody(ChatFields):
+    model_config = ConfigDict(extra="allow", json_schema_extra=_model_required)
 
-
-class ChatBody(_Request):
-    messages: list[Message] = Field(default_factory=list, max_length=256)
+    model: str | None = Field(None, max_length=256)
+    stream: bool = True  # Ollama streams unless told not to
 
 
 class EmbedBody(_Lenient):
@@ -214,25 +226,37 @@ def line(obj: object) -> bytes:
 
 async def ndjson(
     events: Events, started: float, model: str, prompt_text: str,
-    content: Callable[[str], dict[str, Any]],
+    content: Callable[[TextEvent], dict[str, Any]],
+    calls: Callable[[Answer], dict[str, Any] | None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """One line per delta, then the `done` line; a failure after the status line is a final
-    `{"error": ...}` line, as Ollama sends it."""
+    """One line per delta, then (with `calls`) a line with the answer's whole tool calls,
+    then the `done` line; a failure after the status line is a final `{"error": ...}`
+    line, as Ollama sends it."""
     first: float | None = None
     try:
         async for event in events:
             now = time.perf_counter()
             if first is None:
                 first = now
-            if event.answer is None:
-                yield line({"model": model, "created_at": created_at(), **content(event.text),
+            answer = event.answer
+            if answer is None:
+                yield line({"model": model, "created_at": created_at(), **content(event),
                             "done": False})
                 continue
-            yield line({"model": event.answer.model, "created_at": created_at(),
-                        **content(""),
-                        **final_fields(event.answer, prompt_text, first - started, now - first)})
+            called = calls(answer) if calls is not None else None
+            if called is not None:
+                yield line({"model": model, "created_at": created_at(), **called,
+                            "done": False})
+            yield line({"model": answer.model, "created_at": created_at(),
+                        **content(_EMPTY),
+                        **final_fields(answer, prompt_text, first - started, now - first)})
     except MimiverseError as exc:
         yield line({"error": str(exc)})
+    except ValueError as exc:  # tool-call arguments that are no JSON object
+        yield line({"error": f"the model's answer cannot be sent: {exc}"})
+
+
+_EMPTY = TextEvent("delta")
 
 
 def ndjson_response(body: AsyncIterator[bytes]) -> StreamingResponse:
@@ -241,18 +265,46 @@ def ndjson_response(body: AsyncIterator[bytes]) -> StreamingResponse:
 
 async def _respond(
     request: Request, gateway: Gateway, source: Source,
-    prompt_text: str, content: Callable[[str], dict[str, Any]], stream: bool,
+    prompt_text: str, key: str, stream: bool,
 ) -> Response:
+    """`key` names what holds the text: "response" (generate) or "message" (chat)."""
     started = time.perf_counter()
-    model = gateway.settings.models.route("chat" if isinstance(source, ChatInput)
-                                          else "completion").model
+    chatting = key == "message"
+    if stream and isinstance(source, ChatInput):
+        model, events = await cancel_on_disconnect(request, open_chat(gateway, source))
+        return ndjson_response(ndjson(events, started, model, prompt_text,
+                                      _chat_delta if chatting else _chat_response,
+                                      _chat_calls if chatting else None))
     if stream:
+        model = gateway.settings.models.completion.model
         events = await cancel_on_disconnect(request, open_events(gateway, source))
-        return ndjson_response(ndjson(events, started, model, prompt_text, content))
+        return ndjson_response(ndjson(events, started, model, prompt_text,
+                                      lambda e: {"response": e.text}))
     answer = await cancel_on_disconnect(request, collect(gateway, source))
-    return JSONResponse({"model": answer.model, "created_at": created_at(),
-                         **content(answer.text),
+    try:
+        content = {"message": chat_message(answer)} if chatting else {"response": answer.text}
+    except ValueError as exc:
+        raise BackendProtocolError(f"the model's answer cannot be sent: {exc}",
+                                   backend=answer.backend) from None
+    return JSONResponse({"model": answer.model, "created_at": created_at(), **content,
                          **final_fields(answer, prompt_text, 0.0, answer.latency_ms / 1000)})
+
+
+def _chat_delta(event: TextEvent) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": event.text}
+    if event.reasoning:
+        message["thinking"] = event.reasoning
+    return {"message": message}
+
+
+def _chat_response(event: TextEvent) -> dict[str, Any]:
+    return {"response": event.text}  # /api/generate answered by the chat model
+
+
+def _chat_calls(answer: Answer) -> dict[str, Any] | None:
+    if not answer.tool_calls:
+        return None
+    return {"message": {"role": "assistant", "content": "", "tool_calls": tool_calls(answer)}}
 
 
 def _loaded(model: str, content: dict[str, Any]) -> JSONResponse:
@@ -300,8 +352,7 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
         return _loaded(gateway.settings.models.route(task).model, {"response": ""})
     source = generate_source(body, task, gateway.fim_template)
     prompt_text = (body.system or "") + body.prompt + (body.suffix or "")
-    return await _respond(request, gateway, source, prompt_text,
-                          lambda text: {"response": text}, body.stream)
+    return await _respond(request, gateway, source, prompt_text, "response", body.stream)
 
 
 @router.post("/chat", response_model=None, responses=streamed(NDJSON),
@@ -309,19 +360,15 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
 async def chat(request: Request, gateway: GatewayDep) -> Response:
     body = parse(ChatBody, await json_object(request))
     await _task(catalog(request), body.model, "chat", "chat")  # known, and not an embedder
-
-    def content(text: str) -> dict[str, Any]:
-        return {"message": {"role": "assistant", "content": text}}
-
     if not body.messages:
-        return _loaded(gateway.settings.models.chat.model, content(""))
-    o = body.options
-    chat_input = ChatInput(tuple(ChatMessage(m.role, m.content or "") for m in body.messages),
-                           o.max_tokens(), o.temperature or 0.0, o.stops(), o.fixed_seed())
+        return _loaded(gateway.settings.models.chat.model,
+                       {"message": {"role": "assistant", "content": ""}})
+    chat_input = body.chat_input(dict(body.model_extra or {}))
     chat_input, sources = await codebase_switch(request, chat_input)  # `@codebase ...`
     prompt_text = "".join(m.content for m in chat_input.messages)
     return mark_sources(
-        await _respond(request, gateway, chat_input, prompt_text, content, body.stream), sources)
+        await _respond(request, gateway, chat_input, prompt_text, "message", body.stream),
+        sources)
 
 
 # -- /api/embed, /api/embeddings ----------------------------------------------------------
@@ -393,19 +440,19 @@ async def show(request: Request, gateway: GatewayDep) -> JSONResponse:
     # Each line `key value`: Continue parses them with exactly that pattern.
     parameters = [f"num_ctx {route.max_prompt_tokens + route.max_tokens}"]
     if task == "completion":
-        capabilities, text = ["completion", "insert"], fim_template_text(template)
+        text = fim_template_text(template)
         parameters += [f"stop {orjson.dumps(s).decode()}" for s in template.stop]
     elif task == "chat":
-        capabilities, text = ["completion"], "{{ .Prompt }}"
+        text = "{{ .Prompt }}"
     else:
-        capabilities, text = ["embedding"], ""
+        text = ""
     return JSONResponse({
         "modelfile": f"# served by Mimiverse as the {task} model\nFROM {route.model}\n",
         "parameters": "\n".join(parameters),
         "template": text,
         "details": _details(family),
         "model_info": {"general.architecture": family or "", "general.basename": route.model},
-        "capabilities": capabilities,
+        "capabilities": await reported(gateway.capabilities, task),
         "modified_at": created_at(),
     })
 

@@ -11,7 +11,9 @@ Decisions where the OpenAI API leaves room:
 - Defaults differ from OpenAI's on purpose: no `max_tokens` means the configured default
   (OpenAI's 16 is too short for code), no `temperature` means 0 (greedy, cacheable).
 - Only what we can honour is accepted: n=1, echo=false, logprobs=null, best_of=1;
-  `dimensions` on embeddings is refused. Unknown fields are ignored (clients add their own).
+  `dimensions` on embeddings is refused. Unknown fields of /v1/completions and
+  /v1/embeddings are ignored (they change no answer there); chat's pass through to OpenAI
+  backends or are refused (api/compat/openai_chat.py).
 - `usage` counts come from the backend when it reported them, else estimates.
 - Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
 """
@@ -38,8 +40,11 @@ from starlette.responses import Response
 
 from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat import tabby
+from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
+from mimiverse.api.compat.openai_chat import finish as chat_finish
 from mimiverse.api.compat.shared import (
     OWNER,
+    KnownModel,
     OpenAIError,
     ParseError,
     catalog,
@@ -47,6 +52,7 @@ from mimiverse.api.compat.shared import (
     describe,
     is_fim_prompt,
     json_object,
+    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -59,10 +65,10 @@ from mimiverse.api.compat.shared import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
 from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
-from mimiverse.backends.base import ChatMessage
-from mimiverse.errors import MimiverseError, ModelNotFound, RequestError
+from mimiverse.errors import ImageTooLarge, MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
-from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput
+from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
+from mimiverse.routing.capabilities import reported
 
 Stops = StopText | Annotated[list[StopText], Field(max_length=64)] | None
 
@@ -85,6 +91,9 @@ def mimiverse_error(exc: MimiverseError) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, ModelNotFound):
         return status, error_object(str(exc), kind="invalid_request_error", param="model",
                                     code="model_not_found")
+    if isinstance(exc, ImageTooLarge):
+        return status, error_object(str(exc), kind="invalid_request_error",
+                                    code="image_too_large")
     if isinstance(exc, RequestError):  # OpenAI answers every other bad request with 400
         return 400, error_object(str(exc), kind="invalid_request_error")
     return status, error_object(str(exc), kind="server_error", code=error_type(exc))
@@ -171,39 +180,26 @@ class CompletionBody(_Body):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str = Field(max_length=MAX_TEXT)
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = Field(None, max_length=MAX_TEXT)
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class ChatBody(_Body):
-    messages: list[Message] = Field(min_length=1, max_length=256)
-    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
-    logprobs: bool | None = _documented(False)
-
-    _logprobs = field_validator("logprobs")(_only(False, "logprobs=false"))
+class ChatBody(_Body, ChatFields):
+    model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     def to_input(self) -> ChatInput:
-        # "developer" is OpenAI's newer name for the system role.
-        messages = tuple(ChatMessage("system" if m.role == "developer" else m.role, m.text())
-                         for m in self.messages)
-        return ChatInput(messages=messages,
-                         max_tokens=self.max_completion_tokens or self.max_tokens,
-                         temperature=self.temperature or 0.0, stop=self.stops(), seed=self.seed)
+        return self.chat_input(self.max_tokens, self.temperature or 0.0, self.stops(),
+                               self.seed, dict(self.model_extra or {}))
+
+
+TOKEN_IDS = (
+    "input as token ids is not supported: send the texts themselves (the ids of one "
+    "model's tokenizer mean nothing to another). LangChain's OpenAIEmbeddings sends ids "
+    "unless created with check_embedding_ctx_length=False; set it so")
+
+
+def _token_ids(value: Any) -> bool:
+    """A list of ints, or a list of such lists (OpenAI's token-array inputs)."""
+    if not isinstance(value, list) or not value:
+        return False
+    items = value if all(isinstance(v, list) for v in value) else [value]
+    return all(v and all(type(t) is int for t in v) for v in items)
 
 
 class EmbeddingBody(BaseModel):
@@ -219,6 +215,13 @@ class EmbeddingBody(BaseModel):
     def _no_dimensions(cls, value: int | None) -> int | None:
         if value is not None:
             raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        if _token_ids(value):
+            raise ValueError(TOKEN_IDS)
         return value
 
     def texts(self) -> list[str]:
@@ -248,19 +251,19 @@ def usage_object(prompt_text: str, answer: Answer) -> dict[str, int]:
 
 
 async def sse(
-    events: Events, chunk: Callable[[str, str | None], dict[str, Any]],
+    events: Events, chunk: Callable[[TextEvent | None, Answer | None], dict[str, Any]],
     usage_chunk: Callable[[Answer], dict[str, Any]] | None, head: dict[str, Any] | None = None,
 ) -> AsyncIterator[bytes]:
-    """`chunk(text, finish_reason)` per delta, the finish chunk, usage if asked, [DONE]; a
-    failure after the status line is a final `data: {"error": ...}` event."""
+    """`chunk(event, None)` per delta, `chunk(None, answer)` to finish, usage if asked,
+    [DONE]; a failure after the status line is a final `data: {"error": ...}` event."""
     try:
         if head is not None:
             yield data(head)
         async for event in events:
             if event.answer is None:
-                yield data(chunk(event.text, None))
+                yield data(chunk(event, None))
                 continue
-            yield data(chunk("", finish(event.answer)))
+            yield data(chunk(None, event.answer))
             if usage_chunk is not None:
                 yield data(usage_chunk(event.answer))
         yield DONE
@@ -309,9 +312,10 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
     events = await cancel_on_disconnect(request, open_events(gateway, source))
     model = gateway.settings.models.completion.model
 
-    def chunk(text: str, reason: str | None) -> dict[str, Any]:
-        return {**base(model), "choices": [{"text": text, "index": 0, "logprobs": None,
-                                            "finish_reason": reason}]}
+    def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
+        return {**base(model), "choices": [{
+            "text": event.text if event is not None else "", "index": 0, "logprobs": None,
+            "finish_reason": finish(answer) if answer is not None else None}]}
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model), "choices": [],
@@ -336,21 +340,22 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
 
     if not body.stream:
         answer = await cancel_on_disconnect(request, gateway.chat(chat))
-        message = {"role": "assistant", "content": answer.text, "refusal": None}
-        only = {"index": 0, "message": message, "logprobs": None,
-                "finish_reason": finish(answer)}
+        only = {"index": 0, "message": message_object(answer), "logprobs": None,
+                "finish_reason": chat_finish(answer)}
         return mark_sources(JSONResponse({**base(answer.model, "chat.completion"),
                                           "choices": [only],
                                           "usage": usage_object(prompt_text, answer)}), sources)
-    events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
-    model = gateway.settings.models.chat.model
+    model, events = await cancel_on_disconnect(request, open_chat(gateway, chat))
 
-    def choice(delta: dict[str, str], reason: str | None) -> dict[str, Any]:
+    def choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
         return {**base(model, "chat.completion.chunk"), "choices": [
             {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
-    def chunk(text: str, reason: str | None) -> dict[str, Any]:
-        return choice({} if reason is not None else {"content": text}, reason)
+    def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
+        if event is not None:
+            return choice(delta_object(event), None)
+        assert answer is not None
+        return choice({}, chat_finish(answer))
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model, "chat.completion.chunk"), "choices": [],
@@ -385,19 +390,27 @@ async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
 
 # -- /v1/models ---------------------------------------------------------------------------
 
-def model_object(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
+def model_object(name: str, capabilities: list[str] | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
+    if capabilities is not None:
+        obj["capabilities"] = capabilities  # not OpenAI's: what clients may turn on
+    return obj
+
+
+async def _capabilities(gateway: Gateway, model: KnownModel) -> list[str] | None:
+    return None if model.task is None else await reported(gateway.capabilities, model.task)
 
 
 @router.get("/models")
-async def list_models(request: Request) -> JSONResponse:
+async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     models = await catalog(request).all()
-    return JSONResponse({"object": "list", "data": [model_object(m.name) for m in models]})
+    return JSONResponse({"object": "list", "data": [
+        model_object(m.name, await _capabilities(gateway, m)) for m in models]})
 
 
 @router.get("/models/{name:path}")
-async def retrieve_model(name: str, request: Request) -> JSONResponse:
-    if not any(m.name == name for m in await catalog(request).all()):
+async def retrieve_model(name: str, request: Request, gateway: GatewayDep) -> JSONResponse:
+    found = [m for m in await catalog(request).all() if m.name == name]
+    if not found:
         raise ModelNotFound(f"model '{name}' not found")
-    return JSONResponse(model_object(name))
-
+    return JSONResponse(model_object(name, await _capabilities(gateway, found[0])))

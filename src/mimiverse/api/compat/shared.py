@@ -55,6 +55,9 @@ class ModelCatalog:
         """Task aliases first, then each task's model (a name used twice appears once)."""
         models = [KnownModel(task, task) for task in TASKS]
         models += [KnownModel(self.gateway.settings.models.route(t).model, t) for t in TASKS]
+        vision = self.gateway.settings.models.vision
+        if vision is not None:  # named by clients that pick a model that sees
+            models += [KnownModel("vision", None), KnownModel(vision.model, None)]
         return _unique(models)
 
     async def all(self) -> list[KnownModel]:
@@ -219,6 +222,13 @@ async def open_events(gateway: Gateway, source: Source) -> Events:
     if isinstance(source, RawInput):
         return await gateway.stream_raw(source)
     return await gateway.stream_fim(source)
+
+
+async def open_chat(gateway: Gateway, chat: ChatInput) -> tuple[str, Events]:
+    """A chat's stream and the model it goes to (the vision model for images the chat
+    model cannot see), which streamed chunks name."""
+    plan = await gateway.plan_chat(chat)
+    return plan.request.model, await gateway.stream_chat(chat, plan)
 
 
 async def collect(gateway: Gateway, source: Source) -> Answer:
