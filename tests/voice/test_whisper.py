@@ -1,0 +1,191 @@
+"""The embedded Whisper backend over real HTTP: espeak-ng speech sent through our
+/v1/audio/transcriptions (by the official OpenAI client) and /api/ai/voice to a tiny
+random-weight Whisper made offline (tests/voice/tiny_whisper.py).
+
+Random weights recognise nothing: these tests verify the pipeline (decoding, resampling,
+features, generation options, detokenising, routing and fallback), and that the same
+audio always gives the same text, not what the text says.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import wave
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from mimiverse.backends.speech import TranscriptionRequest
+from mimiverse.backends.whisper import WhisperBackend
+from mimiverse.config import BackendSettings, Settings, load_settings
+from mimiverse.errors import BackendUnavailable, ConfigError
+from tests.api.conftest import Serve
+from tests.assist.echo import EchoBackend
+from tests.servers.harness import ServerHandle, free_port
+from tests.support.app_server import AppServer
+from tests.voice.test_voice import SAID, app_of, speech, speech_server, voice_settings
+from tests.voice.tiny_whisper import make_tiny_whisper
+
+__all__ = ["speech", "speech_server"]  # fixtures shared with test_voice
+
+pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng"),
+                                reason="needs Debian's espeak-ng (.ci/run installs it)")
+
+LETTERS = re.compile(r"[a-z' ]+")  # all the tiny model's vocabulary can spell
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
+
+
+def whisper_settings(model_path: Path | str, *speech_urls: str, embedded_first: bool = True,
+                     **more: Any) -> Settings:
+    """voice_settings with an embedded Whisper backend ("whisper") in the route too."""
+    settings = voice_settings(*speech_urls, **more)
+    whisper = BackendSettings(name="whisper", kind="whisper", model_path=str(model_path))
+    servers = [f"speech{i}" for i in range(len(speech_urls))]
+    names = ["whisper", *servers] if embedded_first else [*servers, "whisper"]
+    data = settings.model_dump()
+    data["backends"].append(whisper.model_dump())
+    data["models"]["transcription"] = {"model": "whisper-large-v3", "backends": names}
+    return load_settings(None, **data)
+
+
+def start(serve: Serve, settings: Settings) -> AppServer:
+    """Our server with the echoing chat backend and real backends for speech."""
+    from mimiverse.backends.registry import build_backend
+
+    speech = {b.name: build_backend(b) for b in settings.backends if b.name != "echo"}
+    return serve(settings, {"echo": EchoBackend(), **speech})
+
+
+def wav_frames(audio: bytes, path: Path) -> tuple[int, int]:
+    path.write_bytes(audio)
+    with wave.open(str(path)) as recording:
+        return recording.getnframes(), recording.getframerate()
+
+
+async def test_openai_client_transcribes_with_embedded_whisper(
+    serve: Serve, speech: bytes, tiny_whisper: Path, tmp_path: Path
+) -> None:
+    app = start(serve, whisper_settings(tiny_whisper))
+    client = openai.AsyncOpenAI(base_url=app.url + "/v1", api_key="unused", max_retries=0)
+    wav = tmp_path / "said.wav"
+    wav.write_bytes(speech)
+    try:
+        texts = []
+        for _ in range(2):
+            with wav.open("rb") as audio:
+                texts.append((await client.audio.transcriptions.create(
+                    model="whisper-1", file=audio)).text)
+        with wav.open("rb") as audio:
+            plain = await client.audio.transcriptions.create(
+                model="whisper-large-v3", file=audio, response_format="text")
+        with wav.open("rb") as audio:
+            english = (await client.audio.transcriptions.create(
+                model="whisper-1", file=audio, language="en", prompt="cart total")).text
+        with wav.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as caught:
+            await client.audio.transcriptions.create(model="whisper-1", file=audio,
+                                                     language="fr")
+    finally:
+        await client.close()
+    assert texts[0] == texts[1] and LETTERS.fullmatch(texts[0])  # same audio, same text
+    assert plain == texts[0] + "\n"
+    assert LETTERS.fullmatch(english)
+    assert "language: 'fr' is not one this Whisper model knows (de, en)" in str(caught.value)
+
+
+async def test_embedded_whisper_decodes_resamples_and_refuses(
+    serve: Serve, http: httpx.AsyncClient, speech: bytes, tiny_whisper: Path, tmp_path: Path
+) -> None:
+    frames, rate = wav_frames(speech, tmp_path / "said.wav")
+    assert rate != 16_000  # espeak-ng speaks at 22050 Hz: the backend resamples
+    backend = WhisperBackend(BackendSettings(name="w", kind="whisper",
+                                             model_path=str(tiny_whisper)))
+    try:
+        heard = await backend.transcribe(
+            TranscriptionRequest(speech, "said.wav", "audio/wav", "m", language="de"))
+    finally:
+        await backend.aclose()
+    assert heard.duration == round(round(frames * 16_000 / rate) / 16_000, 3)
+    assert heard.language == "de" and LETTERS.fullmatch(heard.text)
+
+    app = start(serve, whisper_settings(tiny_whisper, voice={"max_audio_seconds": 1.0}))
+    url = app.url + "/v1/audio/transcriptions"
+    r = await http.post(url, files={"file": ("said.webm", b"\x1aE\xdf\xa3" + bytes(2000),
+                                             "audio/webm")}, data={"model": "whisper-1"})
+    assert r.status_code == 415
+    assert r.json()["error"]["message"] == (
+        "file: cannot decode 'webm' audio (audio/webm) for the embedded Whisper model; "
+        "send WAV, FLAC, Ogg or MP3")
+    r = await http.post(url, files={"file": ("said.wav", speech, "audio/wav")},
+                        data={"model": "whisper-1"})
+    assert r.status_code == 422  # the length limit holds for the embedded model too
+    assert "at most 1 s are taken (voice.max_audio_seconds)" in r.json()["error"]["message"]
+
+
+async def test_fallback_between_speech_server_and_embedded_whisper(
+    serve: Serve, http: httpx.AsyncClient, speech: bytes, speech_server: ServerHandle,
+    tiny_whisper: Path, tmp_path: Path,
+) -> None:
+    files = {"file": ("said.wav", speech, "audio/wav")}
+    url = "/v1/audio/transcriptions"
+    alone = start(serve, whisper_settings(tiny_whisper))
+    embedded = (await http.post(alone.url + url, files=files,
+                                data={"model": "whisper-1"})).json()["text"]
+
+    down = f"http://127.0.0.1:{free_port()}"  # a speech server that is not there
+    app = start(serve, whisper_settings(tiny_whisper, down, embedded_first=False))
+    r = await http.post(app.url + url, files=files, data={"model": "whisper-1"})
+    assert r.json() == {"text": embedded}
+
+    missing = tmp_path / "no-model-here"  # an embedded model that cannot load
+    app = start(serve, whisper_settings(missing, speech_server.url))
+    r = await http.post(app.url + url, files=files, data={"model": "whisper-1"})
+    assert r.json() == {"text": SAID}
+    assert len(app_of(speech_server).requests) == 1
+
+    app_of(speech_server).status = 500
+    r = await http.post(app.url + url, files=files, data={"model": "whisper-1"})
+    assert r.status_code == 503
+    reasons = {b["name"]: b["reason"] for b in r.json()["error"]["backends"]}
+    assert reasons["whisper"] == f"model_path {str(missing)!r} is not a folder"
+    assert reasons["speech0"].startswith("HTTP 500")
+
+
+async def test_voice_through_embedded_whisper(
+    serve: Serve, http: httpx.AsyncClient, speech: bytes, tiny_whisper: Path
+) -> None:
+    app = start(serve, whisper_settings(tiny_whisper))
+    files = {"file": ("said.wav", speech, "audio/wav")}
+    heard = (await http.post(app.url + "/v1/audio/transcriptions", files=files,
+                             data={"model": "whisper-1"})).json()["text"]
+    r = await http.post(app.url + "/api/ai/voice", files=files, data={"mode": "chat"})
+    assert r.status_code == 200, r.text
+    assert r.json()["transcript"] == heard
+    assert (r.json()["answer"], r.json()["sources"]) == (f"user: {heard}\n", [])
+
+
+def test_whisper_backends_need_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\(whisper\) needs model_path"):
+        BackendSettings(name="w", kind="whisper")
+    with pytest.raises(ConfigError, match="of kind 'sentence-transformers'"):
+        load_settings(None, models={"transcription": {"model": "w", "backends": ["embedded"]}})
+    settings = whisper_settings(tmp_path)
+    assert settings.models.transcription is not None
+    assert settings.models.transcription.backends == ["whisper"]
+
+
+async def test_missing_model_folder_says_so(tmp_path: Path, speech: bytes) -> None:
+    backend = WhisperBackend(BackendSettings(name="w", kind="whisper",
+                                             model_path=str(tmp_path / "none")))
+    try:
+        with pytest.raises(BackendUnavailable, match="is not a folder"):
+            await backend.transcribe(TranscriptionRequest(speech, "a.wav", "audio/wav", "m"))
+    finally:
+        await backend.aclose()
