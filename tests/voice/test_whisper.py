@@ -110,8 +110,16 @@ async def test_embedded_whisper_decodes_resamples_and_refuses(
     try:
         heard = await backend.transcribe(
             TranscriptionRequest(speech, "said.wav", "audio/wav", "m", language="de"))
+        plain = await backend.transcribe(TranscriptionRequest(speech, "a.wav", "audio/wav", "m"))
+        # The prompt reaches the decoder: with this seed's weights it changes the answer.
+        prompted = await backend.transcribe(
+            TranscriptionRequest(speech, "a.wav", "audio/wav", "m", prompt="cart total"))
+        sampled = await backend.transcribe(
+            TranscriptionRequest(speech, "a.wav", "audio/wav", "m", temperature=0.8))
     finally:
         await backend.aclose()
+    assert prompted.text != plain.text and "cart" not in prompted.text
+    assert LETTERS.fullmatch(sampled.text)
     assert heard.duration == round(round(frames * 16_000 / rate) / 16_000, 3)
     assert heard.language == "de" and LETTERS.fullmatch(heard.text)
 
@@ -127,6 +135,34 @@ async def test_embedded_whisper_decodes_resamples_and_refuses(
                         data={"model": "whisper-1"})
     assert r.status_code == 422  # the length limit holds for the embedded model too
     assert "at most 1 s are taken (voice.max_audio_seconds)" in r.json()["error"]["message"]
+
+
+async def test_long_recordings_go_in_30_second_windows(
+    speech: bytes, tiny_whisper: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import soundfile
+
+    from mimiverse.backends.whisper import decode_audio
+
+    said = decode_audio(speech, "said.wav", "audio/wav")  # 16 kHz: windows cut exactly
+    first = np.resize(said, 30 * 16_000)  # the speech repeated to fill 30 s
+    second = said
+
+    def wav(samples: Any) -> bytes:
+        path = tmp_path / f"{len(samples)}.wav"
+        soundfile.write(path, samples, 16_000, subtype="FLOAT")
+        return path.read_bytes()
+
+    backend = WhisperBackend(BackendSettings(name="w", kind="whisper",
+                                             model_path=str(tiny_whisper)))
+    try:
+        texts = [(await backend.transcribe(
+            TranscriptionRequest(wav(part), "a.wav", "audio/wav", "m", language="en"))).text
+            for part in (first, second, np.concatenate([first, second]))]
+    finally:
+        await backend.aclose()
+    assert all(texts) and texts[2] == f"{texts[0]} {texts[1]}"
 
 
 async def test_fallback_between_speech_server_and_embedded_whisper(
@@ -150,12 +186,27 @@ async def test_fallback_between_speech_server_and_embedded_whisper(
     assert r.json() == {"text": SAID}
     assert len(app_of(speech_server).requests) == 1
 
+    # What the embedded model refuses (a language it has no token for) goes on to the server.
+    app = start(serve, whisper_settings(tiny_whisper, speech_server.url))
+    r = await http.post(app.url + url, files=files, data={"model": "whisper-1",
+                                                          "language": "fr"})
+    assert r.json() == {"text": SAID}
+    assert app_of(speech_server).requests[-1]["language"] == "fr"
+    assert len(app_of(speech_server).requests) == 2
+
     app_of(speech_server).status = 500
+    r = await http.post(app.url + url, files=files, data={"model": "whisper-1",
+                                                          "language": "fr"})
+    assert r.status_code == 503  # a refusal and a failure: both named, not the 422 alone
+    reasons = {b["name"]: b["reason"] for b in r.json()["error"]["backends"]}
+    assert reasons["whisper"].startswith("language: 'fr' is not one this Whisper model knows")
+    assert reasons["speech0"].startswith("HTTP 500")
+
+    app = start(serve, whisper_settings(missing, speech_server.url))
     r = await http.post(app.url + url, files=files, data={"model": "whisper-1"})
     assert r.status_code == 503
     reasons = {b["name"]: b["reason"] for b in r.json()["error"]["backends"]}
     assert reasons["whisper"] == f"model_path {str(missing)!r} is not a folder"
-    assert reasons["speech0"].startswith("HTTP 500")
 
 
 async def test_voice_through_embedded_whisper(
@@ -189,3 +240,40 @@ async def test_missing_model_folder_says_so(tmp_path: Path, speech: bytes) -> No
             await backend.transcribe(TranscriptionRequest(speech, "a.wav", "audio/wav", "m"))
     finally:
         await backend.aclose()
+
+
+def test_doctor_loads_the_model_or_says_how_to_fix_it(tiny_whisper: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mimiverse.cli.main import app
+
+    config = tmp_path / "mimiverse.toml"
+    routes = "".join(f'[models.{task}]\nmodel = "m"\nbackends = ["ollama"]\n'
+                     for task in ("completion", "chat", "embedding"))
+    config.write_text(f"""{routes}
+[[backends]]
+name = "ollama"
+kind = "ollama"
+url = "http://127.0.0.1:{free_port()}"
+
+[[backends]]
+name = "whisper-ok"
+kind = "whisper"
+model_path = "{tiny_whisper}"
+
+[[backends]]
+name = "whisper-gone"
+kind = "whisper"
+model_path = "{tmp_path / 'gone'}"
+
+[models.transcription]
+model = "tiny"
+backends = ["whisper-ok", "whisper-gone"]
+""")
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config)],
+                                env={"COLUMNS": "400"})
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
+            if line.count("│") > 3 and "whisper-" in line}
+    assert " ok " in rows["whisper-ok"], result.output
+    assert f"down model_path '{tmp_path / 'gone'}' is not a folder" in rows["whisper-gone"]
+    assert "set model_path to a Whisper model folder" in rows["whisper-gone"]

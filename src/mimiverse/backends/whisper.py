@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mimiverse.backends.inprocess import InProcessBackend
+from mimiverse.backends.inprocess import LOADING, InProcessBackend
 from mimiverse.backends.speech import Transcript, TranscriptionRequest
 from mimiverse.config import BackendSettings
 from mimiverse.errors import BackendUnavailable, InvalidRequest, RequestError
@@ -91,8 +91,12 @@ class WhisperBackend(InProcessBackend):
         return f"embedded Whisper failed: {type(exc).__name__}: {exc}"
 
     def _load(self) -> _Loaded:
-        if self._loaded is not None:
-            return self._loaded
+        if self._loaded is None:
+            with LOADING:
+                self._loaded = self._load_now()
+        return self._loaded
+
+    def _load_now(self) -> _Loaded:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         try:
@@ -104,15 +108,14 @@ class WhisperBackend(InProcessBackend):
         if not self.model_path.is_dir():
             raise BackendUnavailable(f"model_path {str(self.model_path)!r} is not a folder",
                                      backend=self.name)
-        if self.threads:
+        if self.threads:  # on the worker thread: torch's intra-op setting is per thread
             torch.set_num_threads(self.threads)
         processor = WhisperProcessor.from_pretrained(self.model_path, local_files_only=True)
         model = WhisperForConditionalGeneration.from_pretrained(
             self.model_path, local_files_only=True).eval()
         lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
         languages = frozenset(token.strip("<|>") for token in lang_to_id)
-        self._loaded = _Loaded(model, processor, languages)
-        return self._loaded
+        return _Loaded(model, processor, languages)
 
     def _run(self, samples: Any, request: TranscriptionRequest) -> str:
         import torch

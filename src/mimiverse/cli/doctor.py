@@ -15,6 +15,8 @@ from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
 from mimiverse.config import TASKS, BackendSettings, Settings
 from mimiverse.errors import MimiverseError
 
+WHISPER_MODULES = ("torch", "transformers", "soundfile", "scipy")
+
 
 @dataclass
 class Probe:
@@ -40,6 +42,11 @@ def _fix_for(config: BackendSettings) -> str:
         if importlib.util.find_spec("sentence_transformers") is None:
             return "pip install 'mimiverse[embed]'"
         return "check model_path (a sentence-transformers model folder), or leave it unset"
+    if config.kind == "whisper":
+        if any(importlib.util.find_spec(m) is None for m in WHISPER_MODULES):
+            return "pip install 'mimiverse[whisper]'"
+        return ("set model_path to a Whisper model folder (config.json, weights, tokenizer "
+                "and preprocessor_config.json, as transformers' save_pretrained writes)")
     return "check this backend's configuration"
 
 
@@ -58,7 +65,7 @@ async def _probe(config: BackendSettings) -> Probe:
                      _fix_for(config))
     backend: Backend | None = None
     # An in-process model may take seconds to load the first time; a server should not.
-    limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers") else (
+    limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers", "whisper") else (
         config.timeouts.connect_s + 3)
     try:
         backend = build_backend(config)
