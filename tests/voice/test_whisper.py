@@ -64,6 +64,17 @@ def start(serve: Serve, settings: Settings) -> AppServer:
     return serve(settings, {"echo": EchoBackend(), **speech})
 
 
+def recode(wav: bytes, path: Path, fmt: str) -> bytes:
+    """The WAV recording written again in another format by libsndfile."""
+    import io
+
+    import soundfile
+
+    samples, rate = soundfile.read(io.BytesIO(wav), dtype="int16")
+    soundfile.write(path, samples, rate, format=fmt)
+    return path.read_bytes()
+
+
 def wav_frames(audio: bytes, path: Path) -> tuple[int, int]:
     path.write_bytes(audio)
     with wave.open(str(path)) as recording:
@@ -116,10 +127,18 @@ async def test_embedded_whisper_decodes_resamples_and_refuses(
             TranscriptionRequest(speech, "a.wav", "audio/wav", "m", prompt="cart total"))
         sampled = await backend.transcribe(
             TranscriptionRequest(speech, "a.wav", "audio/wav", "m", temperature=0.8))
+        recoded = {}
+        for suffix, fmt in [("flac", "FLAC"), ("ogg", "OGG"), ("mp3", "MP3")]:
+            audio = recode(speech, tmp_path / f"said.{suffix}", fmt)
+            recoded[suffix] = await backend.transcribe(
+                TranscriptionRequest(audio, f"said.{suffix}", f"audio/{suffix}", "m"))
     finally:
         await backend.aclose()
     assert prompted.text != plain.text and "cart" not in prompted.text
     assert LETTERS.fullmatch(sampled.text)
+    assert recoded["flac"] == plain  # lossless: the very same samples, the same text
+    assert all(LETTERS.fullmatch(t.text) for t in recoded.values())
+    assert all(abs((t.duration or 0) - plain.duration) < 0.2 for t in recoded.values())
     assert heard.duration == round(round(frames * 16_000 / rate) / 16_000, 3)
     assert heard.language == "de" and LETTERS.fullmatch(heard.text)
 
