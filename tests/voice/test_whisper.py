@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import wave
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import openai
 import pytest
 
 from mimiverse.backends.speech import TranscriptionRequest
-from mimiverse.backends.whisper import WhisperBackend
+from mimiverse.backends.whisper import UnknownLanguage, WhisperBackend
 from mimiverse.config import BackendSettings, Settings, load_settings
 from mimiverse.errors import BackendUnavailable, ConfigError
 from tests.api.conftest import Serve
@@ -154,6 +155,32 @@ async def test_embedded_whisper_decodes_resamples_and_refuses(
                         data={"model": "whisper-1"})
     assert r.status_code == 422  # the length limit holds for the embedded model too
     assert "at most 1 s are taken (voice.max_audio_seconds)" in r.json()["error"]["message"]
+
+
+async def test_english_only_models_and_long_prompts(
+    speech: bytes, tiny_whisper: Path, tmp_path: Path
+) -> None:
+    english = WhisperBackend(BackendSettings(name="en", kind="whisper", model_path=str(
+        make_tiny_whisper(tmp_path / "tiny.en", multilingual=False))))
+    multilingual = WhisperBackend(BackendSettings(name="w", kind="whisper",
+                                                  model_path=str(tiny_whisper)))
+    said = TranscriptionRequest(speech, "a.wav", "audio/wav", "m")
+    try:
+        plain = await english.transcribe(said)
+        told = await english.transcribe(replace(said, language="en"))
+        with pytest.raises(UnknownLanguage, match=r"'de' is not one this .* knows \(en\)"):
+            await english.transcribe(replace(said, language="de"))
+        # ~4,000 characters of prompt (one token each here): the last 31 tokens
+        # (max_target_positions 64 // 2 - 1) are kept, as OpenAI's whisper keeps the last
+        # 223 of a real model's 448.
+        prompt = ("cart total " * 363).strip()
+        long = await multilingual.transcribe(replace(said, prompt=prompt))
+        tail = await multilingual.transcribe(replace(said, prompt=prompt[-31:]))
+    finally:
+        await english.aclose()
+        await multilingual.aclose()
+    assert told == replace(plain, language="en") and LETTERS.fullmatch(plain.text)
+    assert long.text == tail.text and LETTERS.fullmatch(long.text)
 
 
 async def test_long_recordings_go_in_30_second_windows(

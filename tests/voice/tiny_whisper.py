@@ -34,7 +34,9 @@ MAX_TOKENS = 40  # per 30 s window, prompt and forced prefix included
 TEXT = frozenset(string.ascii_lowercase + " '")
 
 
-def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
+def make_tiny_whisper(folder: Path, seed: int = 0, multilingual: bool = True) -> Path:
+    """The model in `folder`; not `multilingual`: English-only, as `openai/whisper-*.en`
+    (no language tokens in its generation config)."""
     # "Ġ" is how byte-level BPE writes the space byte.
     letters = [*string.ascii_lowercase, "Ġ", "'"]
     vocab = {token: i for i, token in enumerate([*letters, *SPECIALS])}
@@ -56,9 +58,10 @@ def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
         pad_token_id=eot, bos_token_id=eot))
     model.generation_config = GenerationConfig(
         decoder_start_token_id=start, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-        max_length=MAX_TOKENS, is_multilingual=True,
-        lang_to_id={f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES},
-        task_to_id={"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]},
+        max_length=MAX_TOKENS, is_multilingual=multilingual,
+        **({"lang_to_id": {f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES},
+            "task_to_id": {"transcribe": vocab["<|transcribe|>"],
+                           "translate": vocab["<|translate|>"]}} if multilingual else {}),
         no_timestamps_token_id=vocab["<|notimestamps|>"],
         suppress_tokens=[vocab[s] for s in SPECIALS[1:]], begin_suppress_tokens=[eot])
     model.save_pretrained(folder)

@@ -48,6 +48,8 @@ class _Loaded:
     model: Any  # WhisperForConditionalGeneration
     processor: Any  # WhisperProcessor
     languages: frozenset[str]  # ISO codes the model's generation config knows
+    multilingual: bool  # False: an English-only model (`*.en`), told no language
+    max_prompt: int  # prompt tokens kept (the last ones), as OpenAI's whisper keeps them
 
 
 def decode_audio(audio: bytes, filename: str, content_type: str) -> Any:
@@ -114,8 +116,11 @@ class WhisperBackend(InProcessBackend):
         model = WhisperForConditionalGeneration.from_pretrained(
             self.model_path, local_files_only=True).eval()
         lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
-        languages = frozenset(token.strip("<|>") for token in lang_to_id)
-        return _Loaded(model, processor, languages)
+        multilingual = bool(getattr(model.generation_config, "is_multilingual", lang_to_id))
+        languages = frozenset(token.strip("<|>") for token in lang_to_id) if multilingual \
+            else frozenset({"en"})
+        return _Loaded(model, processor, languages, multilingual,
+                       model.config.max_target_positions // 2 - 1)
 
     def _run(self, samples: Any, request: TranscriptionRequest) -> str:
         import torch
@@ -124,11 +129,12 @@ class WhisperBackend(InProcessBackend):
         options: dict[str, Any] = {"do_sample": request.temperature > 0}
         if request.temperature > 0:
             options["temperature"] = request.temperature
-        if request.language:
+        if request.language and loaded.multilingual:
             options.update(language=request.language, task="transcribe")
         if request.prompt:
+            ids = loaded.processor.get_prompt_ids(request.prompt)  # <|startofprev|> first
             options["prompt_ids"] = torch.as_tensor(
-                loaded.processor.get_prompt_ids(request.prompt))
+                [ids[0], *ids[1:][-loaded.max_prompt:]], dtype=torch.long)
         window = SAMPLE_RATE * WINDOW_SECONDS
         texts: list[str] = []
         with torch.inference_mode():
@@ -152,7 +158,7 @@ class WhisperBackend(InProcessBackend):
         if request.language and request.language not in loaded.languages:
             raise UnknownLanguage(
                 f"language: {request.language!r} is not one this Whisper model knows "
-                f"({', '.join(sorted(loaded.languages)) or 'none: it is English-only'})")
+                f"({', '.join(sorted(loaded.languages))})")
         text = await self._in_worker(self._run, samples, request)
         return Transcript(text, request.language, round(len(samples) / SAMPLE_RATE, 3))
 
