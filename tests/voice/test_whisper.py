@@ -271,6 +271,8 @@ async def test_voice_through_embedded_whisper(
 def test_whisper_backends_need_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(whisper\) needs model_path"):
         BackendSettings(name="w", kind="whisper")
+    with pytest.raises(ValueError, match="model \\(the llamacpp catalog\\) does not apply"):
+        BackendSettings(name="w", kind="whisper", model_path=str(tmp_path), model="x")
     with pytest.raises(ConfigError, match="of kind 'sentence-transformers'"):
         load_settings(None, models={"transcription": {"model": "w", "backends": ["embedded"]}})
     settings = whisper_settings(tmp_path)
@@ -318,8 +320,8 @@ backends = ["whisper-ok", "whisper-gone"]
 """)
     result = CliRunner().invoke(app, ["doctor", "--config", str(config)],
                                 env={"COLUMNS": "400"})
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
-            if line.count("│") > 3 and "whisper-" in line}
-    assert " ok " in rows["whisper-ok"], result.output
-    assert f"down model_path '{tmp_path / 'gone'}' is not a folder" in rows["whisper-gone"]
-    assert "set model_path to a Whisper model folder" in rows["whisper-gone"]
+    out = result.stdout
+    assert f"ok whisper-ok (whisper, {tiny_whisper}): reachable" in out, out
+    gone = tmp_path / "gone"
+    assert (f"down whisper-gone (whisper, {gone}): model_path '{gone}' is not a folder\n"
+            "   fix: set model_path to a Whisper model folder") in out, out
