@@ -35,7 +35,10 @@ from mimiverse.security import Principal, is_loopback, token_digest
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
-BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton"]
+BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton",
+                      "whisper"]
+# Backend kinds that can serve the transcription route.
+SPEECH_KINDS = frozenset({"openai", "whisper"})
 Balance = Literal["ordered", "least-busy", "latency"]
 Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
 
@@ -253,7 +256,7 @@ class BackendSettings(_Strict):
     url: str | None = Field(None, description="base URL for HTTP backends")
     api_key: str | None = Field(None, description="sent as a Bearer token to the backend")
     model_path: str | None = Field(
-        None, description="llamacpp: GGUF file; sentence-transformers: model folder"
+        None, description="llamacpp: GGUF file; sentence-transformers, whisper: model folder"
     )
     model: str | None = Field(
         None, max_length=128,
@@ -292,6 +295,12 @@ class BackendSettings(_Strict):
             _check_triton_url(self.name, self.url, (self.triton or TritonOptions()).protocol)
         elif self.kind == "llamacpp":
             _check_llamacpp_model(self.name, self.model_path, self.model)
+        elif self.kind == "whisper":
+            if not self.model_path or self.model:
+                raise ValueError(f"backend {self.name!r} (whisper) needs model_path = a "
+                                 "Whisper model folder (transformers' save_pretrained layout)"
+                                 + ("; model (the llamacpp catalog) does not apply"
+                                    if self.model else ""))
         elif self.kind == "sentence-transformers":
             pass  # model_path optional: the packaged all-MiniLM-L6-v2 by default
         elif not self.url:
@@ -349,7 +358,8 @@ class ModelsSettings(_Strict):
     # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
     vision: ModelRoute | None = None
     # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
-    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
+    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM)
+    # and/or embedded Whisper models (kind = "whisper"), tried in order.
     # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
     transcription: ModelRoute | None = None
 
@@ -512,12 +522,12 @@ class Settings(BaseSettings):
         route = self.models.transcription
         kinds = {b.name: b.kind for b in self.backends}
         for name in route.backends if route is not None else []:
-            if kinds.get(name) != "openai":
+            if kinds.get(name) not in SPEECH_KINDS:
                 raise ValueError(
                     f"models.transcription.backends names {name!r}, which is "
                     + ("not a configured backend" if name not in kinds else
                        f"of kind {kinds[name]!r}") + "; transcription needs OpenAI-compatible "
-                    "speech servers (kind = 'openai')"
+                    "speech servers (kind = 'openai') or embedded Whisper (kind = 'whisper')"
                 )
         return self
 
