@@ -194,8 +194,9 @@ class Gateway:
             # Type-ahead reuse must not carry an answer across different context.
             "context": [[c.path, c.text] for c in context],
         }
-        if fim.fields:
-            params["fields"] = self._generate_fields(request)
+        fields = self._generate_fields(request) if fim.fields else None
+        if fields:  # absent otherwise: plain requests keep the keys they always had
+            params["fields"] = fields
         deterministic = self._deterministic(fim.temperature, fim.seed)
         return FimPlan(
             request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
