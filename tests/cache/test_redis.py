@@ -254,7 +254,9 @@ async def test_allkeys_lru_eviction_by_redis_is_just_misses(
 ) -> None:
     await raw.config_set("maxmemory", "2mb")
     await raw.config_set("maxmemory-policy", "allkeys-lru")
-    cache = RedisCache(redis_server.url)
+    # Evicting takes Redis time: on a loaded machine a 0.25 s read limit would make this
+    # a timeout test (fail-open is tested on its own).
+    cache = RedisCache(redis_server.url, socket_timeout_s=5)
     try:
         for i in range(1000):  # ~4 MB of values into 2 MB
             await cache.set(f"k{i}", {"text": f"{i:04d}" * 1000})

@@ -119,7 +119,9 @@ async def test_a_failed_probe_reopens_the_breaker_for_another_cooldown(
         return a.requests["/api/generate"] == FAILURES + 1
 
     await until(probed, "the half-open probe", within_s=COOLDOWN_S + 3)
-    assert await breaker_state(http, app.url, "a") == "open"  # a new cooldown, not closed
+    # A new cooldown, not closed (a loaded machine may already be past that short cooldown,
+    # at half-open again, by the time it asks).
+    assert await breaker_state(http, app.url, "a") in ("open", "half-open")
 
 
 async def test_only_backend_hanging_is_a_timeout_answer_naming_it(

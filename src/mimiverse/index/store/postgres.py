@@ -24,6 +24,7 @@ selective term (see `split_terms`); common terms add their weight to those, exac
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -268,8 +269,9 @@ class PostgresStore(IndexStore):
             conn = psycopg.connect(self._url, autocommit=True)
         except psycopg.OperationalError as exc:
             raise CodeIndexError(f"cannot use the PostgreSQL index: {exc}") from exc
+        key = (LOCK_NAMESPACE, repo)
+        held = False
         try:
-            key = (LOCK_NAMESPACE, repo)
             if wait:
                 conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", key)
             elif not _one(conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", key))[0]:
@@ -278,8 +280,14 @@ class PostgresStore(IndexStore):
                     f"another indexing run is writing the index of {root}; "
                     "try again when it has finished"
                 )
+            held = True
             yield
         finally:
+            # Unlock before closing: the server ends a closed session in its own time, so
+            # a lock left to the disconnect could still refuse the next run for a moment.
+            if held and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", key)
             conn.close()
 
     # -- files and chunks ---------------------------------------------------------------
