@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mimiverse.api.chat_fields import check_image_count, checked_image
 from mimiverse.api.compat.ollama_chat import ChatOptions
@@ -59,16 +59,12 @@ class GenerateBody(BaseModel):
     images: Annotated[list[Annotated[str, Field(max_length=30_000_000)]], Field(
         max_length=16)] | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
-    keep_alive: str | float | None = None
-    template: str | None = Field(None, max_length=MAX_TEXT)
-    context: list[int] | None = Field(None, max_length=1 << 20)
-
-    @field_validator("keep_alive")
-    @classmethod
-    def _duration(cls, value: str | float | None) -> str | float | None:
-        if isinstance(value, str) and len(value) > 32:
-            raise ValueError("keep_alive must be a duration such as 5m, or seconds")
-        return value
+    keep_alive: Annotated[str, Field(max_length=32)] | float | None = None
+    # Taken only empty (refuse_unused says why otherwise); the document says so.
+    template: str | None = Field(None, max_length=MAX_TEXT,
+                                 json_schema_extra={"maxLength": 0})
+    context: list[Any] | None = Field(None, max_length=1 << 20,
+                                      json_schema_extra={"maxItems": 0})
 
     def fields(self) -> dict[str, Any]:
         """GenerateRequest / ChatRequest fields: sampling, keep_alive, passthrough."""
