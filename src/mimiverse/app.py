@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -31,10 +32,27 @@ from mimiverse.config import Settings
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
 from mimiverse.index.service import CodebaseService
+from mimiverse.routing.report import backend_states, task_lines
 from mimiverse.security import SecurityGate, allowed_host_names
 from mimiverse.telemetry.gpu import GpuCollector
 from mimiverse.telemetry.metrics import Metrics
 from mimiverse.telemetry.requests import RequestTelemetry
+
+log = logging.getLogger("mimiverse.start")
+
+
+async def _report_backends(gateway: Gateway) -> dict[str, bool]:
+    """Say what serves each task, and how to fix what is missing; return which backends
+    answered. Done before serving (loopback probes take milliseconds, a remote one at
+    most its connect timeout): probes running into shutdown could leak sockets."""
+    try:
+        states = await backend_states(gateway.router)
+    except Exception as exc:  # a report must never keep the server from starting
+        log.warning("could not check the backends: %s", exc)
+        return {}
+    for line in task_lines(gateway.router, states):
+        log.info("%s", line)
+    return {name: why is None for name, why in states.items()}
 
 
 def create_app(
@@ -51,8 +69,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
-        # In-process models load now, in the background, not on the first request.
-        warming = asyncio.create_task(gateway.router.warm_up(), name="warm up backends")
+        answers = await _report_backends(gateway)
+        # In-process models load now, in the background, not on the first request (and
+        # the embedded model is fetched when nothing before it answers).
+        warming = asyncio.create_task(gateway.router.warm_up(answers), name="warm up backends")
         for repo in repos:
             await codebase_service.start(repo)
         try:
@@ -76,6 +96,7 @@ def create_app(
     app.state.transcriber = Transcriber(settings, gateway.router.backends)
     app.state.metrics = metrics
     install_error_handlers(app)
+
     # Our API, then the protocols editors already speak (each answering errors in its own
     # shape). Their routes join the app's own list: an included router is matched through
     # FastAPI's per-request include machinery, ~0.1 ms of CPU per request.

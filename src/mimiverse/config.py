@@ -232,6 +232,17 @@ def _check_triton_url(name: str, url: str | None, protocol: str) -> None:
         raise ValueError(f"backend {name!r}: a grpc url is host:port (no scheme), got {url!r}")
 
 
+def _check_llamacpp_model(name: str, path: str | None, model: str | None) -> None:
+    from mimiverse.weights.catalog import CATALOG  # data only; imports nothing back
+
+    if bool(path) == bool(model):
+        raise ValueError(f"backend {name!r} (llamacpp) needs either model_path = a GGUF file "
+                         f"or model = a catalog name ({', '.join(CATALOG)})")
+    if model and model not in CATALOG:
+        raise ValueError(f"backend {name!r}: model {model!r} is not in the catalog; "
+                         f"known: {', '.join(CATALOG)} (or set model_path to a GGUF file)")
+
+
 class BackendSettings(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     kind: BackendKind
@@ -239,6 +250,16 @@ class BackendSettings(_Strict):
     api_key: str | None = Field(None, description="sent as a Bearer token to the backend")
     model_path: str | None = Field(
         None, description="llamacpp: GGUF file; sentence-transformers: model folder"
+    )
+    model: str | None = Field(
+        None, max_length=128,
+        description="llamacpp: a catalog model (`mimiverse pull --list`), fetched on first start",
+    )
+    # llama.cpp's extra weight buffers (repacked weights; AMX tiles on CPUs that have AMX).
+    # llama-cpp-python 0.3.36 crashes in ggml_backend_amx_mul_mat on the first decode of a
+    # quantized model on AMX CPUs, so the default turns them off there only.
+    extra_buffers: bool | None = Field(
+        None, description="llamacpp: weight repacking; default: on, off on CPUs with AMX"
     )
     n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
     n_threads: int | None = Field(None, ge=1, le=256)
@@ -264,8 +285,7 @@ class BackendSettings(_Strict):
         if self.kind == "triton":
             _check_triton_url(self.name, self.url, (self.triton or TritonOptions()).protocol)
         elif self.kind == "llamacpp":
-            if not self.model_path:
-                raise ValueError(f"backend {self.name!r} (llamacpp) needs model_path = a GGUF file")
+            _check_llamacpp_model(self.name, self.model_path, self.model)
         elif self.kind == "sentence-transformers":
             pass  # model_path optional: the packaged all-MiniLM-L6-v2 by default
         elif not self.url:
@@ -293,19 +313,27 @@ class ModelRoute(_Strict):
 def _default_backends() -> list[BackendSettings]:
     return [
         BackendSettings(name="local-ollama", kind="ollama", url="http://127.0.0.1:11434"),
+        # Without Ollama, completion and chat fall back to an embedded llama.cpp model,
+        # fetched (checked against its pinned SHA-256) on first start.
+        BackendSettings(name="embedded-llm", kind="llamacpp",
+                        model="qwen2.5-coder-0.5b-instruct"),
         # Zero setup: embeddings (and so code search) work offline with the packaged
         # all-MiniLM-L6-v2; point models.embedding at Ollama etc. to replace it.
         BackendSettings(name="embedded", kind="sentence-transformers"),
     ]
 
 
+DEFAULT_BACKENDS = ("local-ollama", "embedded-llm", "embedded")
+
+
 class ModelsSettings(_Strict):
     completion: ModelRoute = ModelRoute(
-        model="qwen2.5-coder:1.5b", family="qwen2.5-coder", backends=["local-ollama"]
+        model="qwen2.5-coder:1.5b", family="qwen2.5-coder",
+        backends=["local-ollama", "embedded-llm"],
     )
     chat: ModelRoute = ModelRoute(
-        model="qwen3-coder:30b", backends=["local-ollama"], max_prompt_tokens=16384,
-        max_tokens=2048,
+        model="qwen3-coder:30b", backends=["local-ollama", "embedded-llm"],
+        max_prompt_tokens=16384, max_tokens=2048,
     )
     embedding: ModelRoute = ModelRoute(model="all-MiniLM-L6-v2-int8", backends=["embedded"])
     # Chats with images go here when the chat model cannot see (e.g. qwen2.5vl on Ollama),
@@ -446,16 +474,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _routes_name_known_backends(self) -> Settings:
+        # A configuration composes with the defaults: a route may name a default backend
+        # ("local-ollama", "embedded-llm", "embedded") that [[backends]] does not declare.
+        defaults = {b.name: b for b in _default_backends()}
         known = {b.name for b in self.backends}
         routes: list[tuple[str, ModelRoute]] = [(t, self.models.route(t)) for t in TASKS]
         if self.models.vision is not None:
             routes.append(("vision", self.models.vision))
         for task, route in routes:
             for name in route.backends:
-                if name not in known:
+                if name not in known and name in defaults:
+                    self.backends.append(defaults[name])
+                    known.add(name)
+                elif name not in known:
                     raise ValueError(
                         f"models.{task}.backends names {name!r}, which is not a configured "
-                        f"backend; configured: {sorted(known) or 'none'}"
+                        f"backend; configured: {sorted(known) or 'none'}; add a [[backends]] "
+                        f"entry with name = {name!r}, or name one of those"
                     )
         return self
 
@@ -478,8 +513,8 @@ class Settings(BaseSettings):
         if not is_loopback(self.server.host) and not self.auth.any_tokens:
             raise ValueError(
                 f"server.host = {self.server.host!r} serves the network, and no API token is "
-                "configured: set [auth] tokens (or token_sha256) in the config file, or "
-                "MIMIVERSE_AUTH_TOKENS, or bind to 127.0.0.1"
+                "configured: add an [auth] section with tokens = [\"...\"] (or token_sha256) to "
+                "the config file, or set MIMIVERSE_AUTH_TOKENS, or bind to 127.0.0.1"
             )
         return self
 

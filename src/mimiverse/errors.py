@@ -2,6 +2,7 @@
 
     MimiverseError
     ├── ConfigError                 invalid settings; the process refuses to start
+    ├── ModelFileError              a model file cannot be fetched, or its bytes are wrong
     ├── CodeIndexError              the code index cannot do what was asked
     │   └── IndexLocked             another writer holds the repository's index
     ├── RequestError                the client asked for something we cannot do (4xx)
@@ -39,6 +40,11 @@ class MimiverseError(Exception):
 
 class ConfigError(MimiverseError):
     """Settings are invalid; the message names the field and what is allowed."""
+
+
+class ModelFileError(MimiverseError):
+    """A catalog model is not here and cannot be fetched, or a download's SHA-256 is wrong;
+    the message says what to run or where to put the file."""
 
 
 class CodeIndexError(MimiverseError):

@@ -14,6 +14,7 @@ from mimiverse.api.lean import LeanRoute
 from mimiverse.app import create_app
 from mimiverse.config import Settings
 from tests.api.conftest import Serve
+from tests.servers.behaviour import beyond_probes
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import settings_for
 
@@ -84,7 +85,7 @@ async def test_lean_bodies_are_refused_as_fastapi_would(
     error = r.json()["error"]
     assert error["type"] == "invalid_request"
     assert says in error["message"], error
-    assert ollama_server.behaviour.requests == {}
+    assert beyond_probes(ollama_server.behaviour) == {}
 
 
 async def test_a_lean_answer_is_json_with_its_length(

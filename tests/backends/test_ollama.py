@@ -338,6 +338,10 @@ def test_registry_llamacpp_without_the_extra_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "mimiverse.backends.llamacpp", None)  # import fails
+    # The registry remembers a kind once loaded (default configurations load llamacpp).
+    kinds = registry.BACKEND_KINDS
+    assert isinstance(kinds, registry._BackendKinds)
+    monkeypatch.delitem(kinds._classes, "llamacpp", raising=False)
 
     with pytest.raises(ConfigError, match=r"install mimiverse\[llamacpp\]"):
         build_backend(BackendSettings(name="local", kind="llamacpp", model_path="m.gguf"))

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import httpx
+import pytest
 from typer.testing import CliRunner
 
 from mimiverse.cli.main import app
-from mimiverse.config import IndexSettings
+from mimiverse.config import IndexSettings, load_settings
 from mimiverse.index.store import sqlite_path
 from tests.cli.test_cli import write_config
 from tests.index.test_service import make_repo
 from tests.servers.harness import ServerHandle
+from tests.support.app_server import serve_app, settings_for
 
 runner = CliRunner()
 
@@ -28,8 +33,13 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     root = make_repo(tmp_path / "repo")
     result = runner.invoke(app, ["index", str(root), "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "4 files, 10 chunks (4 indexed, 0 unchanged, 0 removed)" in result.stdout
+    assert "4 files, 10 chunks (4 indexed, 0 unchanged, 0 removed) in " in result.stdout
     assert openai_server.behaviour.requests["/v1/embeddings"] >= 1
+    # Not a terminal: progress comes as plain lines, and the time counts the embeddings.
+    assert "indexing files: 4/4" in result.stdout
+    assert "embedding chunks: 10/10" in result.stdout
+    assert re.search(r"in \d+\.\d\d s \(lexical \d+\.\d\d s, embeddings \d+\.\d\d s\)",
+                     result.stdout)
 
     again = runner.invoke(app, ["index", str(root), "--config", str(config)])
     assert "(0 indexed, 4 unchanged, 0 removed)" in again.stdout
@@ -42,9 +52,12 @@ def test_index_then_search(tmp_path: Path, openai_server: ServerHandle) -> None:
     assert (top["path"], top["symbol"], top["start_line"]) == ("src/auth/login.py",
                                                                "hash_password", 1)
     table = runner.invoke(app, ["search", "add to cart", "--repo", str(root), "--limit", "2",
-                                "--config", str(config)])
+                                "--config", str(config), "--local"])
     assert table.exit_code == 0
-    assert "web/cart.js:1-5" in table.stdout and "addToCart" in table.stdout
+    # 80 columns (not a terminal): the location and the score are whole, on one line.
+    line = next(ln for ln in table.stdout.splitlines() if "web/cart.js:1-5" in ln)
+    assert "addToCart" in line and re.search(r"\b\d+\.\d{4}\b", line)
+    assert all(len(ln) <= 80 for ln in table.stdout.splitlines())
 
 
 def test_search_unindexed_repo_says_how(tmp_path: Path, openai_server: ServerHandle) -> None:
@@ -91,6 +104,61 @@ def rectangle_perimeter(width, height):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == report
     assert openai_server.behaviour.requests["/v1/embeddings"] == asked  # all from the cache
+
+
+def test_eval_search_leaves_ignored_folders_and_no_copy_behind(
+    tmp_path: Path, openai_server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, openai_server.url, kind="openai")
+    pkg = tmp_path / "pkg"
+    (pkg / "venv-x" / "lib").mkdir(parents=True)
+    (pkg / ".gitignore").write_text("venv-x/\n")
+    (pkg / "shapes.py").write_text('''
+def square_area(side):
+    """Compute the area of a square from its side."""
+    return side * side
+''')
+    (pkg / "venv-x" / "lib" / "vendored.py").write_text('''
+def vendored_helper(x):
+    """A helper that lives in an ignored virtualenv."""
+    return x
+''')
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    result = runner.invoke(app, ["eval", "search", str(pkg), "--json", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    kinds = json.loads(result.stdout)["kinds"]
+    assert kinds["docstring"]["queries"] == 1  # the ignored folder gave none
+    assert list(scratch.iterdir()) == []  # the docstring-free copy is gone
+
+
+def test_search_asks_the_running_server_when_it_has_the_repository(
+    tmp_path: Path, openai_server: ServerHandle
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    settings = settings_for(("up", "openai", openai_server.url),
+                            index={"data_dir": str(tmp_path / "server-data")})
+    server = serve_app(settings, repos=[str(root)])
+    try:
+        port = server.url.rsplit(":", 1)[1]
+        config = write_config(tmp_path, openai_server.url, kind="openai",
+                              extra=f"[server]\nport = {port}\n")
+        for _ in range(500):  # the server indexes the repository in the background
+            status = httpx.get(f"{server.url}/api/codebase/status", params={"repo": str(root)})
+            if status.status_code == 200 and status.json()["state"] == "ready":
+                break
+            time.sleep(0.02)
+        found = runner.invoke(app, ["search", "hash password", "--repo", str(root),
+                                    "--json", "--mode", "lexical", "--config", str(config)])
+        assert found.exit_code == 0, found.output
+        answer = json.loads(found.stdout)
+        assert answer["answered_by"] == "the running server"
+        assert answer["results"][0]["symbol"] == "hash_password"
+        # Never searched here: the CLI's own index of the repository was never created.
+        assert not sqlite_path(load_settings(config).index, root).exists()
+    finally:
+        server.stop()
 
 
 def _files_indexed(db: Path) -> int:

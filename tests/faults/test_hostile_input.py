@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Serve
+from tests.servers.behaviour import beyond_probes
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import settings_for
 
@@ -41,7 +42,7 @@ async def test_bad_bodies_get_a_4xx_reach_no_backend_and_leave_the_server_health
     assert r.status_code == status, r.text[:500]
     answer = r.json()
     assert says in answer["error"]["message"], answer
-    assert ollama_server.behaviour.requests == {}
+    assert beyond_probes(ollama_server.behaviour) == {}
     assert (await http.get(f"{app.url}/health/live")).status_code == 200
     ok = await http.post(f"{app.url}/api/ai/fim", json={"prefix": "still = "})
     assert ok.status_code == 200

@@ -10,6 +10,7 @@ import pytest
 from mimiverse.config import BackendSettings
 from tests.support.fixtures import tiny_embed_gguf as tiny_embed_gguf
 from tests.support.fixtures import tiny_gguf as tiny_gguf
+from tests.support.fixtures import tiny_q4_gguf as tiny_q4_gguf
 from tests.support.tiny_gguf import TinyModelInfo
 
 if TYPE_CHECKING:

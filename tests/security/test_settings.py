@@ -46,7 +46,8 @@ def test_network_bind_without_tokens_is_refused(host: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(server={"host": host})
     message = str(caught.value)
-    assert "[auth] tokens" in message and "MIMIVERSE_AUTH_TOKENS" in message
+    assert "add an [auth] section with tokens = " in message
+    assert "MIMIVERSE_AUTH_TOKENS" in message
     assert repr(host) in message
 
 
@@ -82,6 +83,7 @@ def test_serve_refuses_a_network_bind_without_tokens(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     output = " ".join(result.output.split())
     assert "server.host = '0.0.0.0'" in output and "MIMIVERSE_AUTH_TOKENS" in output
+    assert "add an [auth] section" in output
 
 
 def test_env_tokens_and_file_digests_are_both_accepted(

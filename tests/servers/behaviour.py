@@ -469,3 +469,14 @@ class ProtocolApp:
     async def _reset(self, ex: Exchange) -> None:
         self.behaviour.reset()
         await ex.respond(200, orjson.dumps(self.behaviour.stats()), self.JSON)
+
+
+# What a health check asks (Ollama: its version; OpenAI: its model list). The gateway's
+# start-up report asks each backend once, in the background, so a test that counts
+# requests reaching a backend counts the rest.
+PROBE_PATHS = frozenset({"/api/version", "/v1/models"})
+
+
+def beyond_probes(behaviour: Behaviour) -> dict[str, int]:
+    """Requests per path, health-check probes left out."""
+    return {p: n for p, n in behaviour.requests.items() if p not in PROBE_PATHS}

@@ -66,6 +66,11 @@ N_HEAD = 4
 N_FF = 128
 N_CTX_TRAIN = 2048
 
+_FILE_TYPES = {
+    gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
+    gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class TinyModelInfo:
@@ -115,12 +120,16 @@ def _vocabulary() -> tuple[list[str], list[int], set[int]]:
 
 
 def write_tiny_gguf(
-    path: Path, *, seed: int = 0, embedding: bool = False, script: dict[str, str] | None = None
+    path: Path, *, seed: int = 0, embedding: bool = False, script: dict[str, str] | None = None,
+    quant: gguf.GGMLQuantizationType | None = None,
 ) -> TinyModelInfo:
     """Write the model to `path` and describe it. Same seed, same bytes.
 
     `embedding=True` also records mean pooling, so llama.cpp's embedding mode returns one
-    vector per input instead of one per token.
+    vector per input instead of one per token. `quant` (Q4_0, Q8_0, ...) quantizes the
+    layers' matrices with gguf's own quantizer, as real GGUFs are: llama.cpp then runs
+    its quantized kernels (repacked weights, AMX on CPUs that have it). The embedding and
+    output matrices stay f16, so greedy output stays printable ASCII.
     """
     tokens, types, printable = _vocabulary()
     n_vocab = len(tokens)
@@ -143,7 +152,7 @@ def write_tiny_gguf(
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(_FILE_TYPES[quant] if quant is not None else gguf.LlamaFileType.MOSTLY_F16)
     if embedding:
         writer.add_pooling_type(gguf.PoolingType.MEAN)
 
@@ -176,15 +185,24 @@ def write_tiny_gguf(
         output[index[after]] = (8.0 * e / np.linalg.norm(e)).astype(np.float16)
     writer.add_tensor("output.weight", output)
     weights = matrix if script is None else (lambda r, c: np.zeros((r, c), np.float16))
+
+    def add_weights(name: str, rows: int, cols: int) -> None:
+        data = weights(rows, cols)
+        if quant is None:
+            writer.add_tensor(name, data)
+        else:
+            packed = gguf.quants.quantize(data.astype(np.float32), quant)
+            writer.add_tensor(name, packed, raw_dtype=quant)
+
     for layer in range(N_LAYER):
         blk = f"blk.{layer}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            writer.add_tensor(f"{blk}.{name}.weight", weights(N_EMBD, N_EMBD))
+            add_weights(f"{blk}.{name}.weight", N_EMBD, N_EMBD)
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", weights(N_FF, N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_up.weight", weights(N_FF, N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_down.weight", weights(N_EMBD, N_FF))
+        add_weights(f"{blk}.ffn_gate.weight", N_FF, N_EMBD)
+        add_weights(f"{blk}.ffn_up.weight", N_FF, N_EMBD)
+        add_weights(f"{blk}.ffn_down.weight", N_EMBD, N_FF)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

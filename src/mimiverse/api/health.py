@@ -21,7 +21,9 @@ Level = Literal["ok", "degraded", "down"]
 
 
 class Check(BaseModel):
-    status: Level
+    # "loading": an in-process model still warming up (downloading or loading): it will
+    # answer soon, so its tasks count as degraded, not down.
+    status: Literal["ok", "loading", "degraded", "down"]
     detail: str | None = None
 
 
@@ -38,11 +40,16 @@ async def live() -> dict[str, str]:
 @router.get("/ready", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "a task has no backend up"}})
 async def ready(gateway: GatewayDep) -> JSONResponse:
-    names = list(gateway.router.backends)
+    router = gateway.router
+    warming = set(router.warming)  # probing those would wait for their load
+    names = [n for n in router.backends if n not in warming]
     results = await asyncio.gather(
-        *(gateway.router.check(name) for name in names), return_exceptions=True
+        *(router.check(name) for name in names), return_exceptions=True
     )
-    checks: dict[str, Check] = {}
+    checks: dict[str, Check] = {
+        f"backend:{n}": Check(status="loading", detail="warming up (fetching or loading its model)")
+        for n in warming
+    }
     for name, result in zip(names, results, strict=True):
         if isinstance(result, BackendError):
             checks[f"backend:{name}"] = Check(status="down", detail=result.reason)
@@ -54,10 +61,10 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
     # A task is down when none of its backends answer; degraded when some do not.
     overall: Level = "ok"
     for task in TASKS:
-        states = [checks[f"backend:{n}"].status for n in gateway.router.route(task).backends]
+        states = [checks[f"backend:{n}"].status for n in router.route(task).backends]
         if all(s == "down" for s in states):
             overall = "down"
-        elif overall == "ok" and "down" in states:
+        elif overall == "ok" and ("down" in states or "loading" in states):
             overall = "degraded"
     # The cache fails open: when it is unreachable we serve uncached, i.e. degraded.
     cache_status, cache_detail = gateway.cache.health()

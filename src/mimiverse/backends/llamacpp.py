@@ -35,14 +35,18 @@ from llama_cpp import Llama
 from mimiverse.backends import llamacpp_chat as chat
 from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, PromptSpeed
 from mimiverse.backends.inprocess import InProcessBackend
+from mimiverse.backends.llamacpp_load import cpu_has_amx, extra_buffers
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import (
     BackendError,
     BackendProtocolError,
     BackendRejected,
     BackendUnavailable,
+    ModelFileError,
     Unsupported,
 )
+from mimiverse.weights import fetch
+from mimiverse.weights.catalog import CATALOG
 
 T = TypeVar("T")
 Emit = Callable[[Delta], None]
@@ -86,7 +90,9 @@ class LlamaCppBackend(InProcessBackend):
 
     def __init__(self, config: BackendSettings) -> None:
         super().__init__(config)
-        self.model_path = Path(config.model_path or "")
+        # A catalog model's file is found (or fetched, at warm-up) before the first load.
+        self.model_path: Path | None = Path(config.model_path) if config.model_path else None
+        self._fetching = False
         # One worker thread (the base's): llama.cpp contexts are single-threaded.
         self._lock = asyncio.Lock()
         self._llm: Llama | None = None
@@ -104,7 +110,7 @@ class LlamaCppBackend(InProcessBackend):
     # -- public API ---------------------------------------------------------------------
 
     async def list_models(self) -> list[str]:
-        return [self.model_path.stem]
+        return [self.config.model] if self.config.model else [Path(self.model_path or "").stem]
 
     async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
         async with self._lock:
@@ -118,9 +124,39 @@ class LlamaCppBackend(InProcessBackend):
                 await self._model()
 
     async def warm_up(self) -> None:
-        # Loading (the health check) also measures the prompt speed: the first request
-        # gets a learned budget.
+        # A catalog model missing here is fetched now (with a progress bar), never on a
+        # request. Loading (the health check) also measures the prompt speed: the first
+        # request gets a learned budget.
+        await self.model_file(fetch_missing=True)
         await self.check_health()
+
+    @property
+    def fetching(self) -> bool:
+        """True while warm-up downloads the model file."""
+        return self._fetching
+
+    async def model_file(self, *, fetch_missing: bool = False) -> Path:
+        """The GGUF to load: model_path, or the catalog model's file found here (fetched
+        and checked first when `fetch_missing`); BackendUnavailable says what to do."""
+        if self.model_path is not None:
+            return self.model_path
+        model = CATALOG[self.config.model or ""]
+        found = await asyncio.to_thread(fetch.find_local, model)
+        if found is None and self._fetching:
+            raise BackendUnavailable(f"model {model.name} is still downloading",
+                                     backend=self.name)
+        if found is None and not fetch_missing:
+            raise BackendUnavailable(fetch.missing_hint(model), backend=self.name)
+        if found is None:
+            self._fetching = True
+            try:
+                found = await asyncio.to_thread(fetch.fetch, model)
+            except ModelFileError as exc:
+                raise BackendUnavailable(str(exc), backend=self.name) from None
+            finally:
+                self._fetching = False
+        self.model_path = found
+        return found
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as generation sees it: special tokens parsed, no BOS added."""
@@ -165,6 +201,7 @@ class LlamaCppBackend(InProcessBackend):
         async with self._lock:
             if self._embedder is None:
                 self._check_open()
+                await self.model_file()
                 self._embedder = await self._in_worker(self._load, True)
             return await self._in_worker(self._embed_sync, self._embedder, list(texts))
 
@@ -184,6 +221,7 @@ class LlamaCppBackend(InProcessBackend):
         """The generation model, loaded on the worker thread the first time. Needs _lock."""
         self._check_open()
         if self._llm is None:
+            await self.model_file()
             self._llm = await self._in_worker(self._load, False)
             speed = self.prompt_speed
             if speed is not None and speed.tokens_per_s is None:
@@ -206,21 +244,25 @@ class LlamaCppBackend(InProcessBackend):
         return f"llama.cpp failed: {exc}"
 
     def _load(self, embedding: bool) -> Llama:
-        path = self.model_path
+        path = Path(self.model_path or "")
         if not path.is_file():
             raise BackendUnavailable(
                 f"GGUF model {path} does not exist or is not a file", backend=self.name
             )
+        extra = self.config.extra_buffers
+        if extra is None:
+            extra = not cpu_has_amx()
         try:
-            return Llama(
-                model_path=str(path),
-                n_ctx=self.config.n_ctx,
-                # llama-cpp-python would generate on half the CPUs; this process's own
-                # CPUs, all of them, are what a local completion server is for.
-                n_threads=self.config.n_threads or len(os.sched_getaffinity(0)),
-                embedding=embedding,
-                verbose=False,
-            )
+            with extra_buffers(extra):
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=self.config.n_ctx,
+                    # llama-cpp-python would generate on half the CPUs; this process's own
+                    # CPUs, all of them, are what a local completion server is for.
+                    n_threads=self.config.n_threads or len(os.sched_getaffinity(0)),
+                    embedding=embedding,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             # llama.cpp says only "failed to load model"; the path is what the user needs.
             raise BackendUnavailable(

@@ -1,7 +1,8 @@
 """Backend kinds by name, and `build_backend(config)`.
 
 `llamacpp` lives behind an optional extra (llama-cpp-python, a compiled wheel): it is
-imported only when a configuration names it, so the gateway runs without it.
+imported only when a configuration names it, so the gateway runs without it (the default
+`embedded-llm` then answers 503 saying what to install).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 
 from mimiverse.backends.base import Backend
+from mimiverse.backends.missing import MissingExtraBackend
 from mimiverse.backends.ollama import OllamaBackend
 from mimiverse.backends.openai import OpenAIBackend
 from mimiverse.backends.sentence_transformers import SentenceTransformersBackend
-from mimiverse.config import BackendSettings
+from mimiverse.config import DEFAULT_BACKENDS, BackendSettings
 from mimiverse.errors import ConfigError
 
 
@@ -90,4 +92,10 @@ def build_backend(config: BackendSettings) -> Backend:
             f"backend {config.name!r}: unknown kind {config.kind!r}; "
             f"known: {', '.join(sorted(BACKEND_KINDS))}"
         )
-    return BACKEND_KINDS[config.kind](config)
+    try:
+        return BACKEND_KINDS[config.kind](config)
+    except ConfigError as exc:
+        if config.name not in DEFAULT_BACKENDS:
+            raise
+        # A default backend whose extra is missing: serve on without it (it says why).
+        return MissingExtraBackend(config, f"{exc}; `make run` installs it")

@@ -253,6 +253,11 @@ class SentenceTransformersBackend(InProcessBackend):
         # Loading (and one tiny batch) is the real check: a folder may exist and not load.
         await self._in_worker(self._ensure_loaded, self._current)
 
+    async def warm_up(self) -> None:
+        # Load at start, in the background: meanwhile /health/ready says "loading"
+        # instead of timing out a health check that would have to load it.
+        await self.check_health()
+
     async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Unit-length vectors for `texts`, in order, from the variant `model` names."""
         if not texts:

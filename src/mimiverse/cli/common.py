@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mimiverse.config import Settings, load_settings
 from mimiverse.errors import MimiverseError
@@ -26,7 +27,9 @@ ConfigOption = Annotated[
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: a message naming a config section ("[auth]") is text, not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                      soft_wrap=True)
     return typer.Exit(code=1)
 
 

@@ -7,13 +7,16 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.table import Table
+from rich.markup import escape
 
 from mimiverse.backends.base import Backend
 from mimiverse.backends.registry import build_backend
 from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
 from mimiverse.config import TASKS, BackendSettings, Settings
 from mimiverse.errors import MimiverseError
+from mimiverse.routing.report import fix_for
+from mimiverse.weights import fetch
+from mimiverse.weights.catalog import CATALOG
 
 
 @dataclass
@@ -25,37 +28,23 @@ class Probe:
     models: tuple[str, ...] = ()
 
 
-def _fix_for(config: BackendSettings) -> str:
-    if config.kind == "ollama":
-        return (f"start Ollama (`ollama serve`) so it listens on {config.url}, "
-                "or point this backend's url at a running one")
-    if config.kind == "openai":
-        return (f"start the OpenAI-compatible server (vLLM, llama.cpp server, LM Studio) at "
-                f"{config.url}, or fix this backend's url/api_key")
-    if config.kind == "llamacpp":
-        if importlib.util.find_spec("llama_cpp") is None:
-            return "pip install 'mimiverse[llamacpp]'"
-        return f"check that {config.model_path} is a readable GGUF file"
-    if config.kind == "sentence-transformers":
-        if importlib.util.find_spec("sentence_transformers") is None:
-            return "pip install 'mimiverse[embed]'"
-        return "check model_path (a sentence-transformers model folder), or leave it unset"
-    return "check this backend's configuration"
-
-
 async def _probe(config: BackendSettings) -> Probe:
     if config.kind == "llamacpp":
         if importlib.util.find_spec("llama_cpp") is None:
             return Probe(config.name, False, "llama-cpp-python is not installed",
-                         _fix_for(config))
-        if not await asyncio.to_thread(Path(config.model_path or "").is_file):
+                         fix_for(config))
+        if config.model:
+            if await asyncio.to_thread(fetch.find_local, CATALOG[config.model]) is None:
+                return Probe(config.name, False, f"model {config.model} is not downloaded",
+                             fix_for(config))
+        elif not await asyncio.to_thread(Path(config.model_path or "").is_file):
             return Probe(config.name, False, f"model file {config.model_path} not found",
                          "set model_path to an existing GGUF file")
     if config.kind == "sentence-transformers" and (
         importlib.util.find_spec("sentence_transformers") is None
     ):
         return Probe(config.name, False, "sentence-transformers is not installed",
-                     _fix_for(config))
+                     fix_for(config))
     backend: Backend | None = None
     # An in-process model may take seconds to load the first time; a server should not.
     limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers") else (
@@ -67,9 +56,9 @@ async def _probe(config: BackendSettings) -> Probe:
             models = tuple(await backend.list_models())
         return Probe(config.name, True, f"reachable, {len(models)} models listed", models=models)
     except TimeoutError:
-        return Probe(config.name, False, "timed out", _fix_for(config))
+        return Probe(config.name, False, "timed out", fix_for(config))
     except MimiverseError as exc:
-        return Probe(config.name, False, str(exc), _fix_for(config))
+        return Probe(config.name, False, str(exc), fix_for(config))
     finally:
         if backend is not None:
             await backend.aclose()
@@ -91,14 +80,18 @@ def doctor(config: ConfigOption = None) -> None:
     settings = settings_from(config)
     probes = run(_probe_all(settings))
 
-    table = Table(title="backends")
-    for col in ("backend", "kind", "where", "status", "how to fix"):
-        table.add_column(col)
+    # One block per backend, not a table: a five-column table squeezes the fixes into a
+    # few characters per line at 80 columns, and these lines wrap like any text.
+    console.print("[bold]backends[/]")
     for b in settings.backends:
         p = probes[b.name]
-        status = f"[green]ok[/] {p.detail}" if p.ok else f"[red]down[/] {p.detail}"
-        table.add_row(b.name, b.kind, b.url or b.model_path or "", status, p.fix)
-    console.print(table)
+        status = "[green]ok[/]" if p.ok else "[red]down[/]"
+        where = b.url or b.model or b.model_path or ""
+        console.print(f"{status} {b.name} ({b.kind}{', ' + where if where else ''}): "
+                      f"{escape(p.detail)}", highlight=False)
+        if p.fix:
+            console.print(f"   fix: {escape(p.fix)}", highlight=False)
+    console.print()
 
     problems = 0
     for task in TASKS:
@@ -109,7 +102,9 @@ def doctor(config: ConfigOption = None) -> None:
             console.print(f"[red]✗ {task}[/]: {route.model} has no reachable backend "
                           f"(tried {', '.join(route.backends)})")
             continue
-        missing = [n for n in up if not _model_listed(route.model, probes[n].models)]
+        kinds = {b.name: b.kind for b in settings.backends}
+        missing = [n for n in up if kinds[n] in ("ollama", "openai")
+                   and not _model_listed(route.model, probes[n].models)]
         note = ""
         if missing:
             note = (f" — {route.model} is not listed by {', '.join(missing)}; "
@@ -117,6 +112,12 @@ def doctor(config: ConfigOption = None) -> None:
         console.print(f"[green]✓ {task}[/]: {route.model} via {', '.join(up)}{note}")
     if importlib.util.find_spec("llama_cpp") is None:
         console.print("[dim]· llama-cpp-python not installed (optional: mimiverse[llamacpp])[/]")
+    if problems or any(not probes[n].ok for n in settings.models.completion.backends):
+        console.print(
+            "· No Ollama? The embedded llama.cpp serves completion and chat on this CPU: "
+            "`mimiverse pull` fetches the default model (`mimiverse pull --list` shows the "
+            "catalog), and `make run` installs what it needs. With Ollama: `ollama pull "
+            f"{settings.models.completion.model}`.", highlight=False)
     if problems:
         raise fail(f"{problems} task(s) cannot be served; see the fixes above")
 

@@ -3,6 +3,8 @@ and whether ask's sources hold what a question is about."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +16,7 @@ from rich.table import Table
 
 from mimiverse.assist.evaluation import evaluate_ask
 from mimiverse.backends.registry import build_backend
-from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
+from mimiverse.cli.common import ConfigOption, console, err_console, fail, run, settings_from
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
@@ -46,19 +48,32 @@ def eval_search(
     if not src.is_dir():
         raise fail(f"{path} is not a directory")
 
-    async def go() -> Report:
+    def step(text: str) -> None:
+        if not as_json:
+            err_console.print(f"· {text}", highlight=False)
+
+    async def go(workdir: Path) -> Report:
         cache = EmbeddingCache(embed_cache)
         router = CachingRouter(settings, {b.name: build_backend(b) for b in settings.backends},
                                cache)
         try:
             with throwaway_index(settings.index) as index:
                 service = CodebaseService(index, router)
-                return await evaluate(service, src, limit=limit, lookups=lookups, seed=seed)
+                return await evaluate(service, src, limit=limit, lookups=lookups, seed=seed,
+                                      on_progress=step, workdir=workdir)
         finally:
             cache.save()
             await router.aclose()
 
-    report = run(go())
+    # The copy is removed here, outside the event loop, so that Ctrl-C (even a second
+    # one, while indexing winds down) never leaves it behind.
+    workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
+    try:
+        report = run(go(workdir))
+    except KeyboardInterrupt:
+        raise fail("interrupted") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if not report.tasks:
         raise fail(f"no documented Python functions found under {src}")
     model = settings.models.embedding.model

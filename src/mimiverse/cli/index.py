@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import typer
@@ -24,41 +25,70 @@ def _router(settings: Settings) -> Router:
     return Router(settings, {b.name: build_backend(b) for b in settings.backends})
 
 
-def _print_report(report: IndexReport) -> None:
+def _print_report(report: IndexReport, total_s: float, embed_s: float | None) -> None:
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(report.skipped.items())) or "none"
     redacted = ", ".join(f"{kind} {n}" for kind, n in sorted(report.redacted.items())) or "none"
+    took = f"in {total_s:.2f} s (lexical {report.took_ms / 1000:.2f} s"
+    took += f", embeddings {embed_s:.2f} s)" if embed_s is not None else ", no embeddings)"
     console.print(
         f"[bold]{report.root}[/]: {report.files} files, {report.chunks} chunks "
         f"({report.indexed} indexed, {report.unchanged} unchanged, {report.deleted} removed) "
-        f"in {report.took_ms / 1000:.2f} s; skipped: {skipped}; secrets redacted: {redacted}",
+        f"{took}; skipped: {skipped}; secrets redacted: {redacted}",
         highlight=False, soft_wrap=True,
     )
+
+
+class _PlainProgress:
+    """Progress as plain lines where no bar can be drawn (output piped or logged): the
+    first and last step, and one line per 10% between."""
+
+    def __init__(self) -> None:
+        self._shown: dict[str, int] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        tenth = done * 10 // total
+        if self._shown.get(what, -1) < tenth or (done == total and self._shown.get(what) != 10):
+            self._shown[what] = 10 if done == total else tenth
+            console.print(f"{what}: {done}/{total}", highlight=False)
 
 
 async def _index_once(service: CodebaseService, root: Path, embed: bool) -> IndexReport:
     job = await service.job(str(root))  # the CLI drives the steps, with a progress bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    plain = None if console.is_terminal else _PlainProgress()
+    started = time.perf_counter()
+    embed_s: float | None = None
+    with Progress(*columns, console=console, transient=True, disable=plain is not None) as bar:
         task = bar.add_task("indexing", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            if plain is not None:
+                plain("indexing files", done, total)
 
         indexer = Indexer(job.store, root, service.settings)
         report = await asyncio.to_thread(indexer.run, progress=progress)
         job.report, job.state = report, "ready"
         if embed:
+            embed_started = time.perf_counter()
             stats = await asyncio.to_thread(job.store.stats, job.repo)
-            bar.update(task, description="embedding", completed=0,
-                       total=stats.pending_embeddings)
+            pending = stats.pending_embeddings
+            bar.update(task, description="embedding", completed=0, total=pending)
             embedding = asyncio.create_task(service.embed_pending(job))
             while not embedding.done():
                 await asyncio.sleep(0.2)
                 stats = await asyncio.to_thread(job.store.stats, job.repo)
-                bar.update(task, completed=(bar.tasks[0].total or 0) - stats.pending_embeddings)
+                bar.update(task, completed=pending - stats.pending_embeddings)
+                if plain is not None:
+                    plain("embedding chunks", pending - stats.pending_embeddings, pending)
             await embedding
-    _print_report(report)
+            if plain is not None:
+                plain("embedding chunks", pending, pending)
+            embed_s = time.perf_counter() - embed_started
+    _print_report(report, time.perf_counter() - started, embed_s)
     if job.embedding_error:
         console.print(f"[yellow]embeddings paused:[/] {job.embedding_error}", highlight=False)
     return report
@@ -116,15 +146,22 @@ def search(
     path_glob: Annotated[str | None, typer.Option("--glob", help='e.g. "src/**/*.py"')] = None,
     language: Annotated[str | None, typer.Option(help="e.g. python")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    local: Annotated[bool, typer.Option(help="never ask a running server")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Search an indexed repository (run `mimiverse index` first)."""
+    """Search an indexed repository (run `mimiverse index` first).
+
+    When `mimiverse serve` runs (at the configured host and port) and has this repository
+    indexed, it answers: its embedding model is already loaded. Otherwise the search runs
+    here, loading the model first."""
     if mode not in ("lexical", "vector", "hybrid"):
         raise fail(f"mode must be lexical, vector or hybrid, not {mode!r}")
     settings = settings_from(config)
     root = path.resolve()
+    body = {"query": query, "limit": limit, "mode": mode, "path_glob": path_glob,
+            "language": language, "repo": str(root)}
 
-    async def go() -> None:
+    async def here() -> dict[str, Any]:
         router = _router(settings)
         service = CodebaseService(settings.index, router, [str(root)])
         try:
@@ -141,28 +178,76 @@ def search(
         finally:
             await service.aclose()
             await router.aclose()
-        if as_json:
-            print(orjson.dumps({
-                "results": [{
-                    "path": h.chunk.path, "start_line": h.chunk.start_line,
-                    "end_line": h.chunk.end_line, "symbol": h.chunk.symbol,
-                    "language": h.chunk.language, "score": h.score, "signals": h.signals,
-                    "snippet": h.chunk.text,
-                } for h in result.hits],
-                "took_ms": result.took_ms, "notes": result.notes,
-            }, option=orjson.OPT_INDENT_2).decode())
-            return
-        table = Table(title=f"{query!r}: {len(result.hits)} results in {result.took_ms:.1f} ms")
-        for col in ("#", "where", "symbol", "score", "why"):
-            table.add_column(col, no_wrap=col in ("where", "symbol"))
-        table.add_column("first line", overflow="ellipsis", no_wrap=True)
-        for i, h in enumerate(result.hits, start=1):
-            why = " ".join(f"{s}#{int(v['rank'])}" for s, v in h.signals.items())
-            first = next((ln.strip() for ln in h.chunk.text.splitlines() if ln.strip()), "")
-            table.add_row(str(i), f"{h.chunk.path}:{h.chunk.start_line}-{h.chunk.end_line}",
-                          h.chunk.symbol or "", f"{h.score:.4f}", why, first[:60])
-        console.print(table)
-        for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        return {
+            "results": [{
+                "path": h.chunk.path, "start_line": h.chunk.start_line,
+                "end_line": h.chunk.end_line, "symbol": h.chunk.symbol,
+                "language": h.chunk.language, "score": h.score, "signals": h.signals,
+                "snippet": h.chunk.text,
+            } for h in result.hits],
+            "took_ms": result.took_ms, "notes": result.notes,
+        }
 
-    run(go())
+    async def go() -> tuple[dict[str, Any], str]:
+        if not local:
+            answer = await _ask_server(settings, body)
+            if answer is not None:
+                return answer, "the running server"
+        return await here(), "this process"
+
+    found, where = run(go())
+    if as_json:
+        print(orjson.dumps({**found, "answered_by": where},
+                           option=orjson.OPT_INDENT_2).decode())
+        return
+    _print_results(query, found, where)
+
+
+async def _ask_server(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The running server's answer, or None when none runs or it has not indexed the
+    repository (then the search runs here)."""
+    import aiohttp
+
+    host = settings.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{host}:{settings.server.port}/api/codebase/search"
+    tokens = settings.auth.tokens
+    headers = {"Authorization": f"Bearer {tokens[0].get_secret_value()}"} if tokens else {}
+    timeout = aiohttp.ClientTimeout(total=30, sock_connect=0.5)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
+            url, json=body, headers=headers
+        ) as r:
+            if r.status != 200:
+                return None
+            answer: dict[str, Any] = await r.json()
+            return answer
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def _print_results(query: str, found: dict[str, Any], where: str) -> None:
+    hits = found["results"]
+    wide = console.width >= 120
+    table = Table(title=f"{query!r}: {len(hits)} results in {found['took_ms']:.1f} ms "
+                        f"({where})")
+    # The location and score never wrap or shrink: they are what the reader came for.
+    rows = []
+    for i, h in enumerate(hits, start=1):
+        why = " ".join(f"{s}#{int(v['rank'])}" for s, v in h["signals"].items())
+        first = next((ln.strip() for ln in h["snippet"].splitlines() if ln.strip()), "")
+        rows.append([str(i), f"{h['path']}:{h['start_line']}-{h['end_line']}",
+                     h["symbol"] or "", f"{h['score']:.4f}", why, first[:80]])
+    longest = max((len(r[1]) for r in rows), default=5)
+    table.add_column("#", no_wrap=True)
+    table.add_column("where", no_wrap=True, min_width=min(longest, 60))
+    table.add_column("symbol", overflow="fold")
+    table.add_column("score", no_wrap=True, min_width=6)
+    table.add_column("why", overflow="fold")
+    if wide:
+        table.add_column("first line", overflow="ellipsis", no_wrap=True, ratio=1)
+    for row in rows:
+        table.add_row(*(row if wide else row[:5]))
+    console.print(table)
+    for note in found["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)

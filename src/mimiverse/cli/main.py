@@ -8,6 +8,7 @@ from mimiverse.cli.complete import chat, complete
 from mimiverse.cli.doctor import doctor, models
 from mimiverse.cli.evaluate import eval_app
 from mimiverse.cli.index import index, search
+from mimiverse.cli.pull import pull
 from mimiverse.cli.serve import serve
 from mimiverse.cli.triton import triton_app
 
@@ -18,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (serve, complete, chat, models, doctor, index, search):
+for command in (serve, complete, chat, models, pull, doctor, index, search):
     app.command()(command)
 app.add_typer(eval_app, name="eval")
 app.add_typer(triton_app, name="triton")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mimiverse.app import create_app
-from mimiverse.cli.common import ConfigOption, fail, settings_from
+from mimiverse.cli.common import ConfigOption, err_console, fail, settings_from
 from mimiverse.errors import MimiverseError
 from mimiverse.server import Server, uvicorn_config
 
@@ -34,4 +34,9 @@ def serve(
         app = create_app(settings, repos=[str(p.resolve()) for p in repo or []])
     except MimiverseError as exc:
         raise fail(str(exc)) from None
+    where = f"http://{settings.server.host}:{settings.server.port}"
+    if settings.server.port:
+        err_console.print(f"Mimiverse: {where} (a page to ask and search; interactive API "
+                          f"docs: {where}/docs)",
+                          highlight=False, soft_wrap=True)
     Server(uvicorn_config(app, settings)).run()

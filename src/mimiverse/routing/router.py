@@ -208,20 +208,63 @@ class Router:
         self.observer: Observer = NO_OBSERVER  # what it reports to (the app's metrics)
         # Backends with a readiness probe (triton) are skipped while their last one failed.
         self.health = HealthMonitor(backends, self._routed_models, self._recovered)
+        self.warming: set[str] = set()  # backends whose warm-up (download, load) is running
 
     def start_probes(self) -> None:
         """Start the background readiness probes (needs the running event loop)."""
         self.health.start()
 
-    async def warm_up(self) -> None:
-        """Warm every backend up (load in-process models); a failure is logged, not
-        raised: the backend's first request will say what is wrong."""
-        names = list(self.backends)
-        results = await asyncio.gather(*(self.backends[n].warm_up() for n in names),
+    async def warm_up(self, answers: dict[str, bool] | None = None) -> None:
+        """Warm backends up (load in-process models); a failure is logged, not raised:
+        the backend's first request will say what is wrong.
+
+        A backend that only ever stands behind others (the embedded model behind a local
+        Ollama) warms up only when, on some route, none of those before it answers: a
+        running Ollama means no download and no model held in memory for nothing.
+        `answers`: whether each backend answered a health check just now (else asked)."""
+        standby = [n for n in self.backends if self._always_behind(n)]
+        await self._warm([n for n in self.backends if n not in standby])
+        answers = dict(answers or {})  # each backend before them is asked at most once
+        needed = [n for n in standby if not await self._covered(n, answers)]
+        await self._warm(needed)
+
+    async def _warm(self, names: list[str]) -> None:
+        self.warming.update(names)
+        results = await asyncio.gather(*(self._warm_one(n) for n in names),
                                        return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("backend %s did not warm up: %s", name, result)
+
+    async def _warm_one(self, name: str) -> None:
+        try:
+            await self.backends[name].warm_up()
+        finally:
+            self.warming.discard(name)
+
+    def _routes_of(self, name: str) -> list[list[str]]:
+        return [r.backends for r in (self.route(t) for t in TASKS) if name in r.backends]
+
+    def _always_behind(self, name: str) -> bool:
+        routes = self._routes_of(name)
+        return bool(routes) and all(r.index(name) > 0 for r in routes)
+
+    async def _covered(self, name: str, answers: dict[str, bool]) -> bool:
+        """Whether on every route of `name` a backend before it answers its health check
+        (asked in route order, stopping at the first that answers)."""
+        for route in self._routes_of(name):
+            for before in route[: route.index(name)]:
+                if before not in answers:
+                    try:
+                        await self.check(before)
+                        answers[before] = True
+                    except BackendError:
+                        answers[before] = False
+                if answers[before]:
+                    break
+            else:
+                return False
+        return True
 
     def _routed_models(self, name: str) -> list[str]:
         routes = [self.route(t) for t in TASKS]

@@ -79,11 +79,16 @@ def _indexed_chunks(db: Path) -> list[tuple[_Span, str]]:
 async def evaluate(
     service: CodebaseService, src: Path, *, limit: int = 200, lookups: int = 50,
     seed: int = 0, on_progress: Callable[[str], None] | None = None,
+    workdir: Path | None = None,
 ) -> Report:
     """Index a docstring-free copy of `src` with `service` (on a `throwaway_index`) and
-    score each mode and baseline; `service.router` embeds the baselines' chunks too."""
+    score each mode and baseline; `service.router` embeds the baselines' chunks too.
+
+    The copy goes to `workdir` (the caller then removes it, even when interrupted) or to
+    a temporary folder removed here."""
     say = on_progress or (lambda _: None)
-    workdir = Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
+    own = workdir is None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="mimiverse-eval-"))
     try:
         copy = workdir / src.name
         tasks = build_tasks(src, copy, limit=limit, lookups=lookups, seed=seed)
@@ -124,7 +129,8 @@ async def evaluate(
         return Report(tasks, len(chunks), scores, took)
     finally:
         await service.aclose()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 from mimiverse.index.tokenize import tokens
+from mimiverse.index.walker import iter_files
 
 Kind = Literal["docstring", "identifier", "phrase"]
 KINDS: tuple[Kind, ...] = ("docstring", "identifier", "phrase")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n\s*\n")
-_SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mimiverse"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +43,9 @@ def first_sentence(docstring: str) -> str:
 
 
 def python_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*.py")):
-        if not _SKIP_DIRS & set(path.relative_to(root).parts) and path.is_file():
-            files.append(path)
-    return files
+    """The Python files `mimiverse index` would take: .gitignore'd folders (virtualenvs,
+    build output) and vendored or generated code left out."""
+    return sorted(f.abs_path for f in iter_files(root) if f.language == "python")
 
 
 @dataclass(frozen=True, slots=True)
