@@ -113,6 +113,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants alive now (from /proc/<pid>/task/<tid>/children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                queue += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def machine_jiffies() -> tuple[int, int, int]:
     """(process time, interrupt time, total) in jiffies over all CPUs, from /proc/stat.
 
@@ -138,7 +150,8 @@ class Proc:
         return self.popen.pid
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU time of the process and its live children (`serve --workers N`)."""
+        return sum(cpu_seconds(pid) for pid in process_tree(self.pid))
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -208,12 +221,13 @@ class Stack:
             time.sleep(0.05)
         return proc
 
-    def backend(self) -> Proc:
-        """The OpenAI-compatible test server, as its own process."""
+    def backend(self, *args: str, name: str = "backend") -> Proc:
+        """The OpenAI-compatible test server, as its own process (`args`: its options,
+        e.g. --delay-s 0.01)."""
         port = free_port()
         cmd = [python_exe(), "-m", "tests.servers.openai_server", "--host", HOST,
-               "--port", str(port)]
-        return self._spawn("backend", cmd, f"http://{HOST}:{port}",
+               "--port", str(port), *args]
+        return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health"))
 
     def redis(self) -> Proc:
@@ -224,14 +238,19 @@ class Stack:
         return self._spawn("redis", cmd, f"redis://{HOST}:{port}/0", lambda: _redis_ok(port))
 
     def gateway(self, backend_url: str, *, cache: str = "memory",
-                redis_url: str | None = None, name: str = "gateway", extra: str = "") -> Proc:
-        """`mimiverse serve --config FILE`: the real CLI entry, as its own process;
-        `extra`: more TOML tables for its config file."""
+                redis_url: str | None = None, name: str = "gateway", extra: str = "",
+                args: Sequence[str] = (), config_text: str | None = None) -> Proc:
+        """`mimiverse serve --config FILE [args]`: the real CLI entry, as its own process;
+        `extra`: more TOML tables for its config file; `config_text`: the whole file
+        instead (its [server] port is set here)."""
         port = free_port()
         config = self.dir / f"{name}.toml"
-        config.write_text(gateway_config(port, backend_url, cache=cache, redis_url=redis_url)
-                          + extra, encoding="utf-8")
-        cmd = [mimiverse_exe(), "serve", "--config", str(config)]
+        text = (gateway_config(port, backend_url, cache=cache, redis_url=redis_url) + extra
+                if config_text is None else
+                f'[server]\nhost = "{HOST}"\nport = {port}\nlog_level = "warning"\n'
+                + config_text)
+        config.write_text(text, encoding="utf-8")
+        cmd = [mimiverse_exe(), "serve", "--config", str(config), *args]
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health/live"))
 

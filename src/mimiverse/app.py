@@ -56,9 +56,11 @@ async def _report_backends(gateway: Gateway) -> dict[str, bool]:
 
 
 def create_app(
-    settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = ()
+    settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = (),
+    index_repos: bool = True,
 ) -> FastAPI:
-    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks."""
+    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks, or
+    only opened for search (`index_repos` False: another worker of the server indexes)."""
     gateway = gateway or Gateway(settings)
     codebase_service = CodebaseService(settings.index, gateway.router, repos)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
@@ -69,17 +71,20 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
+        metrics.start()  # with several workers: share this one's state every second
         answers = await _report_backends(gateway)
         # In-process models load now, in the background, not on the first request (and
         # the embedded model is fetched when nothing before it answers).
         warming = asyncio.create_task(gateway.router.warm_up(answers), name="warm up backends")
+        await codebase_service.follow()  # PostgreSQL: every replica's repositories and jobs
         for repo in repos:
-            await codebase_service.start(repo)
+            await (codebase_service.start(repo) if index_repos else codebase_service.open(repo))
         try:
             yield
         finally:
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
+            await metrics.aclose()
             await codebase_service.aclose()
             await gateway.aclose()
             gpus.close()

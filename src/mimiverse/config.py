@@ -35,7 +35,11 @@ from mimiverse.security import Principal, is_loopback, token_digest
 
 Task = Literal["completion", "chat", "embedding"]
 TASKS: tuple[Task, ...] = ("completion", "chat", "embedding")
-BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton"]
+BackendKind = Literal["ollama", "openai", "llamacpp", "sentence-transformers", "triton",
+                      "whisper"]
+# Backend kinds that can serve the transcription route.
+SPEECH_KINDS = frozenset({"openai", "whisper"})
+Balance = Literal["ordered", "least-busy", "latency"]
 Family = Literal["qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral"]
 
 _config_file: ContextVar[Path | None] = ContextVar("mimiverse_config_file", default=None)
@@ -56,6 +60,9 @@ class Timeouts(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=0, le=65535)
+    # Processes serving the port (`serve --workers`); each has its own event loop and
+    # memory cache. More than one: use the Redis cache and the PostgreSQL index to share.
+    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # One JSON line per request on stdout (mimiverse.access): never code, prompts or tokens.
     access_log: bool = True
@@ -249,7 +256,7 @@ class BackendSettings(_Strict):
     url: str | None = Field(None, description="base URL for HTTP backends")
     api_key: str | None = Field(None, description="sent as a Bearer token to the backend")
     model_path: str | None = Field(
-        None, description="llamacpp: GGUF file; sentence-transformers: model folder"
+        None, description="llamacpp: GGUF file; sentence-transformers, whisper: model folder"
     )
     model: str | None = Field(
         None, max_length=128,
@@ -264,6 +271,8 @@ class BackendSettings(_Strict):
     n_ctx: int = Field(4096, ge=256, le=131072, description="context size (llamacpp)")
     n_threads: int | None = Field(None, ge=1, le=256)
     max_connections: int = Field(64, ge=1, le=4096)
+    # Its capacity relative to the other backends of a balanced route (2: twice the load).
+    weight: float = Field(1.0, gt=0, le=1000)
     # FIM prompt size for this backend: a fixed cap, and/or the size it reads within
     # `target_prompt_s`, learned from the prompt speed it shows (llama.cpp, Ollama).
     max_prompt_tokens: int | None = Field(None, ge=64, le=131072)
@@ -286,6 +295,12 @@ class BackendSettings(_Strict):
             _check_triton_url(self.name, self.url, (self.triton or TritonOptions()).protocol)
         elif self.kind == "llamacpp":
             _check_llamacpp_model(self.name, self.model_path, self.model)
+        elif self.kind == "whisper":
+            if not self.model_path or self.model:
+                raise ValueError(f"backend {self.name!r} (whisper) needs model_path = a "
+                                 "Whisper model folder (transformers' save_pretrained layout)"
+                                 + ("; model (the llamacpp catalog) does not apply"
+                                    if self.model else ""))
         elif self.kind == "sentence-transformers":
             pass  # model_path optional: the packaged all-MiniLM-L6-v2 by default
         elif not self.url:
@@ -308,6 +323,9 @@ class ModelRoute(_Strict):
     capabilities: list[Capability] | None = Field(
         None, description="what the model can do (Ollama's names); when unset, asked of its "
         "backends (Ollama's /api/show, a GGUF's chat template)")
+    # How requests spread over `backends` (routing/balance.py): "ordered" tries them in
+    # order (the next only when one fails); "least-busy" and "latency" spread the load.
+    balance: Balance = "ordered"
 
 
 def _default_backends() -> list[BackendSettings]:
@@ -340,7 +358,8 @@ class ModelsSettings(_Strict):
     # and so does POST /api/ai/ui-to-code; unset: images stay with the chat model.
     vision: ModelRoute | None = None
     # Speech to text for /v1/audio/transcriptions and /api/ai/voice: OpenAI-compatible
-    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM).
+    # speech servers (kind = "openai": whisper.cpp's server, faster-whisper servers, vLLM)
+    # and/or embedded Whisper models (kind = "whisper"), tried in order.
     # Not one of TASKS: its backends speak another API, and nothing is streamed or cached.
     transcription: ModelRoute | None = None
 
@@ -414,6 +433,10 @@ class IndexSettings(_Strict):
     # `serve --repo` folders and the home folder of the user the server runs as; a server
     # that binds beyond loopback must set them.
     allowed_roots: list[str] = Field(default_factory=list, max_length=256)
+    # PostgreSQL: index jobs are rows every replica sees. A runner renews its lease every
+    # third of `job_lease_s`; a job whose lease ran out (its replica died) is taken over.
+    job_lease_s: float = Field(30.0, ge=0.5, le=3600)
+    job_poll_s: float = Field(1.0, gt=0, le=60, description="how often replicas look for jobs")
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> IndexSettings:
@@ -499,12 +522,12 @@ class Settings(BaseSettings):
         route = self.models.transcription
         kinds = {b.name: b.kind for b in self.backends}
         for name in route.backends if route is not None else []:
-            if kinds.get(name) != "openai":
+            if kinds.get(name) not in SPEECH_KINDS:
                 raise ValueError(
                     f"models.transcription.backends names {name!r}, which is "
                     + ("not a configured backend" if name not in kinds else
                        f"of kind {kinds[name]!r}") + "; transcription needs OpenAI-compatible "
-                    "speech servers (kind = 'openai')"
+                    "speech servers (kind = 'openai') or embedded Whisper (kind = 'whisper')"
                 )
         return self
 

@@ -267,7 +267,10 @@ class Gateway:
 
         used = plan.request.used_fields() if fim.fields else []
 
-        stream = await self.router.open_stream("completion", start, exclude)
+        # The same file goes to the same backend while it can take it: its prompt cache
+        # holds this file's earlier prompts.
+        stream = await self.router.open_stream("completion", start, exclude,
+                                               affinity=fim.path)
         events = text_events(stream, started, attempts[-1])
         if plan.key is None:
             return events

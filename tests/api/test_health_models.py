@@ -43,9 +43,10 @@ async def test_models_available_lists_tasks_models_and_backend_health(
     assert models["completion"]["family"] == "qwen2.5-coder"
     assert models["completion"]["use"] == "code completion (fill-in-the-middle)"
     assert models["embedding"]["model"] == "test-embed"
+    assert models["chat"]["balance"] == "ordered"
     assert models["chat"]["backends"] == [{
         "name": "ollama", "kind": "ollama", "state": "closed", "healthy": True,
-        "last_error": None, "cooldown_left_s": 0.0,
+        "last_error": None, "cooldown_left_s": 0.0, "in_flight": 0, "share": 0.0,
     }]
 
 

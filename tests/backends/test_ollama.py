@@ -324,7 +324,7 @@ async def test_api_key_is_sent_as_bearer_token(ollama_server: ServerHandle) -> N
 async def test_registry_builds_ollama_backends(ollama_server: ServerHandle) -> None:
     assert BACKEND_KINDS["ollama"] is OllamaBackend
     assert set(BACKEND_KINDS) == {"ollama", "openai", "llamacpp", "sentence-transformers",
-                                 "triton"}
+                                 "triton", "whisper"}
     b = build_backend(settings(ollama_server.url))
     try:
         assert isinstance(b, OllamaBackend)

@@ -26,6 +26,7 @@ GATEWAY_SERIES = {
     "mimiverse_http_request_duration_seconds_bucket", "mimiverse_cache_requests_total",
     "mimiverse_cache_entries", "mimiverse_cache_bytes", "mimiverse_backend_up",
     "mimiverse_backend_cooldowns_total", "mimiverse_fallbacks_total", "mimiverse_index_files",
+    "mimiverse_backend_in_flight",
     "mimiverse_index_chunks", "mimiverse_index_pending_embeddings",
     "mimiverse_embedding_batch_seconds_bucket", "mimiverse_gpu_info",
     "mimiverse_gpu_utilization_ratio", "mimiverse_gpu_memory_used_bytes",

@@ -26,6 +26,8 @@ class BackendHealth(BaseModel):
     healthy: bool
     last_error: str | None
     cooldown_left_s: float
+    in_flight: int  # requests of every task open on it now (this process)
+    share: float  # fraction of this task's answers it gave (this process, since start)
 
 
 class TaskModel(BaseModel):
@@ -33,6 +35,7 @@ class TaskModel(BaseModel):
     use: str
     family: str | None
     capabilities: list[str]
+    balance: str
     backends: list[BackendHealth]
 
 
@@ -43,12 +46,13 @@ class AvailableModels(BaseModel):
 @router.get("/api/models/available")
 async def available(gateway: GatewayDep) -> AvailableModels:
     status = gateway.router.status()
+    balancer = gateway.router.balancer
     models = {}
     for task in TASKS:
         route = gateway.router.route(task)
         family = gateway.fim_template.family if task == "completion" else route.family
         models[task] = TaskModel(
-            model=route.model, use=USES[task], family=family,
+            model=route.model, use=USES[task], family=family, balance=route.balance,
             # What is known now: a health page never waits on a backend's /api/show.
             capabilities=await reported(gateway.capabilities, task, ask=False),
             backends=[
@@ -56,6 +60,8 @@ async def available(gateway: GatewayDep) -> AvailableModels:
                     name=name, kind=status[name].kind, state=status[name].state,
                     healthy=status[name].healthy, last_error=status[name].last_error,
                     cooldown_left_s=status[name].cooldown_left_s,
+                    in_flight=balancer.load[name].in_flight,
+                    share=round(balancer.share(task, name), 4),
                 )
                 for name in route.backends
             ],

@@ -1,5 +1,10 @@
 """Voice: audio checked against the limits, then transcribed by the `transcription` route's
-speech servers, first that answers.
+backends, first that answers: OpenAI-compatible speech servers over HTTP, or an embedded
+Whisper model in this process.
+
+An embedded model that cannot take a request as sent (a format it cannot decode, a
+language it does not know) refuses it with a 4xx; the next backend is tried all the same,
+and the refusal is what the client gets when every backend refused.
 
 Limits come before any upload: size always (413), length wherever the container says it
 (WAV, MP3, Ogg, FLAC, MP4/M4A, read by mutagen off the event loop; 422). Formats whose
@@ -19,6 +24,7 @@ import mutagen
 from mimiverse.backends.base import Backend
 from mimiverse.backends.http import HttpBackend
 from mimiverse.backends.speech import Transcript, TranscriptionRequest, transcribe
+from mimiverse.backends.whisper import WhisperBackend
 from mimiverse.config import Settings
 from mimiverse.errors import (
     AllBackendsFailed,
@@ -74,7 +80,8 @@ class Transcriber:
         route = self.settings.models.transcription
         if route is None:
             raise NoTranscription("no speech-to-text server is configured: set "
-                                  "[models.transcription] to OpenAI-compatible speech servers")
+                                  "[models.transcription] to OpenAI-compatible speech servers "
+                                  "or embedded Whisper backends")
         if name is None or name in MODEL_ALIASES or name == route.model:
             return route.model
         raise ModelNotFound(f"model {name!r} does not transcribe here; use {route.model!r} "
@@ -102,19 +109,32 @@ class Transcriber:
         started = time.perf_counter()
         failures: list[tuple[str, str]] = []
         errors: list[BackendError] = []
+        refusals: list[RequestError] = []
         for name in route.backends:
             backend = self.backends[name]
             try:
-                if not isinstance(backend, HttpBackend):
-                    raise Unsupported(f"{backend.kind} backends do not transcribe", backend=name)
-                heard = await transcribe(backend, _with_model(request, model))
+                heard = await _transcribe_on(backend, _with_model(request, model))
             except BackendError as exc:
                 failures.append((name, exc.reason))
                 errors.append(exc)
                 continue
+            except RequestError as exc:  # this backend cannot take it; another may
+                failures.append((name, str(exc)))
+                refusals.append(exc)
+                continue
             took = round((time.perf_counter() - started) * 1000, 2)
             return Heard(heard, model, name, took)
+        if refusals and not errors:
+            raise refusals[0]
         raise AllBackendsFailed("transcription", failures, errors)
+
+
+async def _transcribe_on(backend: Backend, request: TranscriptionRequest) -> Transcript:
+    if isinstance(backend, WhisperBackend):
+        return await backend.transcribe(request)
+    if isinstance(backend, HttpBackend):
+        return await transcribe(backend, request)
+    raise Unsupported(f"{backend.kind} backends do not transcribe", backend=backend.name)
 
 
 def _with_model(request: TranscriptionRequest, model: str) -> TranscriptionRequest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,6 +19,12 @@ from mimiverse.config import BackendSettings
 from mimiverse.errors import BackendError, BackendUnavailable
 
 T = TypeVar("T")
+
+# transformers' lazy module is not safe to import from two threads at once (a name can
+# come back missing: "cannot import name 'WhisperForConditionalGeneration'"), and each
+# in-process backend loads on its own worker thread, all at once at start: they import
+# their libraries and load their models under this lock.
+LOADING = threading.Lock()
 
 
 class InProcessBackend(Backend):

@@ -15,6 +15,7 @@ from mimiverse.backends.missing import MissingExtraBackend
 from mimiverse.backends.ollama import OllamaBackend
 from mimiverse.backends.openai import OpenAIBackend
 from mimiverse.backends.sentence_transformers import SentenceTransformersBackend
+from mimiverse.backends.whisper import WhisperBackend
 from mimiverse.config import DEFAULT_BACKENDS, BackendSettings
 from mimiverse.errors import ConfigError
 
@@ -80,6 +81,7 @@ BACKEND_KINDS: Mapping[str, type[Backend]] = _BackendKinds(
         OpenAIBackend.kind: OpenAIBackend,
         # Imports nothing heavy until first use; without the extra it says how to install it.
         SentenceTransformersBackend.kind: SentenceTransformersBackend,
+        WhisperBackend.kind: WhisperBackend,  # likewise (torch, transformers, soundfile)
     },
     {"llamacpp": _load_llamacpp, "triton": _load_triton},
 )

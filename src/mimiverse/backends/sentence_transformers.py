@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from mimiverse.backends.inprocess import InProcessBackend
+from mimiverse.backends.inprocess import LOADING, InProcessBackend
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendError, BackendUnavailable
 
@@ -376,7 +376,7 @@ class SentenceTransformersBackend(InProcessBackend):
         _go_offline()
         # Third-party import and export chatter (deprecations, tracer notes) is not
         # actionable here, and under a warnings-as-errors filter it would abort the load.
-        with warnings.catch_warnings():
+        with LOADING, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             library = self._import_library()
             _limit_torch_threads(self.threads)

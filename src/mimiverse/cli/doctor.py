@@ -47,7 +47,7 @@ async def _probe(config: BackendSettings) -> Probe:
                      fix_for(config))
     backend: Backend | None = None
     # An in-process model may take seconds to load the first time; a server should not.
-    limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers") else (
+    limit = 60.0 if config.kind in ("llamacpp", "sentence-transformers", "whisper") else (
         config.timeouts.connect_s + 3)
     try:
         backend = build_backend(config)

@@ -11,6 +11,7 @@ from mimiverse.app import create_app
 from mimiverse.cli.common import ConfigOption, err_console, fail, settings_from
 from mimiverse.errors import MimiverseError
 from mimiverse.server import Server, uvicorn_config
+from mimiverse.workers import WorkerFailed, serve_workers
 
 
 def serve(
@@ -20,6 +21,8 @@ def serve(
     repo: Annotated[
         list[Path] | None, typer.Option(help="index this repository on start (repeatable)")
     ] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="processes serving the port [default: 1]", min=1, max=64)] = None,
 ) -> None:
     """Serve completions, chat and embeddings over HTTP."""
     server: dict[str, Any] = {}
@@ -27,11 +30,23 @@ def serve(
         server["host"] = host
     if port is not None:
         server["port"] = port
+    if workers is not None:
+        server["workers"] = workers
     settings = settings_from(config)
     if server:
         settings = settings_from(config, server=settings.server.model_copy(update=server))
+    repos = [str(p.resolve()) for p in repo or []]
+    if settings.server.workers > 1:
+        # Each worker builds its own app after the fork (see mimiverse/workers.py); the
+        # first one indexes the --repo repositories, the others open them for search.
+        try:
+            serve_workers(settings, lambda number: create_app(
+                settings, repos=repos, index_repos=number == 0), settings.server.workers)
+        except (WorkerFailed, OSError) as exc:
+            raise fail(str(exc)) from None
+        return
     try:
-        app = create_app(settings, repos=[str(p.resolve()) for p in repo or []])
+        app = create_app(settings, repos=repos)
     except MimiverseError as exc:
         raise fail(str(exc)) from None
     where = f"http://{settings.server.host}:{settings.server.port}"

@@ -4,6 +4,11 @@ Lexical indexing runs in a worker thread; as soon as it has committed files they
 searchable. Embeddings are computed afterwards in batches through the router's embedding
 backends, and searches use vectors as they arrive: hybrid search over a partly embedded
 index simply fuses what each signal finds.
+
+Where jobs live: with the SQLite store, in this process (each process knows the
+repositories it was asked to index). With the PostgreSQL store, one store holds every
+repository and the jobs are rows (index/replicas.py): every replica and worker searches
+every repository of the store, and runs or takes over jobs one at a time per repository.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from mimiverse.index.ranking import (
     demote_tests,
     one_per_definition,
 )
+from mimiverse.index.replicas import ReplicaJobs
 from mimiverse.index.store import open_store
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.tokenize import query_tokens
@@ -107,6 +113,10 @@ class CodebaseService:
         self.allowed_roots = [Path(a).expanduser().resolve() for a in roots]
         self.priors = Priors(settings.symbol_boost, settings.path_boost,
                              settings.test_file_weight)
+        # PostgreSQL: one store for every repository, and jobs shared with other replicas.
+        self.shared: IndexStore | None = None
+        self.replicas: ReplicaJobs | None = None
+        self._following: asyncio.Task[None] | None = None
 
     # -- indexing --------------------------------------------------------------------
 
@@ -137,20 +147,86 @@ class CodebaseService:
         root = await asyncio.to_thread(self.resolve_root, path)
         job = self.jobs.get(root)
         if job is None:
-            store = await asyncio.to_thread(open_store, self.settings, root)
+            store = await self._store(root)
             repo = await asyncio.to_thread(store.repo_id, str(root))
             job = self.jobs.setdefault(root, Job(root=root, store=store, repo=repo))
         return job
 
+    async def open(self, path: str) -> Job:
+        """Open the repository at `path` for search without indexing it (another worker
+        does): shown as ready, as far as that worker has indexed it."""
+        job = await self.job(path)
+        if job.task is None:
+            job.state = "ready"
+        return job
+
+    async def _store(self, root: Path) -> IndexStore:
+        if self.settings.store != "postgres":
+            return await asyncio.to_thread(open_store, self.settings, root)
+        if self.shared is None:
+            store = await asyncio.to_thread(open_store, self.settings, root)
+            if self.shared is None:
+                self.shared = store
+            else:  # opened twice concurrently: keep one
+                await asyncio.to_thread(store.close)
+        return self.shared
+
+    async def follow(self) -> None:
+        """PostgreSQL: start following the store's repositories and jobs (see
+        index/replicas.py); SQLite: nothing (jobs stay in this process). A database that
+        is not up yet is waited for in the background: the server starts regardless."""
+        if self.settings.store == "postgres" and self._following is None:
+            self._following = asyncio.create_task(self._follow(), name="follow index jobs")
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                replicas = await self._replicas()
+                break
+            except CodeIndexError as exc:
+                log.warning("index jobs: %s; trying again", exc)
+                await asyncio.sleep(max(self.settings.job_poll_s, 5.0))
+        if replicas is None or self.shared is None:
+            return
+        store = self.shared
+
+        def make_job(root: Path, repo: int) -> Job:
+            return Job(root=root, store=store, repo=repo)
+
+        await replicas.follow(self.jobs, make_job, self._launch)
+
+    async def _replicas(self) -> ReplicaJobs | None:
+        """The shared jobs (PostgreSQL), opened on first use; None with SQLite."""
+        if self.replicas is None and self.settings.store == "postgres":
+            from mimiverse.index.store.postgres import PostgresStore  # the [postgres] extra
+
+            store = await self._store(Path("/"))  # one store for all: the root is unused
+            if isinstance(store, PostgresStore) and self.replicas is None:
+                self.replicas = ReplicaJobs(store.jobs(), self.settings, self.allowed_roots)
+        return self.replicas
+
     async def start(self, path: str) -> Job:
-        """Start (or restart, if idle) indexing of the repository at `path`."""
+        """Start (or restart, if idle) indexing of the repository at `path`. With shared
+        jobs it is queued; this replica runs it unless another one already does."""
         job = await self.job(path)
         if job.task is not None and not job.task.done():
             return job  # already running: the caller polls its status
+        replicas = await self._replicas()
+        if replicas is not None:
+            job.state, job.error = "indexing", None
+            if await replicas.request(job):
+                self._launch(job)
+            return job
+        self._launch(job)
+        return job
+
+    def _launch(self, job: Job) -> None:
         job.state, job.error = "indexing", None
         job.lexical_done.clear()
-        job.task = asyncio.create_task(self._run(job), name=f"index {job.root}")
-        return job
+        run = self._run(job)
+        if self.replicas is not None:
+            run = self.replicas.run(job, run)
+        job.task = asyncio.create_task(run, name=f"index {job.root}")
 
     async def _run(self, job: Job) -> None:
         try:
@@ -168,6 +244,8 @@ class CodebaseService:
             return
         finally:
             job.lexical_done.set()  # searchable (or failed): wake whoever waits for it
+        if self.replicas is not None:
+            await self.replicas.searchable(job)
         await self.embed_pending(job)
 
     async def embed_pending(self, job: Job) -> None:
@@ -206,13 +284,19 @@ class CodebaseService:
             await job.task
 
     async def aclose(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
         for job in self.jobs.values():
             if job.task is not None and not job.task.done():
                 job.task.cancel()
         await asyncio.gather(*(j.task for j in self.jobs.values() if j.task),
                              return_exceptions=True)
-        for job in self.jobs.values():
-            await asyncio.to_thread(job.store.close)
+        stores = {id(j.store): j.store for j in self.jobs.values()}
+        if self.shared is not None:
+            stores[id(self.shared)] = self.shared
+        for store in stores.values():
+            await asyncio.to_thread(store.close)
 
     # -- search ----------------------------------------------------------------------
 

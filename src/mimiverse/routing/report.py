@@ -12,6 +12,7 @@ from mimiverse.routing.router import Router
 from mimiverse.weights import fetch
 from mimiverse.weights.catalog import CATALOG
 
+WHISPER_MODULES = ("torch", "transformers", "soundfile", "scipy")  # the whisper extra
 
 def fix_for(config: BackendSettings, model: str | None = None) -> str:
     """How to bring this backend up (`model`: the route's model, for `ollama pull`)."""
@@ -32,6 +33,11 @@ def fix_for(config: BackendSettings, model: str | None = None) -> str:
         if importlib.util.find_spec("sentence_transformers") is None:
             return "pip install 'mimiverse[embed]'"
         return "check model_path (a sentence-transformers model folder), or leave it unset"
+    if config.kind == "whisper":
+        if any(importlib.util.find_spec(m) is None for m in WHISPER_MODULES):
+            return "pip install 'mimiverse[whisper]'"
+        return ("set model_path to a Whisper model folder (config.json, weights, tokenizer "
+                "and preprocessor_config.json, as transformers' save_pretrained writes)")
     return "check this backend's configuration"
 
 
@@ -46,7 +52,7 @@ async def _state(router: Router, config: BackendSettings) -> str | None:
         if fetch.offline():
             return f"{model.name} is not downloaded and HF_HUB_OFFLINE is set"
         return None  # warm-up fetches it (if nothing before it answers)
-    if config.kind in ("llamacpp", "sentence-transformers"):
+    if config.kind in ("llamacpp", "sentence-transformers", "whisper"):
         return None  # in-process: loads in the background; the first request says why not
     try:
         await router.check(config.name)

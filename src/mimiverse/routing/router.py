@@ -1,6 +1,8 @@
 """The router: picks a backend for a task and keeps streams honest.
 
-- Candidates are tried in configured order; a backend is skipped while its breaker is open.
+- Candidates are tried in the order the route's balancing strategy gives (routing/balance.py:
+  as configured, least busy, or lowest latency); a backend is skipped while its breaker is
+  open.
 - Falling back happens only before the first token: once text has reached the client, a
   failure ends the stream with StreamInterrupted (never text from a second backend).
 - First-token, between-token and total timeouts are enforced here, the same for every kind.
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +28,7 @@ from mimiverse.errors import (
     StreamInterrupted,
     Unsupported,
 )
+from mimiverse.routing.balance import Balancer
 from mimiverse.routing.breaker import CircuitBreaker
 from mimiverse.routing.health import HealthMonitor
 from mimiverse.telemetry import NO_OBSERVER, Observer
@@ -55,9 +59,13 @@ class RoutedStream:
         self._first = first
         self._upstream = upstream
         self._watch = watch
+        # Called once, when the stream ends (or, failing that, when it is collected): the
+        # backend's request is no longer in flight.
+        self._release = weakref.finalize(self, router.balancer.finished, backend.name)
         self._closed = first is None
         if self._closed:
             watch.stop()
+            self._release()
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self._iterate()
@@ -89,6 +97,7 @@ class RoutedStream:
                 yield delta
         finally:
             watch.stop()
+            self._release()
 
     def _fail(self, reason: str) -> None:
         self._closed = True
@@ -99,6 +108,7 @@ class RoutedStream:
             self.router.breakers[self.backend.name].record_success()
         self._closed = True
         self._watch.stop()
+        self._release()
         closer = getattr(self._upstream, "aclose", None)
         if closer is not None:
             await closer()
@@ -206,6 +216,8 @@ class Router:
             for name in backends
         }
         self.observer: Observer = NO_OBSERVER  # what it reports to (the app's metrics)
+        weights = {b.name: b.weight for b in settings.backends}
+        self.balancer = Balancer({name: weights.get(name, 1.0) for name in backends}, clock)
         # Backends with a readiness probe (triton) are skipped while their last one failed.
         self.health = HealthMonitor(backends, self._routed_models, self._recovered)
         self.warming: set[str] = set()  # backends whose warm-up (download, load) is running
@@ -278,8 +290,17 @@ class Router:
     def route(self, task: Task) -> ModelRoute:
         return self.settings.models.route(task)
 
-    def candidates(self, task: Task) -> Sequence[Backend]:
-        return [self.backends[name] for name in self.route(task).backends]
+    def candidates(self, task: Task, affinity: str | None = None,
+                   route: ModelRoute | None = None) -> Sequence[Backend]:
+        """The route's backends (the task's, unless given) in the order its balancing
+        strategy gives for this request (`affinity`: what should stay on one backend, a
+        completion's file)."""
+        route = route or self.route(task)
+        order = self.balancer.order(task, route.balance, route.backends, affinity, self._usable)
+        return [self.backends[name] for name in order]
+
+    def _usable(self, name: str) -> bool:
+        return self.breakers[name].state == "closed" and self.health.allows(name)
 
     def named_route(self, name: str) -> ModelRoute | None:
         """A task's route by name, or the vision route (None when not configured)."""
@@ -289,11 +310,12 @@ class Router:
 
     async def open_stream(
         self, task: Task, start: StreamFactory, exclude: Collection[str] = (),
-        route: ModelRoute | None = None,
+        route: ModelRoute | None = None, affinity: str | None = None,
     ) -> RoutedStream:
         """Start `start(backend, model)` on the first backend that yields a first delta;
         `exclude`: backends not to try (they failed this request already); `route` (the
-        vision route) stands in for the task's own."""
+        vision route) stands in for the task's own; `affinity`: what should stay on one
+        backend (a completion's file)."""
         route = route or self.route(task)
         model = route.model
 
@@ -301,6 +323,7 @@ class Router:
             watch = TokenWatch(backend.config.timeouts)
             upstream = start(backend, model)
             watch.waiting()
+            started = time.perf_counter()
             try:
                 first: Delta | None = await anext(upstream)
             except StopAsyncIteration:
@@ -313,10 +336,11 @@ class Router:
                     raise BackendTimeout(watch.why(), backend=backend.name) from None
                 raise
             watch.holding()
+            self.balancer.first_token(backend.name, time.perf_counter() - started)
             return RoutedStream(self, backend, model, first, upstream, watch)
 
         return await self._first_to_answer(
-            task, attempt, exclude, [self.backends[name] for name in route.backends])
+            task, attempt, exclude, self.candidates(task, affinity, route))
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
         """Embed with the first embedding backend that answers; returns vectors, backend, model."""
@@ -328,7 +352,9 @@ class Router:
                 async with asyncio.timeout(limit):
                     started = time.perf_counter()
                     vectors = await backend.embed_batch(model, texts)
-                    self.observer.embedding_batch(backend.name, time.perf_counter() - started)
+                    took = time.perf_counter() - started
+                    self.observer.embedding_batch(backend.name, took)
+                    self.balancer.first_token(backend.name, took)
                     return vectors, backend, model
             except TimeoutError:
                 raise BackendTimeout(f"no answer within {limit:g}s",
@@ -360,25 +386,31 @@ class Router:
             if not breaker.allow():
                 failures.append((backend.name, _cooling(breaker)))
                 continue
+            self.balancer.started(backend.name)  # a stream's end releases it (RoutedStream)
             try:
                 result = await attempt(backend)
             except Unsupported as exc:
+                self.balancer.finished(backend.name)
                 breaker.release_probe()  # a capability gap, not a failure of the backend
                 failures.append((backend.name, exc.reason))
                 continue
             except BackendError as exc:
+                self.balancer.finished(backend.name)
                 breaker.record_failure(exc.reason)
                 failures.append((backend.name, exc.reason))
                 errors.append(exc)
                 continue
             except BaseException:
                 # Cancelled (client went away) or a bug: no verdict on the backend.
+                self.balancer.finished(backend.name)
                 breaker.release_probe()
                 raise
             if isinstance(result, RoutedStream):
                 breaker.record_first_token()  # its end (or failure) gives the full verdict
             else:
+                self.balancer.finished(backend.name)
                 breaker.record_success()
+            self.balancer.answer(task, backend.name)
             self.observer.answered(task, backend.name)
             return result
         raise AllBackendsFailed(task, failures, errors)

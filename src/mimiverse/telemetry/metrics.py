@@ -8,8 +8,13 @@ the library's global registry would mix them). Three ways in:
   embedding batches;
 - `RequestTelemetry` (telemetry/requests.py) counts every HTTP request by its route
   template;
-- at scrape time, state the services already keep is read: breakers (cooldowns, up),
-  cache counters and size, index sizes; and GPUs through NVML (telemetry/gpu.py).
+- state the services already keep is copied in before each scrape (and, with several
+  workers, every second): breakers (cooldowns, up), requests in flight per backend,
+  cache counters and size, index sizes; and GPUs are read through NVML (telemetry/gpu.py).
+
+With several workers (`serve --workers N`) every metric lives in prometheus_client's
+multiprocess files (telemetry/multiprocess.py) and any worker's /metrics sums them all;
+each gauge says how workers combine (`multiprocess_mode`).
 
 Label values come only from configuration or fixed sets, never from a request: route =
 a route template of the app or "other", backend = a configured name, "cache" (answered
@@ -25,18 +30,16 @@ import contextvars
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from mimiverse.config import TASKS, Task
 from mimiverse.errors import BackendError
-from mimiverse.telemetry import Observer
+from mimiverse.telemetry import Observer, multiprocess
 
 if TYPE_CHECKING:
     from mimiverse.gateway import Answer, Embeddings, Events, Gateway
@@ -127,7 +130,7 @@ class Metrics(Observer):
             ["task", "model", "direction"], registry=r))
         self.in_flight = _Children(Gauge(
             "mimiverse_in_flight_requests", "Answers open now (waiting or streaming)",
-            ["task"], registry=r))
+            ["task"], registry=r, multiprocess_mode="livesum"))
         self.fallbacks = _Children(Counter(
             "mimiverse_fallbacks", "Times the router moved past a backend (failed, or "
             "its breaker open) to the next candidate", ["task", "backend"], registry=r))
@@ -137,56 +140,37 @@ class Metrics(Observer):
             registry=r))
         for task in TASKS:
             self.in_flight(task).set(0)  # present from the first scrape
-        self._state = _ScrapeTime()
-        r.register(self._state)
+        self._state = ServiceState(gateway, codebase, r)
+        # With several workers, the page is every worker's files summed, plus what this
+        # worker alone reads (GPUs: the same for all of them).
+        self._page = multiprocess.page_registry(r)
         for collector in collectors:
-            r.register(collector)
+            self._page.register(collector)
+        self._copying: asyncio.Task[None] | None = None
 
     # -- scraping --------------------------------------------------------------------
 
-    async def render(self) -> bytes:
-        """The exposition text: state read now, then every collector (NVML calls may
-        block for a while, so that part runs in a thread)."""
-        self._state.families = await self._read_state()
-        return await asyncio.to_thread(generate_latest, self.registry)
+    def start(self) -> None:
+        """With several workers, copy each worker's state every second, so the worker that
+        answers a scrape shows the others' too (needs the running loop)."""
+        if multiprocess.enabled() and self._copying is None:
+            self._copying = asyncio.create_task(self._copy_state(), name="metrics state")
 
-    async def _read_state(self) -> list[Metric]:
-        router = self.gateway.router
-        up = GaugeMetricFamily("mimiverse_backend_up", "1 while the router sends requests "
-                               "to the backend (breaker closed, probes passing)",
-                               labels=["backend", "kind"])
-        cooldowns = CounterMetricFamily("mimiverse_backend_cooldowns", "Times the "
-                                        "backend's breaker opened", labels=["backend"])
-        for name, status in router.status().items():
-            up.add_metric([name, status.kind], 1.0 if status.healthy else 0.0)
-            cooldowns.add_metric([name], router.breakers[name].times_opened)
-        cache = self.gateway.cache
-        lookups = CounterMetricFamily("mimiverse_cache_requests", "Cache lookups",
-                                      labels=["result"])
-        lookups.add_metric(["hit"], cache.hits)
-        lookups.add_metric(["miss"], cache.misses)
-        families: list[Metric] = [up, cooldowns, lookups]
-        # Only the memory cache: sizing Redis means a SCAN of its keys at every scrape,
-        # and every replica would report the same shared number.
-        if cache.kind == "memory":
-            stats = await cache.stats()
-            families.append(GaugeMetricFamily("mimiverse_cache_entries", "Entries in the "
-                                              "in-process cache", value=stats.keys))
-            families.append(GaugeMetricFamily("mimiverse_cache_bytes", "Bytes of values "
-                                              "in the in-process cache", value=stats.bytes))
-        if self.codebase is not None:
-            files, chunks, pending = await asyncio.to_thread(
-                _index_sizes, list(self.codebase.jobs.values())
-            )
-            families += [
-                GaugeMetricFamily("mimiverse_index_files", "Files indexed, all "
-                                  "repositories", value=files),
-                GaugeMetricFamily("mimiverse_index_chunks", "Chunks indexed, all "
-                                  "repositories", value=chunks),
-                GaugeMetricFamily("mimiverse_index_pending_embeddings", "Chunks waiting "
-                                  "for their vector, all repositories", value=pending),
-            ]
-        return families
+    async def _copy_state(self) -> None:
+        while True:
+            await self._state.copy(index=False)
+            await asyncio.sleep(multiprocess.STATE_INTERVAL_S)
+
+    async def aclose(self) -> None:
+        if self._copying is not None:
+            self._copying.cancel()
+            await asyncio.gather(self._copying, return_exceptions=True)
+
+    async def render(self) -> bytes:
+        """The exposition text: state copied now, then every collector (NVML calls may
+        block for a while, so that part runs in a thread)."""
+        await self._state.copy(index=True)
+        return await asyncio.to_thread(generate_latest, self._page)
 
     # -- what the gateway reports ----------------------------------------------------
 
@@ -301,14 +285,72 @@ class Metrics(Observer):
         self.http_duration(route).observe(seconds)
 
 
-class _ScrapeTime:
-    """Families read from the services just before each scrape (see Metrics.render)."""
+class ServiceState:
+    """What the services keep (breakers, balancer, cache, index) as metrics, copied in by
+    `copy()`. Counts the services keep are added as their increase since the last copy."""
 
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
+    def __init__(self, gateway: Gateway, codebase: CodebaseService | None,
+                 r: CollectorRegistry) -> None:
+        self.gateway = gateway
+        self.codebase = codebase
+        self.up = _Children(Gauge(
+            "mimiverse_backend_up", "1 while the router sends requests to the backend "
+            "(breaker closed, probes passing); with several workers, in all of them",
+            ["backend", "kind"], registry=r, multiprocess_mode="livemin"))
+        self.cooldowns = _Children(Counter(
+            "mimiverse_backend_cooldowns", "Times the backend's breaker opened",
+            ["backend"], registry=r))
+        self.backend_in_flight = _Children(Gauge(
+            "mimiverse_backend_in_flight", "Requests open on the backend now (all tasks)",
+            ["backend"], registry=r, multiprocess_mode="livesum"))
+        self.lookups = _Children(Counter(
+            "mimiverse_cache_requests", "Cache lookups", ["result"], registry=r))
+        self.entries: Gauge | None = None
+        self.bytes: Gauge | None = None
+        # Only the memory cache: sizing Redis means a SCAN of its keys at every scrape,
+        # and every replica would report the same shared number.
+        if gateway.cache.kind == "memory":
+            self.entries = Gauge("mimiverse_cache_entries", "Entries in the in-process "
+                                 "caches (all workers)", registry=r, multiprocess_mode="livesum")
+            self.bytes = Gauge("mimiverse_cache_bytes", "Bytes of values in the in-process "
+                               "caches (all workers)", registry=r, multiprocess_mode="livesum")
+        # The latest reading wins: every worker reads the same index.
+        self.index: tuple[Gauge, Gauge, Gauge] | None = None
+        if codebase is not None:
+            self.index = tuple(  # type: ignore[assignment]
+                Gauge(name, text, registry=r, multiprocess_mode="livemostrecent")
+                for name, text in (
+                    ("mimiverse_index_files", "Files indexed, all repositories"),
+                    ("mimiverse_index_chunks", "Chunks indexed, all repositories"),
+                    ("mimiverse_index_pending_embeddings",
+                     "Chunks waiting for their vector, all repositories"),
+                ))
+        self._seen: dict[tuple[str, str], int] = {}
 
-    def collect(self) -> Iterable[Metric]:
-        return self.families
+    def _advance(self, counter: Counter, key: tuple[str, str], total: int) -> None:
+        grown = total - self._seen.get(key, 0)
+        if grown > 0:
+            counter.inc(grown)
+            self._seen[key] = total
+
+    async def copy(self, *, index: bool) -> None:
+        router = self.gateway.router
+        for name, status in router.status().items():
+            self.up(name, status.kind).set(1.0 if status.healthy else 0.0)
+            self._advance(self.cooldowns(name), ("cooldowns", name),
+                          router.breakers[name].times_opened)
+            self.backend_in_flight(name).set(router.balancer.load[name].in_flight)
+        cache = self.gateway.cache
+        self._advance(self.lookups("hit"), ("cache", "hit"), cache.hits)
+        self._advance(self.lookups("miss"), ("cache", "miss"), cache.misses)
+        if self.entries is not None and self.bytes is not None:
+            stats = await cache.stats()
+            self.entries.set(stats.keys)
+            self.bytes.set(stats.bytes)
+        if index and self.index is not None and self.codebase is not None:
+            sizes = await asyncio.to_thread(_index_sizes, list(self.codebase.jobs.values()))
+            for gauge, value in zip(self.index, sizes, strict=True):
+                gauge.set(value)
 
 
 def _index_sizes(jobs: Sequence[Job]) -> tuple[int, int, int]:

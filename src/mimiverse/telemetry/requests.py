@@ -29,9 +29,19 @@ SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
 
 
 # Ids made here: this process's random prefix and a counter (unique across replicas
-# without a system call per request).
-_ID_PREFIX = os.urandom(4).hex()
+# without a system call per request). A forked worker (`serve --workers`) draws its own.
+_ID_PREFIX = ""
 _id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = os.urandom(4).hex()
+    _id_counter = itertools.count(1)
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def _request_id(scope: Scope) -> bytes:

@@ -7,6 +7,8 @@ Schema (migrated under `schema_version`, one migrator at a time by an advisory l
   index on `terms`. `terms` is written as a tsvector literal from our own tokenizer's
   output (lexemes with positions), never parsed by a text search config, so index-time
   and query-time terms are identical (the 'simple' parser would split `parse_file`).
+- index_jobs(repo, state, owner, lease_until, ...): the latest index job of each
+  repository (index/store/pg_jobs.py).
 - embeddings(chunk_id, repo, embedding vector): an untyped `vector` column, since each
   repository has its own model and dimension. Its HNSW index is per repository, partial
   and on an expression, as pgvector documents for mixed dimensions:
@@ -50,6 +52,7 @@ from mimiverse.index.store import (
     split_terms,
 )
 from mimiverse.index.store.base import IndexStore, RepoStats
+from mimiverse.index.store.pg_jobs import PostgresJobs
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -116,6 +119,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "TRUNCATE files, chunks, embeddings, lexicon",
         "UPDATE repos SET chunk_count = 0, token_count = 0",
+    ),
+    # Index jobs as rows, so every replica sees them and picks up interrupted ones
+    # (index/store/pg_jobs.py).
+    (
+        """CREATE TABLE IF NOT EXISTS index_jobs (
+            repo bigint PRIMARY KEY REFERENCES repos (id) ON DELETE CASCADE,
+            state text NOT NULL,
+            again boolean NOT NULL DEFAULT false,
+            owner text,
+            lease_until timestamptz,
+            requested_at timestamptz NOT NULL DEFAULT now(),
+            started_at timestamptz,
+            finished_at timestamptz,
+            runs integer NOT NULL DEFAULT 0,
+            error text,
+            embedding_error text,
+            report jsonb
+        )""",
+        "CREATE INDEX IF NOT EXISTS index_jobs_due ON index_jobs (requested_at)"
+        " WHERE state IN ('queued', 'indexing', 'embedding')",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -229,6 +252,10 @@ class PostgresStore(IndexStore):
 
     def close(self) -> None:
         self._pool.close()
+
+    def jobs(self) -> PostgresJobs:
+        """The repositories' index jobs, on this store's connections."""
+        return PostgresJobs(self._conn)
 
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
