@@ -50,7 +50,7 @@ async def plan_chat(router: Router, capabilities: Capabilities, chat: ChatInput,
     )
     used = request.used_fields()
     if used:
-        _check_backends(router, name, route, used)
+        check_backends(router, name, route, used)
         await _check_capabilities(capabilities, name, request, used)
     return ChatPlan(request, used, route, name)
 
@@ -66,7 +66,7 @@ async def _route_for(router: Router, capabilities: Capabilities,
     return "chat", router.route("chat")
 
 
-def _check_backends(router: Router, name: str, route: ModelRoute, used: list[str]) -> None:
+def check_backends(router: Router, name: str, route: ModelRoute, used: list[str]) -> None:
     """FieldUnsupported when no backend of the route can honour every used field."""
     gaps = [(b, b.chat_gaps(used)) for b in (router.backends[n] for n in route.backends)]
     if all(missing_fields for _, missing_fields in gaps):

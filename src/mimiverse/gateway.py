@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from mimiverse.answers import (
     Answer,
@@ -34,7 +35,7 @@ from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
 from mimiverse.cache.typeahead import TypeaheadIndex
-from mimiverse.chatplan import ChatInput, ChatPlan, plan_chat
+from mimiverse.chatplan import ChatInput, ChatPlan, check_backends, plan_chat
 from mimiverse.config import ModelRoute, Settings
 from mimiverse.errors import AllBackendsFailed, PromptTooLong, StreamInterrupted, Unsupported
 from mimiverse.fim.postprocess import FimPostprocessor
@@ -65,6 +66,8 @@ class FimInput:
     # shown to the model before the current file, ahead of the index's own matches.
     snippets: tuple[ContextFile, ...] = ()
     repo_context: bool = True  # add the index's best matches when a repository is indexed
+    # Further GenerateRequest fields by name (top_k, num_ctx, keep_alive, passthrough, ...).
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class RawInput:
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # as FimInput's
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +170,22 @@ class Gateway:
         """`path` names the file in the prompt (relative to its repository), else fim.path."""
         route = self.settings.models.completion
         template = self.fim_template
-        prefix, suffix = trim_to_budget(
-            fim.prefix, fim.suffix, self.prompt_budget() - context_tokens
-        )
+        max_tokens = min(fim.max_tokens or route.max_tokens, route.max_tokens)
+        budget = self.prompt_budget()
+        num_ctx = fim.fields.get("num_ctx") if fim.fields else None
+        if num_ctx is not None:  # the client's context window holds prompt and answer
+            budget = min(budget, max(0, num_ctx - max_tokens))
+        prefix, suffix = trim_to_budget(fim.prefix, fim.suffix, budget - context_tokens)
         stops = tuple(dict.fromkeys((*template.stop, *fim.stop)))
         request = GenerateRequest(
             model=route.model,
             prompt=template.render(prefix, suffix, path=path or fim.path, context=context,
                                    repo_name=repo_name if context else None),
-            max_tokens=min(fim.max_tokens or route.max_tokens, route.max_tokens),
+            max_tokens=max_tokens,
             temperature=fim.temperature,
             stop=stops,
             seed=fim.seed,
+            **fim.fields,
         )
         params = {
             "model": request.model, "family": template.family, "max_tokens": request.max_tokens,
@@ -186,6 +194,9 @@ class Gateway:
             # Type-ahead reuse must not carry an answer across different context.
             "context": [[c.path, c.text] for c in context],
         }
+        fields = self._generate_fields(request) if fim.fields else None
+        if fields:  # absent otherwise: plain requests keep the keys they always had
+            params["fields"] = fields
         deterministic = self._deterministic(fim.temperature, fim.seed)
         return FimPlan(
             request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
@@ -196,6 +207,16 @@ class Gateway:
             context=tuple(context),
         )
 
+
+    def _generate_fields(self, request: GenerateRequest) -> dict[str, Any]:
+        """The optional fields of `request` that change its answer (for its cache key),
+        after refusing them when no backend of the completion route can honour them."""
+        used = request.used_fields()
+        if used:
+            route = self.settings.models.completion
+            check_backends(self.router, "completion", route, used)
+        return {n: getattr(request, n) for n in _ANSWER_FIELDS
+                if getattr(request, n) not in (None, ())}
 
     def prompt_budget(self) -> int:
         """FIM prompt tokens: the route's ceiling, or less where the first backend of the
@@ -242,7 +263,9 @@ class Gateway:
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
             attempts.append(plan.postprocessor())  # fresh state for each attempt
-            return backend.stream_generate(plan.request)
+            return _generate(backend, plan.request, used)
+
+        used = plan.request.used_fields() if fim.fields else []
 
         # The same file goes to the same backend while it can take it: its prompt cache
         # holds this file's earlier prompts.
@@ -286,11 +309,14 @@ class Gateway:
         request = GenerateRequest(
             model=route.model, prompt=raw.prompt,
             max_tokens=min(raw.max_tokens or route.max_tokens, route.max_tokens),
-            temperature=raw.temperature, stop=raw.stop, seed=raw.seed,
+            temperature=raw.temperature, stop=raw.stop, seed=raw.seed, **raw.fields,
         )
+        if request.num_ctx is not None:
+            _check_num_ctx(request)
+        fields = self._generate_fields(request) if raw.fields else {}
         key = cache_key("raw", model=request.model, prompt=request.prompt,
                         max_tokens=request.max_tokens, temperature=request.temperature,
-                        seed=request.seed, stop=list(request.stop)) \
+                        seed=request.seed, stop=list(request.stop), **fields) \
             if self._deterministic(raw.temperature, raw.seed) else None
         return request, key
 
@@ -309,7 +335,9 @@ class Gateway:
                 return hit
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
-            return backend.stream_generate(request)
+            return _generate(backend, request, used)
+
+        used = request.used_fields() if raw.fields else []
 
         events = text_events(await self.router.open_stream("completion", start, exclude),
                              started)
@@ -439,3 +467,27 @@ class Gateway:
 async def _refused(reason: str, backend: str) -> AsyncIterator[Delta]:
     raise Unsupported(reason, backend=backend)
     yield Delta()  # unreachable: makes this an async generator
+
+
+# GenerateRequest fields besides model, prompt and the sampling basics that change what
+# the model answers (keep_alive does not: it is how long the model stays loaded).
+_ANSWER_FIELDS = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                  "repeat_penalty", "num_ctx", "passthrough")
+
+
+def _generate(backend: Backend, request: GenerateRequest, used: list[str]
+              ) -> AsyncIterator[Delta]:
+    missing = backend.chat_gaps(used) if used else None
+    if missing:  # another candidate can: the router moves on to it
+        return _refused(f"cannot honour {', '.join(missing)}", backend.name)
+    return backend.stream_generate(request)
+
+
+def _check_num_ctx(request: GenerateRequest) -> None:
+    """A raw prompt is the client's own: refused when it surely overflows num_ctx (Ollama
+    would cut its start; other backends have their own, larger window)."""
+    assert request.num_ctx is not None
+    tokens = lenient_tokens(request.prompt)
+    if tokens + request.max_tokens > request.num_ctx:
+        raise PromptTooLong(f"the prompt is about {tokens} tokens and max_tokens "
+                            f"{request.max_tokens}: more than num_ctx {request.num_ctx}")

@@ -12,6 +12,7 @@ subclasses; the router enforces first-token / between-token / total timeouts uni
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -84,6 +85,40 @@ class GenerateRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     top_p: float | None = None
+    # The optional fields below, by GENERATE_FIELDS name, are checked against each
+    # backend's `chat_fields` (the same sampling knobs) before it is called.
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    num_ctx: int | None = None  # forwarded to Ollama; the gateway bounds the prompt by it
+    keep_alive: str | float | None = None  # Ollama's; only 0 (unload) needs honouring
+    passthrough: tuple[tuple[str, Any], ...] = ()  # as ChatRequest's
+    passthrough_kind: str | None = None
+
+    def used_fields(self) -> list[str]:
+        """The optional fields set here that a backend must be able to honour (names as
+        Backend.chat_fields spells them, `<kind>:<field>` per passthrough field)."""
+        used = [name for name in GENERATE_FIELDS if getattr(self, name) is not None]
+        # Every backend keeps its model loaded: only an unload asks for something.
+        if self.keep_alive is not None and unloads(self.keep_alive):
+            used.append("keep_alive")
+        used += [f"{self.passthrough_kind}:{key}" for key, _ in self.passthrough]
+        return used
+
+
+# Sampling fields a generation may set beyond stop/seed/top_p (num_ctx and keep_alive are
+# judged apart: see GenerateRequest.used_fields).
+GENERATE_FIELDS = ("top_k", "min_p", "presence_penalty", "frequency_penalty",
+                   "repeat_penalty")
+_ZERO = re.compile(r"^[0.]+(ns|us|\u00b5s|ms|s|m|h)?$")
+
+
+def unloads(keep_alive: str | float) -> bool:
+    """Does an Ollama keep_alive ask to unload the model right after ("0", 0, "0s")?"""
+    return keep_alive == 0 if not isinstance(keep_alive, str) \
+        else _ZERO.match(keep_alive.strip()) is not None
 
 
 # The optional chat fields a backend may or may not honour (Backend.chat_fields), by the

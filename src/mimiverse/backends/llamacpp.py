@@ -354,9 +354,11 @@ class LlamaCppBackend(InProcessBackend):
             prompt,
             temp=request.temperature,
             top_p=request.top_p if request.top_p is not None else _TOP_P,
-            top_k=_TOP_K,
-            min_p=_MIN_P,
-            repeat_penalty=1.0,
+            top_k=request.top_k if request.top_k is not None else _TOP_K,
+            min_p=request.min_p if request.min_p is not None else _MIN_P,
+            repeat_penalty=request.repeat_penalty or 1.0,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
         )
         try:
             for token in tokens:

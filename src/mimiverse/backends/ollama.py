@@ -66,9 +66,10 @@ class OllamaBackend(HttpBackend):
             # The prompt is already rendered (FIM template included): no Modelfile template.
             "raw": True,
             "stream": True,
-            "keep_alive": KEEP_ALIVE,
-            "options": _options(request),
+            "keep_alive": KEEP_ALIVE if request.keep_alive is None else request.keep_alive,
+            "options": _with_sampling(_options(request), request),
         }
+        _pass_through(request, payload)
         return self._stream("/api/generate", payload, _generate_delta)
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
@@ -183,11 +184,7 @@ _CHAT_OPTIONS = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "rep
 def chat_payload(request: ChatRequest) -> dict[str, Any]:
     """An /api/chat body with everything `request` asks for (checked against
     OllamaBackend.chat_fields before it gets here)."""
-    options = _options(request)
-    for name in _CHAT_OPTIONS:
-        value = getattr(request, name)
-        if value is not None:
-            options[name] = value
+    options = _with_sampling(_options(request), request)
     names = call_names(request.messages)
     payload: dict[str, Any] = {
         "model": request.model,
@@ -203,13 +200,28 @@ def chat_payload(request: ChatRequest) -> dict[str, Any]:
         payload["format"] = fmt.schema if fmt.type == "json_schema" else "json"
     if request.think is not None:  # Ollama's levels start at "low"
         payload["think"] = "low" if request.think == "minimal" else request.think
-    if request.passthrough_kind == "ollama":
-        for key, value in request.passthrough:
-            if key.startswith("options."):
-                options[key.removeprefix("options.")] = value
-            else:
-                payload[key] = value
+    _pass_through(request, payload)
     return payload
+
+
+def _with_sampling(options: dict[str, Any], request: GenerateRequest | ChatRequest
+                   ) -> dict[str, Any]:
+    for name in _CHAT_OPTIONS:
+        value = getattr(request, name)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+def _pass_through(request: GenerateRequest | ChatRequest, payload: dict[str, Any]) -> None:
+    """Fields of Ollama's protocol we do not model, verbatim (`options.` ones into options)."""
+    if request.passthrough_kind != "ollama":
+        return
+    for key, value in request.passthrough:
+        if key.startswith("options."):
+            payload["options"][key.removeprefix("options.")] = value
+        else:
+            payload[key] = value
 
 
 def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:

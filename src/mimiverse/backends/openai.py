@@ -48,6 +48,9 @@ class OpenAIBackend(HttpBackend):
     def stream_generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         payload = _sampling(request)
         payload["prompt"] = request.prompt
+        _extensions(request, payload)
+        if request.passthrough_kind == "openai":
+            payload.update(request.passthrough)
         return self._stream("/v1/completions", payload, _completion_delta)
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
@@ -246,12 +249,9 @@ def chat_payload(request: ChatRequest) -> dict[str, Any]:
     payload = _sampling(request)
     messages = request.messages
     payload["messages"] = [_message(m, messages, i) for i, m in enumerate(messages)]
-    for name, wire in _EXTENSIONS:
-        value = getattr(request, name)
-        if value is not None:
-            payload[wire] = value
-    if request.repeat_penalty is not None:  # vLLM's name, and llama.cpp server's
-        payload["repetition_penalty"] = payload["repeat_penalty"] = request.repeat_penalty
+    _extensions(request, payload)
+    if request.parallel_tool_calls is not None:
+        payload["parallel_tool_calls"] = request.parallel_tool_calls
     if request.tools:
         payload["tools"] = [_tool(t) for t in request.tools]
         if request.tool_choice is not None:
@@ -271,9 +271,16 @@ def chat_payload(request: ChatRequest) -> dict[str, Any]:
     return payload
 
 
-_EXTENSIONS = (("top_k", "top_k"), ("min_p", "min_p"), ("presence_penalty", "presence_penalty"),
-               ("frequency_penalty", "frequency_penalty"),
-               ("parallel_tool_calls", "parallel_tool_calls"))
+_EXTENSIONS = ("top_k", "min_p", "presence_penalty", "frequency_penalty")
+
+
+def _extensions(request: GenerateRequest | ChatRequest, payload: dict[str, Any]) -> None:
+    for name in _EXTENSIONS:
+        value = getattr(request, name)
+        if value is not None:
+            payload[name] = value
+    if request.repeat_penalty is not None:  # vLLM's name, and llama.cpp server's
+        payload["repetition_penalty"] = payload["repeat_penalty"] = request.repeat_penalty
 
 
 def _message(m: ChatMessage, messages: tuple[ChatMessage, ...], at: int) -> dict[str, Any]:

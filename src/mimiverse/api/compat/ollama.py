@@ -8,10 +8,8 @@ Decisions where Ollama leaves room:
   makes sense as FIM); `raw: true` -> the prompt unchanged, no post-processing; a prompt
   that already holds our family's FIM tokens (Twinny, llm-ls) -> as is, with the family's
   stop tokens; else FIM with an empty suffix. An empty prompt only loads (done_reason
-  "load"), as in Ollama. On /api/generate `template`, `context`, `format`, `images`,
-  `keep_alive` and options other than num_predict/temperature/stop/seed are accepted and
-  ignored; /api/chat honours, passes through or refuses every field
-  (api/compat/ollama_chat.py).
+  "load"), as in Ollama. Both /api/generate and /api/chat honour, pass through or refuse
+  every field (api/compat/ollama_generate.py, api/compat/ollama_chat.py).
 - Durations are nanoseconds measured here: prompt_eval_duration is the wait for the first
   token, eval_duration the rest; load_duration is 0 (backends keep models loaded).
   Non-streamed answers report their whole time as eval_duration.
@@ -44,6 +42,7 @@ from starlette.responses import Response
 from mimiverse.api.assist import codebase_switch, mark_sources
 from mimiverse.api.compat.ollama_chat import ChatFields, tool_calls
 from mimiverse.api.compat.ollama_chat import message_object as chat_message
+from mimiverse.api.compat.ollama_generate import GenerateBody, generate_source, model_required
 from mimiverse.api.compat.shared import (
     ModelCatalog,
     OllamaError,
@@ -52,7 +51,6 @@ from mimiverse.api.compat.shared import (
     catalog,
     collect,
     describe,
-    is_fim_prompt,
     json_object,
     open_chat,
     open_events,
@@ -65,8 +63,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
-from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
-from mimiverse.backends.base import ChatMessage
+from mimiverse.api.limits import EmbedText
 from mimiverse.config import Task
 from mimiverse.errors import (
     BackendProtocolError,
@@ -78,7 +75,7 @@ from mimiverse.errors import (
 )
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.fim.templates import FimTemplate
-from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
+from mimiverse.gateway import Answer, ChatInput, Events, Gateway, TextEvent
 from mimiverse.routing.capabilities import reported
 
 VERSION = "0.12.6"  # the Ollama API level these routes follow
@@ -105,55 +102,14 @@ router = APIRouter(prefix="/api", tags=["ollama"], route_class=route_class(map_e
 # -- request bodies -----------------------------------------------------------------------
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # Ollama accepts many knobs we do not use
+    model_config = ConfigDict(extra="ignore")  # fields that change no answer here
 
 
-class Options(_Lenient):
-    num_predict: int | None = Field(None, ge=-2, le=131072)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
-    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
-
-    def max_tokens(self) -> int | None:
-        # -1 (no limit) and -2 (fill the context) mean "as many as the route allows".
-        return self.num_predict if self.num_predict and self.num_predict > 0 else None
-
-    def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-    def fixed_seed(self) -> int | None:
-        return self.seed if self.seed is not None and self.seed >= 0 else None  # -1: random
-
-
-def _model_required(schema: dict[str, Any]) -> None:
-    # `model` parses as optional so that its absence gets Ollama's own message; the
-    # document says what is accepted.
-    schema["properties"]["model"] = {"type": "string", "minLength": 1, "maxLength": 256}
-    schema["required"] = sorted({*schema.get("required", ()), "model"})
-
-
-_NAMED = ConfigDict(extra="ignore", json_schema_extra=_model_required)
-
-
-class _Request(_Lenient):
-    model_config = _NAMED
-
-    model: str | None = Field(None, max_length=256)
-    options: Options = Field(default_factory=Options)
-    stream: bool = True  # Ollama streams unless told not to
-
-
-class GenerateBody(_Request):
-    prompt: str = Field("", max_length=MAX_TEXT)
-    suffix: str | None = Field(None, max_length=MAX_TEXT)
-    system: str | None = Field(None, max_length=MAX_TEXT)
-    raw: bool = False
+_NAMED = ConfigDict(extra="ignore", json_schema_extra=model_required)
 
 
 class ChatBody(ChatFields):
-    model_config = ConfigDict(extra="allow", json_schema_extra=_model_required)
+    model_config = ConfigDict(extra="allow", json_schema_extra=model_required)
 
     model: str | None = Field(None, max_length=256)
     stream: bool = True  # Ollama streams unless told not to
@@ -325,23 +281,6 @@ async def _task(cat: ModelCatalog, name: str | None, default: Task,
 
 
 # -- /api/generate, /api/chat -------------------------------------------------------------
-
-def generate_source(body: GenerateBody, task: Task, template: FimTemplate
-                    ) -> FimInput | RawInput | ChatInput:
-    o = body.options
-    temperature = o.temperature or 0.0
-    if task == "chat":
-        system = (ChatMessage("system", body.system),) if body.system else ()
-        return ChatInput((*system, ChatMessage("user", body.prompt)), o.max_tokens(),
-                         temperature, o.stops(), o.fixed_seed())
-    if body.suffix is None and body.raw:
-        return RawInput(body.prompt, o.max_tokens(), temperature, o.stops(), o.fixed_seed())
-    if body.suffix is None and is_fim_prompt(body.prompt, template):
-        stops = tuple(dict.fromkeys((*template.stop, *o.stops())))
-        return RawInput(body.prompt, o.max_tokens(), temperature, stops, o.fixed_seed())
-    return FimInput(prefix=body.prompt, suffix=body.suffix or "", max_tokens=o.max_tokens(),
-                    temperature=temperature, stop=o.stops(), seed=o.fixed_seed())
-
 
 @router.post("/generate", response_model=None, responses=streamed(NDJSON),
              openapi_extra=request_body(GenerateBody))

@@ -11,9 +11,11 @@ Decisions where the OpenAI API leaves room:
 - Defaults differ from OpenAI's on purpose: no `max_tokens` means the configured default
   (OpenAI's 16 is too short for code), no `temperature` means 0 (greedy, cacheable).
 - Only what we can honour is accepted: n=1, echo=false, logprobs=null, best_of=1;
-  `dimensions` on embeddings is refused. Unknown fields of /v1/completions and
-  /v1/embeddings are ignored (they change no answer there); chat's pass through to OpenAI
-  backends or are refused (api/compat/openai_chat.py).
+  `dimensions` on embeddings is refused. /v1/completions sends top_p, the penalties and
+  the top_k/min_p/repetition_penalty extensions to the backend in its kind's spelling
+  (a kind without one is refused, naming it and the backend); its unknown fields, like
+  chat's (api/compat/openai_chat.py), pass through to OpenAI backends or are refused.
+  Unknown fields of /v1/embeddings are ignored (they change no vector).
 - `usage` counts come from the backend when it reported them, else estimates.
 - Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
 """
@@ -158,11 +160,19 @@ class _Body(BaseModel):
 
 
 class CompletionBody(_Body):
+    model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
+
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = ""
     suffix: str | None = Field(None, max_length=MAX_TEXT)
     echo: bool | None = _documented(False)
     logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
     best_of: int | None = _documented(1)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, le=1000)  # vLLM's and llama.cpp's extensions
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
 
     _echo = field_validator("echo")(_only(False, "echo=false"))
     _logprobs = field_validator("logprobs")(_only(None, "logprobs=null"))
@@ -178,6 +188,20 @@ class CompletionBody(_Body):
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def fields(self) -> dict[str, Any]:
+        """GenerateRequest fields: the sampling ones set, the rest passed through."""
+        fields: dict[str, Any] = {n: getattr(self, n) for n in _COMPLETION_SAMPLING
+                                  if getattr(self, n) is not None}
+        if self.repetition_penalty is not None:
+            fields["repeat_penalty"] = self.repetition_penalty
+        if self.model_extra:
+            fields["passthrough"] = tuple(sorted(self.model_extra.items()))
+            fields["passthrough_kind"] = "openai"
+        return fields
+
+
+_COMPLETION_SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty")
 
 
 class ChatBody(_Body, ChatFields):
@@ -281,11 +305,12 @@ def _completion_source(body: CompletionBody, gateway: Gateway) -> FimInput | Raw
     prompt = body.prompt_text()
     temperature = body.temperature or 0.0
     template = gateway.fim_template
+    fields = body.fields()
     if body.suffix is None and is_fim_prompt(prompt, template):
         stops = tuple(dict.fromkeys((*template.stop, *body.stops())))
-        return RawInput(prompt, body.max_tokens, temperature, stops, body.seed)
+        return RawInput(prompt, body.max_tokens, temperature, stops, body.seed, fields)
     return FimInput(prefix=prompt, suffix=body.suffix or "", max_tokens=body.max_tokens,
-                    temperature=temperature, stop=body.stops(), seed=body.seed)
+                    temperature=temperature, stop=body.stops(), seed=body.seed, fields=fields)
 
 
 @router.post("/completions", response_model=None, responses=streamed("text/event-stream"),
