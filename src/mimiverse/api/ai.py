@@ -15,6 +15,7 @@ from mimiverse.api.chat_fields import (
     MAX_TOOLS,
     Format,
     FunctionName,
+    SamplingExtras,
     Strict,
     ToolChoice,
     ToolList,
@@ -117,7 +118,7 @@ def _image(value: str) -> Image:
     return checked_image(value)
 
 
-class ChatBody(Sampling, Strict):
+class ChatBody(Sampling, SamplingExtras, Strict):
     """Unknown fields are refused (422 naming them): nothing sent is dropped."""
 
     model_config = ConfigDict(extra="forbid")
@@ -129,11 +130,6 @@ class ChatBody(Sampling, Strict):
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, le=1000)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
     num_ctx: int | None = Field(None, ge=1, le=1 << 21)
     keep_alive: str | float | None = None

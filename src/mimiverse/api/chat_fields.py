@@ -46,6 +46,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SamplingExtras(BaseModel):
+    """The sampling fields beyond temperature, seed and stop, bounded alike in every
+    protocol (each adds its own spelling of the repeat penalty)."""
+
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, le=1000)  # Ollama's; vLLM's and llama.cpp's extensions
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+
+
 def _json_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON Schema object")

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator
 from mimiverse.answers import Answer
 from mimiverse.api.chat_fields import (
     FunctionName,
+    SamplingExtras,
     Strict,
     ToolList,
     check_image_count,
@@ -62,7 +63,7 @@ class Message(Strict):
         )
 
 
-class ChatOptions(Strict):
+class ChatOptions(SamplingExtras, Strict):
     """Ollama's options; those not named here pass through to Ollama backends."""
 
     model_config = ConfigDict(extra="allow")
@@ -71,11 +72,6 @@ class ChatOptions(Strict):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
     seed: int | None = Field(None, ge=-1, le=2**31 - 1)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, le=1000)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
     num_ctx: int | None = Field(None, ge=1, le=1 << 21)
 
@@ -121,12 +117,7 @@ class ChatFields(Strict):
         check_image_count(sum(len(m.images) for m in messages))
         fields: dict[str, Any] = tool_fields(self.tools, None)
         fields.update({n: getattr(o, n) for n in _SAMPLING if getattr(o, n) is not None})
-        if self.format == "json":
-            fields["response_format"] = ResponseFormat("json_object")
-        elif isinstance(self.format, dict):
-            fields["response_format"] = ResponseFormat("json_schema", self.format)
-        if self.think is not None:
-            fields["think"] = self.think
+        add_format_and_think(fields, self.format, self.think)
         if self.keep_alive is not None:
             fields["keep_alive"] = self.keep_alive
         passthrough = {**extra, **{f"options.{k}": v for k, v in (o.model_extra or {}).items()}}
@@ -157,3 +148,13 @@ def tool_calls(answer: Answer) -> list[dict[str, Any]]:
     return [{"id": c.id, "function": {"index": i, "name": c.name,
                                       "arguments": arguments_object(c.arguments)}}
             for i, c in enumerate(answer.tool_calls)]
+
+
+def add_format_and_think(fields: dict[str, Any], format: Any, think: Any) -> None:
+    """Ollama's `format` ("json" or a JSON schema) and `think`, as the chat request's own."""
+    if format == "json":
+        fields["response_format"] = ResponseFormat("json_object")
+    elif isinstance(format, dict):
+        fields["response_format"] = ResponseFormat("json_schema", format)
+    if think is not None:
+        fields["think"] = think

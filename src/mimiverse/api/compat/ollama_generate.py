@@ -24,10 +24,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mimiverse.api.chat_fields import check_image_count, checked_image
-from mimiverse.api.compat.ollama_chat import ChatOptions
+from mimiverse.api.compat.ollama_chat import ChatOptions, add_format_and_think
 from mimiverse.api.compat.shared import is_fim_prompt
 from mimiverse.api.limits import MAX_TEXT
-from mimiverse.backends.base import ChatMessage, ResponseFormat
+from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
 from mimiverse.errors import InvalidRequest
 from mimiverse.fim.templates import FimTemplate
@@ -122,11 +122,6 @@ def _chat_source(body: GenerateBody, fields: dict[str, Any]) -> ChatInput:
     images = tuple(checked_image(i) for i in body.images or ())
     check_image_count(len(images))
     system = (ChatMessage("system", body.system),) if body.system else ()
-    if body.format == "json":
-        fields["response_format"] = ResponseFormat("json_object")
-    elif isinstance(body.format, dict):
-        fields["response_format"] = ResponseFormat("json_schema", body.format)
-    if body.think is not None:
-        fields["think"] = body.think
+    add_format_and_think(fields, body.format, body.think)
     return ChatInput((*system, ChatMessage("user", body.prompt, images)), o.max_tokens(),
                      o.temperature or 0.0, o.stops(), o.fixed_seed(), fields)

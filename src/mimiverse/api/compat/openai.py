@@ -41,6 +41,7 @@ from pydantic import (
 from starlette.responses import Response
 
 from mimiverse.api.assist import codebase_switch, mark_sources
+from mimiverse.api.chat_fields import SamplingExtras
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
 from mimiverse.api.compat.openai_chat import finish as chat_finish
@@ -159,7 +160,7 @@ class _Body(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class CompletionBody(_Body):
+class CompletionBody(SamplingExtras, _Body):
     model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = ""
@@ -167,11 +168,6 @@ class CompletionBody(_Body):
     echo: bool | None = _documented(False)
     logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
     best_of: int | None = _documented(1)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, le=1000)  # vLLM's and llama.cpp's extensions
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
 
     _echo = field_validator("echo")(_only(False, "echo=false"))

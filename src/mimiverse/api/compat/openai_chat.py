@@ -17,6 +17,7 @@ from mimiverse.answers import Answer, TextEvent
 from mimiverse.api.chat_fields import (
     ArgumentsText,
     Format,
+    SamplingExtras,
     Strict,
     ToolChoice,
     ToolList,
@@ -93,7 +94,7 @@ class Message(Strict):
         return self._parts()[0]
 
 
-class ChatFields(Strict):
+class ChatFields(SamplingExtras, Strict):
     """The chat-only fields of /v1/chat/completions (the sampling ones are shared)."""
 
     model_config = ConfigDict(extra="allow")  # the rest passes through (see module doc)
@@ -106,11 +107,6 @@ class ChatFields(Strict):
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, le=1000)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
 
     @field_validator("logprobs")
