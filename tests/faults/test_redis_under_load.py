@@ -50,7 +50,9 @@ async def test_requests_never_fail_while_redis_dies_and_comes_back(
     load = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
     try:
         await until(lambda: answered(PER_PHASE), "load while Redis is up")
-        assert await ready_cache_is("ok")
+        # On a loaded machine one read can pass the 0.25 s limit and degrade for a moment:
+        # what matters is that Redis being up reads as ok.
+        await until(lambda: ready_cache_is("ok"), "cache ok while Redis is up", within_s=5)
 
         phase = "down"
         await asyncio.to_thread(redis_server.kill)
