@@ -3,7 +3,6 @@ each protocol that reduce an answer, streamed or whole, to one comparable shape.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +13,11 @@ import orjson
 import pytest
 
 from tests.api.conftest import Serve, serve
-from tests.compat.conftest import CHAT_MODEL, compat_settings
+from tests.compat.conftest import CHAT_MODEL, compat_settings, http, oai, oll
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
 
-__all__ = ["serve"]
+__all__ = ["http", "oai", "oll", "serve"]  # the clients of every protocol, as in compat
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -64,27 +63,6 @@ class Reply:
     reasoning: str = ""
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     finish: str | None = None
-
-
-@pytest.fixture
-async def oai(app: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    client = openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0,
-                                http_client=httpx.AsyncClient(trust_env=False, timeout=10))
-    async with client:
-        yield client
-
-
-@pytest.fixture
-async def oll(app: AppServer) -> AsyncIterator[ollama.AsyncClient]:
-    client = ollama.AsyncClient(host=app.url, trust_env=False, timeout=10)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 async def openai_chat(client: openai.AsyncOpenAI, stream: bool, **kwargs: Any) -> Reply:

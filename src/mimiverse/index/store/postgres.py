@@ -30,166 +30,32 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
-from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from mimiverse.errors import CodeIndexError, IndexLocked
 from mimiverse.index.model import Chunk, FileState, SearchFilter, StoredChunk
-from mimiverse.index.store import (
-    BM25_B,
-    BM25_K1,
-    Tokenizer,
-    bm25_idf,
-    chunk_terms,
-    default_tokenizer,
-    glob_regex,
-    split_terms,
-)
+from mimiverse.index.store import Tokenizer, chunk_terms, default_tokenizer
 from mimiverse.index.store.base import IndexStore, RepoStats
 from mimiverse.index.store.pg_jobs import PostgresJobs
+from mimiverse.index.store.pg_schema import (
+    INTEGRITY_CHECKS,
+    LOCK_NAMESPACE,
+    SCHEMA_VERSION,
+    Connection,
+    migrate,
+    one,
+    repo_row,
+)
+from mimiverse.index.store.pg_search import PostgresSearch, lexeme_positions, tsvector_literal
 
-Connection = psycopg.Connection[TupleRow]
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-LOCK_NAMESPACE = 0x4D494D49  # "MIMI": the first key of every advisory lock we take
-MAX_POSITION = 16383  # tsvector positions saturate here
-MAX_POSITIONS = 256  # tsvector keeps at most this many positions per lexeme
-MAX_LEXEME_BYTES = 2046
 HNSW_MAX_DIM = 2000  # pgvector's limit for indexing `vector`
-
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE repos (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            root text NOT NULL UNIQUE,
-            embedding_model text,
-            embedding_dim integer,
-            chunk_count bigint NOT NULL DEFAULT 0,
-            token_count bigint NOT NULL DEFAULT 0,
-            vector_index text
-        )""",
-        """CREATE TABLE files (
-            repo bigint NOT NULL REFERENCES repos (id) ON DELETE CASCADE,
-            path text NOT NULL,
-            size bigint NOT NULL,
-            mtime_ns bigint NOT NULL,
-            sha256 text NOT NULL,
-            language text,
-            PRIMARY KEY (repo, path)
-        )""",
-        """CREATE TABLE chunks (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            repo bigint NOT NULL,
-            path text NOT NULL,
-            start_line integer NOT NULL,
-            end_line integer NOT NULL,
-            symbol text,
-            kind text NOT NULL,
-            language text,
-            text text NOT NULL,
-            terms tsvector NOT NULL,
-            ntokens integer NOT NULL,
-            FOREIGN KEY (repo, path) REFERENCES files (repo, path) ON DELETE CASCADE
-        )""",
-        "CREATE INDEX chunks_by_file ON chunks (repo, path)",
-        "CREATE INDEX chunks_terms ON chunks USING gin (terms)",
-        """CREATE TABLE embeddings (
-            chunk_id bigint PRIMARY KEY REFERENCES chunks (id) ON DELETE CASCADE,
-            repo bigint NOT NULL,
-            embedding vector NOT NULL
-        )""",
-        "CREATE INDEX embeddings_by_repo ON embeddings (repo)",
-        # Chunks of the repository containing each term: tells selective terms from common
-        # ones and gives BM25 its IDF. Rows that fall to 0 stay (they read as absent).
-        """CREATE TABLE lexicon (
-            repo bigint NOT NULL REFERENCES repos (id) ON DELETE CASCADE,
-            term text NOT NULL,
-            df integer NOT NULL,
-            PRIMARY KEY (repo, term)
-        )""",
-    ),
-    # Chunks became one per function and method, embedded with a path + symbol header
-    # (issue 16): every file is chunked and embedded again (embeddings and the BM25
-    # statistics go with the chunks; each repository's HNSW index stays, emptied).
-    (
-        "TRUNCATE files, chunks, embeddings, lexicon",
-        "UPDATE repos SET chunk_count = 0, token_count = 0",
-    ),
-    # Index jobs as rows, so every replica sees them and picks up interrupted ones
-    # (index/store/pg_jobs.py).
-    (
-        """CREATE TABLE IF NOT EXISTS index_jobs (
-            repo bigint PRIMARY KEY REFERENCES repos (id) ON DELETE CASCADE,
-            state text NOT NULL,
-            again boolean NOT NULL DEFAULT false,
-            owner text,
-            lease_until timestamptz,
-            requested_at timestamptz NOT NULL DEFAULT now(),
-            started_at timestamptz,
-            finished_at timestamptz,
-            runs integer NOT NULL DEFAULT 0,
-            error text,
-            embedding_error text,
-            report jsonb
-        )""",
-        "CREATE INDEX IF NOT EXISTS index_jobs_due ON index_jobs (requested_at)"
-        " WHERE state IN ('queued', 'indexing', 'embedding')",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# BM25 as FTS5 computes it, over the chunks that contain a selective term; IDFs come in
-# as parameters (from `lexicon`), so filters do not change them.
-_LEXICAL = """
-WITH q AS (
-    SELECT * FROM unnest(%(terms)s::text[], %(idf)s::float8[]) AS q (lexeme, idf)
-), matched AS (
-    SELECT c.id, c.ntokens, u.lexeme, cardinality(u.positions) AS tf
-    FROM chunks c,
-         unnest(ts_filter(setweight(c.terms, 'A', %(terms)s::text[]), '{{a}}')) AS u
-    WHERE c.repo = %(repo)s AND c.terms @@ %(query)s::tsquery{filters}
-)
-SELECT m.id, sum(
-    q.idf * m.tf * (%(k1)s + 1)
-    / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * m.ntokens / %(avgdl)s))
-) AS score
-FROM matched m JOIN q USING (lexeme)
-GROUP BY m.id ORDER BY score DESC, m.id LIMIT %(limit)s
-"""
-
-
-def _quote(lexeme: str) -> str:
-    """A lexeme as tsvector/tsquery input reads it back verbatim."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def lexeme_positions(terms: Sequence[str]) -> dict[str, list[int]]:
-    """Each term's positions, within what a tsvector can hold."""
-    positions: dict[str, list[int]] = {}
-    for position, term in enumerate(terms, start=1):
-        if len(term.encode()) > MAX_LEXEME_BYTES:
-            continue
-        seen = positions.setdefault(term, [])
-        at = min(position, MAX_POSITION)
-        if len(seen) < MAX_POSITIONS and (not seen or seen[-1] != at):
-            seen.append(at)
-    return positions
-
-
-def tsvector_literal(positions: dict[str, list[int]]) -> str:
-    return " ".join(f"{_quote(t)}:{','.join(map(str, p))}" for t, p in positions.items())
-
-
-def _one(cursor: psycopg.Cursor[TupleRow]) -> tuple[Any, ...]:
-    row = cursor.fetchone()
-    if row is None:  # only for queries that always return a row
-        raise CodeIndexError("PostgreSQL returned no row where one was expected")
-    return row
 
 
 class PostgresStore(IndexStore):
@@ -211,7 +77,7 @@ class PostgresStore(IndexStore):
         self._index_build_memory = index_build_memory
         try:
             with psycopg.connect(url, autocommit=True) as conn:
-                self._migrate(conn)
+                migrate(conn)
         except psycopg.OperationalError as exc:
             raise CodeIndexError(f"cannot use the PostgreSQL index: {exc}") from exc
         # Autocommit: every multi-statement use opens an explicit transaction.
@@ -219,27 +85,8 @@ class PostgresStore(IndexStore):
             url, min_size=min_size, max_size=max_size, kwargs={"autocommit": True},
             configure=register_vector, open=True, name="mimiverse-index",
         )
+        self._search = PostgresSearch(self._conn)
 
-    @staticmethod
-    def _migrate(conn: Connection) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_NAMESPACE,))
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-            version = int(
-                _one(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"))[0]
-            )
-            if version > SCHEMA_VERSION:
-                raise CodeIndexError(
-                    f"the PostgreSQL index has schema version {version}, newer than this "
-                    f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
-                )
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
     @contextmanager
     def _conn(self) -> Iterator[Connection]:
@@ -271,22 +118,8 @@ class PostgresStore(IndexStore):
                 conn.execute(
                     "INSERT INTO repos (root) VALUES (%s) ON CONFLICT (root) DO NOTHING", (root,)
                 )
-                row = _one(conn.execute("SELECT id FROM repos WHERE root = %s", (root,)))
+                row = one(conn.execute("SELECT id FROM repos WHERE root = %s", (root,)))
         return int(row[0])
-
-    @staticmethod
-    def _repo(conn: Connection, repo: int, lock: str = "") -> tuple[Any, ...]:
-        """(root, model, dim, vector_index) of the repository, row-locked if `lock` says."""
-        row = conn.execute(
-            sql.SQL(
-                "SELECT root, embedding_model, embedding_dim, vector_index FROM repos"
-                " WHERE id = %s {}"
-            ).format(sql.SQL(lock)),
-            (repo,),
-        ).fetchone()
-        if row is None:
-            raise CodeIndexError(f"no repository with id {repo} in the PostgreSQL index")
-        return row
 
     @contextmanager
     def writer_lock(self, repo: int, *, wait: bool = True) -> Iterator[None]:
@@ -301,8 +134,8 @@ class PostgresStore(IndexStore):
         try:
             if wait:
                 conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", key)
-            elif not _one(conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", key))[0]:
-                root = self._repo(conn, repo)[0]
+            elif not one(conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", key))[0]:
+                root = repo_row(conn, repo)[0]
                 raise IndexLocked(
                     f"another indexing run is writing the index of {root}; "
                     "try again when it has finished"
@@ -346,7 +179,7 @@ class PostgresStore(IndexStore):
                              c.language, c.text.replace("\x00", "\ufffd"),
                              tsvector_literal(positions), terms.total))
         with self._conn() as conn, conn.transaction():
-            self._repo(conn, repo, "FOR NO KEY UPDATE")
+            repo_row(conn, repo, "FOR NO KEY UPDATE")
             gone, gone_tokens = self._drop_chunks(conn, repo, list(latest))
             conn.execute(
                 "INSERT INTO lexicon (repo, term, df)"
@@ -378,7 +211,7 @@ class PostgresStore(IndexStore):
     @staticmethod
     def _drop_chunks(conn: Connection, repo: int, paths: list[str]) -> tuple[int, int]:
         """Delete these files' chunks (their vectors cascade); (chunks, tokens) removed."""
-        row = _one(conn.execute(
+        row = one(conn.execute(
             "WITH gone AS (DELETE FROM chunks WHERE repo = %(r)s AND path = ANY(%(p)s::text[])"
             " RETURNING ntokens, terms),"
             " lex AS (SELECT t, count(*) AS n FROM gone, unnest(tsvector_to_array(gone.terms))"
@@ -400,7 +233,7 @@ class PostgresStore(IndexStore):
 
     def delete_files(self, repo: int, paths: Sequence[str]) -> None:
         with self._conn() as conn, conn.transaction():
-            self._repo(conn, repo, "FOR NO KEY UPDATE")
+            repo_row(conn, repo, "FOR NO KEY UPDATE")
             gone, gone_tokens = self._drop_chunks(conn, repo, list(paths))
             conn.execute(
                 "DELETE FROM files WHERE repo = %s AND path = ANY(%s::text[])", (repo, list(paths))
@@ -428,7 +261,7 @@ class PostgresStore(IndexStore):
         if dim <= 0:
             raise ValueError(f"embedding dimension must be positive, got {dim}")
         with self._conn() as conn, conn.transaction():
-            _, old_model, old_dim, index = self._repo(conn, repo, "FOR UPDATE")
+            _, old_model, old_dim, index = repo_row(conn, repo, "FOR UPDATE")
             if (old_model, old_dim) == (model, dim):
                 return False
             if index is not None:
@@ -457,7 +290,7 @@ class PostgresStore(IndexStore):
         with self._conn() as conn:
             with conn.transaction():
                 # FOR SHARE: a concurrent model change cannot slip between check and insert.
-                dim = self._repo(conn, repo, "FOR SHARE")[2]
+                dim = repo_row(conn, repo, "FOR SHARE")[2]
                 if dim is None:
                     raise CodeIndexError("set_embedding_model before storing embeddings")
                 for cid, array in latest.items():
@@ -478,10 +311,10 @@ class PostgresStore(IndexStore):
 
     def _build_index(self, conn: Connection, repo: int) -> None:
         """Build the repository's HNSW index once it has enough vectors to need one."""
-        _, _, dim, index = self._repo(conn, repo)
+        _, _, dim, index = repo_row(conn, repo)
         if index is not None or dim is None or dim > HNSW_MAX_DIM:
             return
-        enough = _one(conn.execute(
+        enough = one(conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE repo = %s LIMIT %s) AS e",
             (repo, self._hnsw_min_rows),
         ))[0]
@@ -489,7 +322,7 @@ class PostgresStore(IndexStore):
             return
         name = f"embeddings_hnsw_{int(repo)}"
         with conn.transaction():
-            _, _, dim, index = self._repo(conn, repo, "FOR UPDATE")  # one builder at a time
+            _, _, dim, index = repo_row(conn, repo, "FOR UPDATE")  # one builder at a time
             if index is not None or dim is None:
                 return
             conn.execute(
@@ -510,88 +343,19 @@ class PostgresStore(IndexStore):
     def search_lexical(
         self, repo: int, terms: Sequence[str], limit: int, where: SearchFilter
     ) -> list[tuple[int, float]]:
-        distinct = [t for t in dict.fromkeys(terms) if t and len(t.encode()) <= MAX_LEXEME_BYTES]
-        if not distinct or limit <= 0:
-            return []
-        conditions, params = self._filters(where)
-        with self._conn() as conn, conn.transaction():
-            df = dict(conn.execute(
-                "SELECT term, df FROM lexicon WHERE repo = %s AND term = ANY(%s::text[])",
-                (repo, distinct),
-            ).fetchall())
-            chunks, tokens = _one(conn.execute(
-                "SELECT chunk_count, token_count FROM repos WHERE id = %s", (repo,)
-            ))
-            selective, common = split_terms(df, chunks)
-            if not selective:
-                return []
-            ranked = selective + common
-            params.update(
-                repo=repo, terms=ranked, idf=[bm25_idf(chunks, df[t]) for t in ranked],
-                query=" | ".join(map(_quote, selective)), k1=BM25_K1, b=BM25_B,
-                avgdl=max(tokens / max(chunks, 1), 1.0), limit=limit,
-            )
-            filters = "".join(f" AND {c}" for c in conditions)
-            rows = conn.execute(
-                sql.SQL(_LEXICAL).format(filters=sql.SQL(filters)), params
-            ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        return self._search.lexical(repo, terms, limit, where)
 
     def search_vector(
         self, repo: int, vector: Sequence[float], limit: int, where: SearchFilter
     ) -> list[tuple[int, float]]:
-        if limit <= 0:
-            return []
-        query = np.asarray(vector, dtype=np.float32)
-        conditions, params = self._filters(where)
-        join = "".join(
-            [" JOIN chunks c ON c.id = e.chunk_id"] + [f" AND {c}" for c in conditions]
-        ) if conditions else ""
-        params.update(q=query, limit=limit)
-        with self._conn() as conn, conn.transaction():
-            dim = self._repo(conn, repo)[2]
-            if dim is None:
-                return []
-            if query.shape != (dim,):
-                raise CodeIndexError(
-                    f"query vector has shape {query.shape}; the index holds {dim}-dimensional"
-                    " vectors"
-                )
-            if not np.any(query):
-                return []  # cosine is undefined for a zero vector
-            # Iterative scans keep walking the HNSW graph until enough rows pass the filters.
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true),"
-                " set_config('hnsw.iterative_scan', 'strict_order', true)",
-                (str(min(max(limit, 40), 1000)),),
-            )
-            rows = conn.execute(sql.SQL(
-                "SELECT e.chunk_id, 1 - (e.embedding::vector({dim}) <=> %(q)s)"
-                " FROM embeddings e{join} WHERE e.repo = {repo}"
-                " ORDER BY e.embedding::vector({dim}) <=> %(q)s LIMIT %(limit)s"
-            ).format(dim=sql.SQL(str(int(dim))), repo=sql.SQL(str(int(repo))),
-                     join=sql.SQL(join)), params).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
-
-    @staticmethod
-    def _filters(where: SearchFilter) -> tuple[list[str], dict[str, Any]]:
-        """Conditions on the chunk `c` for the filter, with their (only) parameters."""
-        conditions: list[str] = []
-        params: dict[str, Any] = {}
-        if where.language is not None:
-            conditions.append("c.language = %(language)s")
-            params["language"] = where.language
-        if where.path_glob:
-            conditions.append("c.path ~ %(path_re)s")
-            params["path_re"] = glob_regex(where.path_glob)
-        return conditions, params
+        return self._search.vector(repo, vector, limit, where)
 
     # -- bookkeeping --------------------------------------------------------------------
 
     def stats(self, repo: int) -> RepoStats:
         with self._conn() as conn:
-            _, model, dim, _ = self._repo(conn, repo)
-            files, chunks, vectors = _one(conn.execute(
+            _, model, dim, _ = repo_row(conn, repo)
+            files, chunks, vectors = one(conn.execute(
                 "SELECT (SELECT count(*) FROM files WHERE repo = %(r)s),"
                 " (SELECT count(*) FROM chunks WHERE repo = %(r)s),"
                 " (SELECT count(*) FROM embeddings WHERE repo = %(r)s)",
@@ -600,34 +364,11 @@ class PostgresStore(IndexStore):
         return RepoStats(int(files), int(chunks), int(chunks - vectors), model, dim)
 
     def check_integrity(self, repo: int) -> list[str]:
-        checks = (
-            ("chunks without a file row",
-             "SELECT count(*) FROM chunks c WHERE c.repo = %(r)s AND NOT EXISTS"
-             " (SELECT 1 FROM files f WHERE f.repo = c.repo AND f.path = c.path)"),
-            ("vectors without a chunk of this repository",
-             "SELECT count(*) FROM embeddings e WHERE e.repo = %(r)s AND NOT EXISTS"
-             " (SELECT 1 FROM chunks c WHERE c.id = e.chunk_id AND c.repo = e.repo)"),
-            ("vectors whose dimension is not the recorded one (or no model is recorded)",
-             "SELECT count(*) FROM embeddings e JOIN repos r ON r.id = e.repo"
-             " WHERE e.repo = %(r)s"
-             " AND (r.embedding_dim IS NULL OR vector_dims(e.embedding) <> r.embedding_dim)"),
-            ("chunk/token counters that do not match the chunks (BM25 statistics)",
-             "SELECT count(*) FROM repos r WHERE r.id = %(r)s AND (r.chunk_count, r.token_count)"
-             " <> (SELECT count(*), coalesce(sum(ntokens), 0) FROM chunks WHERE repo = r.id)"),
-            ("document frequencies that do not match the chunks (BM25 statistics)",
-             "SELECT count(*) FROM (SELECT t, count(*) AS n FROM chunks,"
-             " unnest(tsvector_to_array(terms)) AS t WHERE repo = %(r)s GROUP BY t) AS actual"
-             " FULL JOIN (SELECT term, df FROM lexicon WHERE repo = %(r)s AND df <> 0) AS l"
-             " ON l.term = actual.t WHERE actual.n IS DISTINCT FROM l.df"),
-            ("recorded vector index that does not exist",
-             "SELECT count(*) FROM repos r WHERE r.id = %(r)s AND r.vector_index IS NOT NULL"
-             " AND to_regclass(quote_ident(r.vector_index)) IS NULL"),
-        )
         problems: list[str] = []
         with self._conn() as conn, conn.transaction():
-            self._repo(conn, repo)
-            for what, query in checks:
-                count = _one(conn.execute(query, {"r": repo}))[0]
+            repo_row(conn, repo)
+            for what, query in INTEGRITY_CHECKS:
+                count = one(conn.execute(query, {"r": repo}))[0]
                 if count:
                     problems.append(f"{count} {what}")
         return problems
