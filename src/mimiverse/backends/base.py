@@ -112,7 +112,7 @@ class GenerateRequest:
 # judged apart: see GenerateRequest.used_fields).
 GENERATE_FIELDS = ("top_k", "min_p", "presence_penalty", "frequency_penalty",
                    "repeat_penalty")
-_ZERO = re.compile(r"^[0.]+(ns|us|\u00b5s|ms|s|m|h)?$")
+_ZERO = re.compile(r"^[0.]+(ns|us|µs|ms|s|m|h)?$")
 
 
 def unloads(keep_alive: str | float) -> bool:

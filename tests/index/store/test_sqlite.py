@@ -218,6 +218,41 @@ def test_an_index_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
             ("chunks_fts_delete",)]
 
 
+def test_an_index_of_the_third_schema_gets_a_full_text_index_that_folds_nothing(
+    tmp_path: Path,
+) -> None:
+    """Schema 3's FTS5 tokenizer (unicode61) folded `µ` into `μ`, so `term_df` disagreed
+    with it; schema 4 rebuilds the full-text index from the stored terms, keeping the
+    chunks and their vectors."""
+    db = tmp_path / "index.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for statements in sqlite_schema.MIGRATIONS[:3]:
+        for statement in statements:
+            con.execute(statement)
+    con.execute("PRAGMA user_version = 3")
+    con.execute("INSERT INTO repos (root, chunk_count, token_count, embedding_model,"
+                " embedding_dim) VALUES (?, 1, 2, 'm', 2)", (ROOT,))
+    con.execute("INSERT INTO files VALUES (1, 'old.py', 1, 1, 's', NULL)")
+    con.execute("INSERT INTO chunks (repo, path, start_line, end_line, kind, text, terms)"
+                " VALUES (1, 'old.py', 1, 1, 'window', 'timeout µs', 'timeout µs')")
+    con.execute("INSERT INTO chunks_fts (rowid, terms) VALUES (1, 'timeout µs')")
+    con.execute("INSERT INTO vectors VALUES (1, 1, 0, zeroblob(8))")
+    con.execute("INSERT INTO term_df VALUES ('timeout', 1), ('µs', 1)")
+    assert con.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH '\"μs\"'"
+                       ).fetchone() == (1,)  # the Greek mu: folded
+    con.close()
+
+    store = SqliteStore(db, tokenizer=tokens)
+    try:
+        repo = store.repo_id(ROOT)
+        assert store.check_integrity(repo) == []
+        assert store.stats(repo).chunks == 1 and store.stats(repo).pending_embeddings == 0
+        assert [cid for cid, _ in store.search_lexical(repo, ["µs"], 10, SearchFilter())] == [1]
+        assert store.search_lexical(repo, ["μs"], 10, SearchFilter()) == []
+    finally:
+        store.close()
+
+
 if __name__ == "__main__":
     _child(sys.argv[1], Path(sys.argv[2]))
 

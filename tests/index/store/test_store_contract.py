@@ -295,6 +295,43 @@ def test_lexical_edge_cases(store: IndexStore, repo: int, corpus: dict[str, int]
     )
 
 
+# Text whose case folding, normalisation or character classes differ between Unicode
+# implementations: the micro sign (which unicode61 folds to Greek mu), final sigma,
+# sharp s, dotted capital I, ligatures, combining accents, full-width letters, super-
+# and subscript digits, the Kelvin sign, a connector punctuation mark.
+NON_ASCII_TEXTS = [
+    "timeout_µs = 5  # µs",
+    "ΣΑΣ σας Σίσυφος",
+    "Straße strasse STRASSE",
+    "İstanbul istanbul ISTANBUL",
+    "ﬁle_name ﬂow file",
+    "cafe\u0301 café CAFÉ",
+    "ＡＢＣ ｄｅｆ abc",
+    "x² h₂o ½",
+    "200K ohm",
+    "tie‿break naïve_Ünïcode",
+]
+
+
+def test_non_ascii_terms_agree_with_the_full_text_index(store: IndexStore, repo: int) -> None:
+    """The store's own document frequencies (which choose BM25's candidates) count the
+    terms exactly as its full-text index holds them, and every term finds its chunks."""
+    put(store, repo, "unicode.txt", *NON_ASCII_TEXTS)
+    assert store.check_integrity(repo) == []
+    by_text = ids(store, repo)
+    chunks_of: dict[str, set[int]] = {}
+    for text, cid in by_text.items():
+        for term in tokens(text) + tokens("unicode.txt"):
+            chunks_of.setdefault(term, set()).add(cid)
+    assert "µs" in chunks_of and "σας" in chunks_of and "i\u0307stanbul" in chunks_of
+    for term, expected in chunks_of.items():
+        assert set(ranked_ids(store.search_lexical(repo, [term], 100, ANY))) == expected, term
+    put(store, repo, "unicode.txt", *NON_ASCII_TEXTS[::2])
+    assert store.check_integrity(repo) == []
+    store.delete_files(repo, ["unicode.txt"])
+    assert store.check_integrity(repo) == []
+
+
 # -- filters ----------------------------------------------------------------------------
 
 FILTER_FILES = {

@@ -4,8 +4,9 @@ Schema (migrated by `PRAGMA user_version`):
 - repos, files, chunks as the interface describes; `chunks.terms` holds the chunk's
   pre-tokenised terms (space-joined) and is the content of the external-content FTS5 table
   `chunks_fts`: `replace_files` adds new rows to it with one INSERT ... SELECT, a trigger
-  removes deleted ones. The FTS5 tokenizer only splits what our own tokenizer already
-  split, so index-time and query-time terms are identical.
+  removes deleted ones. The FTS5 tokenizer (`ascii`) only splits what our own tokenizer
+  already split and folds nothing, so index-time and query-time terms, and `term_df`'s
+  counts of them, are identical (non-ASCII ones too).
 - vectors(chunk_id, repo, seq, vector float32 BLOB) and vector_tombstones: every change
   to a repository's vectors takes the next `repos.vector_seq`, so a process holding the
   vectors in memory refreshes incrementally (rows with a newer seq, tombstones newer than

@@ -3,8 +3,13 @@ the invariants `check_integrity` counts the breaches of."""
 
 from __future__ import annotations
 
-# Only whitespace splits terms: `_` and `$` are letters to FTS5 here, as in identifiers.
-FTS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_$'"
+# The full-text index holds our tokenizer's terms exactly as `term_df` counts them: only
+# the spaces between them split. The `ascii` tokenizer folds nothing but A-Z (which our
+# terms never hold) and takes every non-ASCII character as part of a token; `_` (and `$`)
+# are letters here, as in identifiers. (unicode61, used before, folded `µ` into `μ` and
+# final `ς` into `σ` behind our back, so its terms and `term_df` disagreed.)
+FTS_TOKENIZER = "ascii tokenchars '_$'"
+_FIRST_FTS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_$'"  # schema 1 to 3
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -46,7 +51,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
         "CREATE INDEX chunks_by_repo ON chunks (repo)",  # rowid order: pending_embeddings
         f"""CREATE VIRTUAL TABLE chunks_fts USING fts5(
-            terms, content='chunks', content_rowid='id', tokenize="{FTS_TOKENIZER}"
+            terms, content='chunks', content_rowid='id', tokenize="{_FIRST_FTS_TOKENIZER}"
         )""",
         """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
             INSERT INTO chunks_fts (rowid, terms) VALUES (new.id, new.terms);
@@ -89,6 +94,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Readers holding vectors in memory reload them (behind the tombstone floor).
         "UPDATE repos SET chunk_count = 0, token_count = 0, vector_seq = vector_seq + 1,"
         " tombstone_floor = vector_seq + 1",
+    ),
+    # The full-text index's own tokenizer folded some non-ASCII terms (see FTS_TOKENIZER):
+    # rebuilt from the stored terms, which (and so `term_df`) stay as they are.
+    (
+        "DROP TRIGGER chunks_fts_delete",
+        "DROP TABLE chunks_fts",
+        f"""CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            terms, content='chunks', content_rowid='id', tokenize="{FTS_TOKENIZER}"
+        )""",
+        "INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')",
+        """CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, terms) VALUES ('delete', old.id, old.terms);
+        END""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
