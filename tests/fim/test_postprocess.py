@@ -4,14 +4,8 @@ import random
 
 import pytest
 
-from mimiverse.fim.postprocess import (
-    FimPostprocessor,
-    _quote_at_end,
-    _scan_brackets,
-    _unmatched_closers,
-    is_mid_line,
-    postprocess,
-)
+from mimiverse.fim.brackets import quote_at_end, scan_brackets, unmatched_closers
+from mimiverse.fim.postprocess import FimPostprocessor, is_mid_line, postprocess
 from mimiverse.fim.templates import TEMPLATES
 
 QWEN = TEMPLATES["qwen2.5-coder"].stop
@@ -316,10 +310,10 @@ def test_the_quote_at_the_cursor_is_read_from_the_last_line() -> None:
     rng = random.Random(7)
     for _ in range(2000):
         text = _bracket_text(rng, rng.randint(0, 40))
-        assert _quote_at_end(text) == _scan_brackets(text, None)[1], text
+        assert quote_at_end(text) == scan_brackets(text, None)[1], text
     # A backslash before the last line break may continue a literal: all is read.
-    assert _quote_at_end('x = "a\\\nb') == '"'
-    assert _quote_at_end('x = "a\nb') is None
+    assert quote_at_end('x = "a\\\nb') == '"'
+    assert quote_at_end('x = "a\nb') is None
 
 
 def test_prefix_and_suffix_are_scanned_only_when_a_rule_needs_them() -> None:
@@ -339,8 +333,8 @@ def test_lazy_scans_give_the_eager_answers() -> None:
     for _ in range(1000):
         prefix, suffix = _bracket_text(rng, 30), _bracket_text(rng, 30)
         processor = FimPostprocessor(prefix, suffix)
-        stack, quote = _scan_brackets(prefix, None)
-        closers = _unmatched_closers(suffix, quote, 64)
+        stack, quote = scan_brackets(prefix, None)
+        closers = unmatched_closers(suffix, quote, 64)
         limit = len(stack)
         if closers:
             wanted = {")": "(", "]": "[", "}": "{"}[closers[0]]

@@ -35,22 +35,27 @@ prefix nor overlaps the suffix costs no scan of either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from re import compile as re_compile
 
 from mimiverse.fim.blocks import BlockEnd
+from mimiverse.fim.brackets import (
+    CLOSED_PREFIX,
+    CLOSERS,
+    STRAY,
+    AnswerBrackets,
+    fit_closers,
+    quote_at_end,
+    scan_brackets,
+    unmatched_closers,
+)
 from mimiverse.fim.templates import indent_healed
 
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
-_CLOSERS = {")": "(", "]": "[", "}": "{"}
-_QUOTES = frozenset("'\"`")
 _BLOCK_OPENERS = ("(", "[", "{", ":")
 _MIN_OVERLAP = 3
 _MAX_OVERLAP = 256  # only the suffix's first line is compared; long lines are capped
 _MAX_CLOSERS = 64  # the suffix's unmatched closers we look at
-# Characters that matter to the bracket scan; everything else is skipped in C.
-_BRACKET_SCAN = re_compile(r"[()\[\]{}'\"`\\\n]")
 _LEADING_SPACE = re_compile(r"\s*")  # \s is str.isspace(), as str.lstrip() strips
 
 
@@ -126,11 +131,11 @@ class FimPostprocessor:
         # prefix's open brackets and the suffix's closers wait until the answer asks.
         self._prefix = prefix
         self._suffix = suffix
-        self._start_quote = _quote_at_end(prefix)  # the cursor may sit inside a literal
+        self._start_quote = quote_at_end(prefix)  # the cursor may sit inside a literal
         self._open: list[str] | None = None  # the prefix's unclosed openers, once scanned
         self._closers: list[str] | None = None  # the suffix's unmatched closers, likewise
         self._limit: int | None = None  # how many prefix openers the answer may close
-        self._brackets = _Brackets(self._prefix_open, self._start_quote)
+        self._brackets = AnswerBrackets(self._prefix_open, self._start_quote)
         self._cut_closer: str | None = None
 
         # Rule 4: the line to look for, and its indentation when we can know it.
@@ -210,12 +215,12 @@ class FimPostprocessor:
 
     def _prefix_open(self) -> list[str]:
         if self._open is None:
-            self._open = _scan_brackets(self._prefix, None)[0]
+            self._open = scan_brackets(self._prefix, None)[0]
         return self._open
 
     def _suffix_closers(self) -> list[str]:
         if self._closers is None:
-            self._closers = _unmatched_closers(self._suffix, self._start_quote, _MAX_CLOSERS)
+            self._closers = unmatched_closers(self._suffix, self._start_quote, _MAX_CLOSERS)
         return self._closers
 
     def _close_limit(self) -> int:
@@ -226,7 +231,7 @@ class FimPostprocessor:
             self._limit = len(stack)
             closers = self._suffix_closers()
             if closers:
-                wanted = _CLOSERS[closers[0]]
+                wanted = CLOSERS[closers[0]]
                 for depth, opener in enumerate(reversed(stack)):
                     if opener == wanted:
                         self._limit = depth
@@ -293,10 +298,10 @@ class FimPostprocessor:
     def _track_bracket(self, i: int, ch: str) -> int | None:
         depth = self._brackets.closed
         effect = self._brackets.step(ch)
-        if effect == _CLOSED_PREFIX and depth >= self._close_limit():
+        if effect == CLOSED_PREFIX and depth >= self._close_limit():
             self._cut_closer = ch
             return i
-        if effect == _STRAY and ch in self._suffix_closers():
+        if effect == STRAY and ch in self._suffix_closers():
             # A closer with nothing of ours to close that the suffix supplies anyway.
             self._cut_closer = ch
             return i
@@ -464,7 +469,7 @@ class FimPostprocessor:
         kept = self._unclosed(text[:start])
         whole = self._unclosed(text)
         closers = self._suffix_closers()
-        return _fit(kept, closers) >= _fit(whole, closers) + len(kept) - len(whole)
+        return fit_closers(kept, closers) >= fit_closers(whole, closers) + len(kept) - len(whole)
 
     def _indent_agrees(self, text: str, start: int) -> bool:
         """An overlap at a line start must sit at the suffix line's indentation."""
@@ -481,7 +486,7 @@ class FimPostprocessor:
         return indent == self._repeat_indent
 
     def _unclosed(self, text: str) -> list[str]:
-        brackets = _Brackets(self._prefix_open, self._start_quote)
+        brackets = AnswerBrackets(self._prefix_open, self._start_quote)
         for ch in text:
             brackets.step(ch)
         return brackets.unclosed()
@@ -508,143 +513,3 @@ def _rstrip_len(text: str, end: int) -> int:
     while end > 0 and text[end - 1].isspace():
         end -= 1
     return end
-
-
-def _pop_to(stack: list[str], opener: str) -> None:
-    # Pop back to the matching opener if there is one; a stray closer changes nothing.
-    for depth in range(len(stack) - 1, -1, -1):
-        if stack[depth] == opener:
-            del stack[depth:]
-            return
-
-
-class _LiteralAwareBrackets:
-    """The brackets of `text[start:]` outside string literals, in order; `quote` is the
-    literal still open where the text ends (quotes never span lines here, as in most
-    code, except after a backslash)."""
-
-    def __init__(self, text: str, quote: str | None, start: int = 0) -> None:
-        self.text = text
-        self.quote = quote
-        self.start = start
-
-    def __iter__(self) -> Iterator[str]:
-        skip = -1
-        for match in _BRACKET_SCAN.finditer(self.text, self.start):
-            i = match.start()
-            ch = self.text[i]
-            if i == skip:
-                continue
-            if ch == "\n":
-                self.quote = None
-            elif self.quote is not None:
-                if ch == "\\":
-                    skip = i + 1
-                elif ch == self.quote:
-                    self.quote = None
-            elif ch in _QUOTES:
-                self.quote = ch
-            elif ch in _OPENERS or ch in _CLOSERS:
-                yield ch
-
-
-def _scan_brackets(text: str, quote: str | None) -> tuple[list[str], str | None]:
-    """Unclosed openers of `text` (innermost last) and the quote open at its end."""
-    stack: list[str] = []
-    brackets = _LiteralAwareBrackets(text, quote)
-    for ch in brackets:
-        if ch in _OPENERS:
-            stack.append(ch)
-        else:
-            _pop_to(stack, _CLOSERS[ch])
-    return stack, brackets.quote
-
-
-def _quote_at_end(text: str) -> str | None:
-    """The quote `_scan_brackets(text, None)` leaves open, from the last line alone: a line
-    break ends every literal unless a backslash escapes it."""
-    start = text.rfind("\n") + 1
-    if start >= 2 and text[start - 2] == "\\":
-        return _scan_brackets(text, None)[1]  # the break may be escaped: read it all
-    brackets = _LiteralAwareBrackets(text, None, start)
-    for _ in brackets:
-        pass
-    return brackets.quote
-
-
-def _unmatched_closers(text: str, quote: str | None, limit: int) -> list[str]:
-    """The first `limit` closers in `text` that close something opened before it."""
-    found: list[str] = []
-    stack: list[str] = []
-    for ch in _LiteralAwareBrackets(text, quote):
-        if ch in _OPENERS:
-            stack.append(ch)
-        elif _CLOSERS[ch] in stack:
-            _pop_to(stack, _CLOSERS[ch])
-        else:
-            found.append(ch)
-            if len(found) >= limit:
-                break
-    return found
-
-
-def _fit(unclosed: list[str], closers: list[str]) -> int:
-    """How many of the innermost open brackets the closers close, in order."""
-    count = 0
-    for opener, closer in zip(reversed(unclosed), closers, strict=False):
-        if _CLOSERS[closer] != opener:
-            break
-        count += 1
-    return count
-
-
-_CLOSED_PREFIX = 1  # the character closed a bracket opened in the prefix
-_STRAY = 2  # a closer with nothing open in the answer or prefix to close
-
-
-class _Brackets:
-    """Brackets of the answer, on top of the prefix's unclosed ones (asked for only when
-    the answer closes more than it opened); quote-aware."""
-
-    def __init__(self, prefix_open: Callable[[], list[str]], quote: str | None) -> None:
-        self.prefix_open = prefix_open
-        self.closed = 0  # prefix openers closed by the answer, innermost first
-        self.own: list[str] = []
-        self.quote = quote
-        self.escape = False
-
-    def step(self, ch: str) -> int:
-        if ch == "\n":
-            # Quotes never span lines here: a stray apostrophe spoils one line at most.
-            self.quote = None
-            self.escape = False
-            return 0
-        if self.quote is not None:
-            if self.escape:
-                self.escape = False
-            elif ch == "\\":
-                self.escape = True
-            elif ch == self.quote:
-                self.quote = None
-            return 0
-        if ch in _QUOTES:
-            self.quote = ch
-        elif ch in _OPENERS:
-            self.own.append(ch)
-        elif ch in _CLOSERS:
-            opener = _CLOSERS[ch]
-            if self.own:
-                _pop_to(self.own, opener)
-                return 0
-            depth = self.closed
-            prefix_open = self.prefix_open()
-            if depth < len(prefix_open) and prefix_open[-1 - depth] == opener:
-                self.closed += 1
-                return _CLOSED_PREFIX
-            return _STRAY
-        return 0
-
-    def unclosed(self) -> list[str]:
-        """Everything open after prefix + answer, innermost last."""
-        prefix_open = self.prefix_open()
-        return prefix_open[: len(prefix_open) - self.closed] + self.own
