@@ -115,13 +115,18 @@ WHITESPACE_CASES: list[Case] = [
 ]
 
 # The prompt left out the last space of the cursor's indentation (templates.heal_indent):
-# the answer's first space stands for it. Only that one, and only then.
+# the answer's leading spaces stand for the cursor's indentation (one space from a base
+# model, the whole indentation restated by an instruct one). Only then.
 HEAL_CASES: list[Case] = [
     ("def f():\n    ", "\n", " return 1\n", (), None, "return 1"),
     ("def f():\n    ", "\n", " if x:\n        y()\n    z()\n", (), None,
      "if x:\n        y()\n    z()"),
     ("def f():\n    ", "\n", "return 1", (), None, "return 1"),  # no space: kept as is
-    ("def f():\n    ", "\n", "  x = 1", (), None, " x = 1"),  # one space only
+    ("def f():\n    ", "\n", "  x = 1", (), None, "x = 1"),
+    # Qwen2.5-Coder-0.5B-Instruct's answer after a 4-space cursor line, as seen.
+    ("def fibonacci(n):\n    ", "\n",
+     "    if n <= 1:\n        return n\n    else:\n        return fibonacci(n-1)", (), None,
+     "if n <= 1:\n        return n\n    else:\n        return fibonacci(n-1)"),
     ("def f():\n    ", "\n", " ", (), None, ""),
     ("def f():\n    ", "\n", " x = 1<|endoftext|>", QWEN, None, "x = 1"),
     ("    ", "", " x", (), None, "x"),

@@ -26,7 +26,8 @@ Rules (each one only ever shortens the answer):
    ends the answer before it.
 
 Before any rule: when the prompt left out the last space of the cursor's indentation
-(`templates.indent_healed`), the answer's leading space stands for it and is dropped.
+(`templates.indent_healed`), the answer's leading spaces stand for the cursor's
+indentation and are dropped (one from a base model, often all of it from an instruct one).
 
 The prefix's open brackets and the suffix's unmatched closers (rule 3, 5) are only worked
 out when the answer first needs them, so an answer that never closes a bracket of the
@@ -181,11 +182,15 @@ class FimPostprocessor:
         if self._closed or not text:
             return ""
         if self._healed:
+            # The cursor's line already holds the indentation: whatever the answer starts
+            # with stands for it. A base model writes the one space the prompt left out;
+            # an instruct model often restates the whole indentation, and kept, it would
+            # double it. Spaces may come alone in their own deltas: wait for the code.
+            code = text.lstrip(" \t")
+            if not code:
+                return ""
             self._healed = False
-            if text[0] == " ":
-                text = text[1:]
-                if not text:
-                    return ""
+            text = code
         raw = self._raw
         start = len(raw)
         # Grow a local with no other reference, which CPython can extend in place
