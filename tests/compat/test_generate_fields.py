@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from tests.api.conftest import Serve
-from tests.compat.conftest import CHAT_MODEL, COMPLETION_MODEL, QWEN, compat_settings
+from tests.compat.conftest import (
+    CHAT_MODEL,
+    COMPLETION_MODEL,
+    QWEN,
+    Upstream,
+    pick_upstream,
+)
 from tests.compat.test_clients import REPLY, answer_text, fixture
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
@@ -22,30 +28,17 @@ PREFIX, SUFFIX = "def mean(xs):\n    return ", "\n"
 RAW = QWEN.format(PREFIX, SUFFIX)  # a prompt already in our family's FIM form
 
 
-class Upstream:
-    def __init__(self, kind: str, server: ServerHandle) -> None:
-        self.kind, self.server = kind, server
-        server.behaviour.reply = REPLY
-
-    def sent(self) -> dict[str, Any]:
-        """The body the backend received last on its generation route."""
-        body: dict[str, Any] = self.server.behaviour.last_request[GENERATE_PATH[self.kind]]
-        return body
-
-    def calls(self) -> int:
-        return int(self.server.behaviour.requests.get(GENERATE_PATH[self.kind], 0))
-
-
 @pytest.fixture(params=["ollama", "openai"])
 def upstream(request: pytest.FixtureRequest, ollama_server: ServerHandle,
              openai_server: ServerHandle) -> Upstream:
-    kind = str(request.param)
-    return Upstream(kind, ollama_server if kind == "ollama" else openai_server)
+    chosen = pick_upstream(request, ollama_server, openai_server, GENERATE_PATH)
+    chosen.server.behaviour.reply = REPLY
+    return chosen
 
 
 @pytest.fixture
 def app(serve: Serve, upstream: Upstream) -> AppServer:
-    return serve(compat_settings((upstream.kind, upstream.kind, upstream.server.url)))
+    return serve(upstream.settings())
 
 
 async def post(http: httpx.AsyncClient, app: AppServer, path: str,
