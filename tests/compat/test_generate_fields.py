@@ -16,6 +16,7 @@ from tests.compat.conftest import (
     COMPLETION_MODEL,
     QWEN,
     Upstream,
+    compat_settings,
     pick_upstream,
 )
 from tests.compat.test_clients import REPLY, answer_text, fixture
@@ -253,6 +254,25 @@ async def test_answer_changing_fields_are_in_the_cache_key(
             reply = await post(http, app, path, {**body(), "keep_alive": keep})
             assert reply.status_code == 200
         assert upstream.calls() == 4
+
+
+async def test_a_field_passed_through_is_keyed_with_its_protocol(
+    serve: Serve, http: httpx.AsyncClient, ollama_server: ServerHandle,
+    openai_server: ServerHandle,
+) -> None:
+    """`user` in an Ollama body and in an OpenAI body go to different backends: one
+    answer is not the other's cache hit."""
+    app = serve(compat_settings(("ollama", "ollama", ollama_server.url),
+                                ("openai", "openai", openai_server.url)))
+    ollama_server.behaviour.reply = openai_server.behaviour.reply = REPLY
+    ollama_body = {"prompt": PREFIX, "suffix": SUFFIX, "stream": False, "user": "u-1",
+                   "options": {"temperature": 0, "num_predict": 32}}
+    openai_body = {"prompt": PREFIX, "suffix": SUFFIX, "user": "u-1", "temperature": 0,
+                   "max_tokens": 32}
+    for path, body in (("/api/generate", ollama_body), ("/v1/completions", openai_body)):
+        assert (await post(http, app, path, body)).status_code == 200
+    assert ollama_server.behaviour.last_request["/api/generate"]["user"] == "u-1"
+    assert openai_server.behaviour.last_request["/v1/completions"]["user"] == "u-1"
 
 
 # -- the recorded client bodies -------------------------------------------------------------
