@@ -471,8 +471,10 @@ async def _refused(reason: str, backend: str) -> AsyncIterator[Delta]:
 
 # GenerateRequest fields besides model, prompt and the sampling basics that change what
 # the model answers (keep_alive does not: it is how long the model stays loaded).
+# passthrough_kind too: one field name may mean different things in the two protocols, and
+# each goes to a backend of its own kind.
 _ANSWER_FIELDS = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                  "repeat_penalty", "num_ctx", "passthrough")
+                  "repeat_penalty", "num_ctx", "passthrough", "passthrough_kind")
 
 
 def _generate(backend: Backend, request: GenerateRequest, used: list[str]

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from tests.api.conftest import Serve, serve
-from tests.compat.conftest import CHAT_MODEL, compat_settings, http, oai, oll
+from tests.compat.conftest import CHAT_MODEL, Upstream, http, oai, oll, pick_upstream
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
 
-__all__ = ["http", "oai", "oll", "serve"]  # the clients of every protocol, as in compat
+__all__ = ["Upstream", "http", "oai", "oll", "serve"]  # the clients of every protocol, as in compat
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -27,31 +27,15 @@ PARIS = {"name": "get_weather", "arguments": {"city": "Paris"}}
 CHAT_PATH = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
 
 
-@dataclass
-class Upstream:
-    kind: str  # "ollama" | "openai"
-    server: ServerHandle
-
-    @property
-    def path(self) -> str:
-        return CHAT_PATH[self.kind]
-
-    def sent(self) -> dict[str, Any]:
-        """The body the backend received last."""
-        body: dict[str, Any] = self.server.behaviour.last_request[self.path]
-        return body
-
-
 @pytest.fixture(params=["ollama", "openai"])
 def upstream(request: pytest.FixtureRequest, ollama_server: ServerHandle,
              openai_server: ServerHandle) -> Upstream:
-    kind = str(request.param)
-    return Upstream(kind, ollama_server if kind == "ollama" else openai_server)
+    return pick_upstream(request, ollama_server, openai_server, CHAT_PATH)
 
 
 @pytest.fixture
 def app(serve: Serve, upstream: Upstream) -> AppServer:
-    return serve(compat_settings((upstream.kind, upstream.kind, upstream.server.url)))
+    return serve(upstream.settings())
 
 
 @dataclass

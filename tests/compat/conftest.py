@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,6 +39,35 @@ def compat_settings(*backends: tuple[str, str, str], **overrides: Any) -> Settin
         },
         **overrides,
     )
+
+
+@dataclass
+class Upstream:
+    """One loopback backend of a kind ("ollama" | "openai") and the route of it a test
+    watches; tests parametrised over both kinds pick theirs with `pick_upstream`."""
+
+    kind: str
+    server: ServerHandle
+    path: str
+
+    def sent(self) -> dict[str, Any]:
+        """The body the backend received last on `path`."""
+        body: dict[str, Any] = self.server.behaviour.last_request[self.path]
+        return body
+
+    def calls(self) -> int:
+        return int(self.server.behaviour.requests.get(self.path, 0))
+
+    def settings(self) -> Settings:
+        """Every task routed to this backend alone."""
+        return compat_settings((self.kind, self.kind, self.server.url))
+
+
+def pick_upstream(request: pytest.FixtureRequest, ollama_server: ServerHandle,
+                  openai_server: ServerHandle, paths: dict[str, str]) -> Upstream:
+    """The upstream of the kind a fixture is parametrised with, watched on its `paths` route."""
+    kind = str(request.param)
+    return Upstream(kind, ollama_server if kind == "ollama" else openai_server, paths[kind])
 
 
 @pytest.fixture

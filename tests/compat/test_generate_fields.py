@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from tests.api.conftest import Serve
-from tests.compat.conftest import CHAT_MODEL, COMPLETION_MODEL, QWEN, compat_settings
+from tests.compat.conftest import (
+    CHAT_MODEL,
+    COMPLETION_MODEL,
+    QWEN,
+    Upstream,
+    compat_settings,
+    pick_upstream,
+)
 from tests.compat.test_clients import REPLY, answer_text, fixture
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
@@ -22,30 +29,17 @@ PREFIX, SUFFIX = "def mean(xs):\n    return ", "\n"
 RAW = QWEN.format(PREFIX, SUFFIX)  # a prompt already in our family's FIM form
 
 
-class Upstream:
-    def __init__(self, kind: str, server: ServerHandle) -> None:
-        self.kind, self.server = kind, server
-        server.behaviour.reply = REPLY
-
-    def sent(self) -> dict[str, Any]:
-        """The body the backend received last on its generation route."""
-        body: dict[str, Any] = self.server.behaviour.last_request[GENERATE_PATH[self.kind]]
-        return body
-
-    def calls(self) -> int:
-        return int(self.server.behaviour.requests.get(GENERATE_PATH[self.kind], 0))
-
-
 @pytest.fixture(params=["ollama", "openai"])
 def upstream(request: pytest.FixtureRequest, ollama_server: ServerHandle,
              openai_server: ServerHandle) -> Upstream:
-    kind = str(request.param)
-    return Upstream(kind, ollama_server if kind == "ollama" else openai_server)
+    chosen = pick_upstream(request, ollama_server, openai_server, GENERATE_PATH)
+    chosen.server.behaviour.reply = REPLY
+    return chosen
 
 
 @pytest.fixture
 def app(serve: Serve, upstream: Upstream) -> AppServer:
-    return serve(compat_settings((upstream.kind, upstream.kind, upstream.server.url)))
+    return serve(upstream.settings())
 
 
 async def post(http: httpx.AsyncClient, app: AppServer, path: str,
@@ -260,6 +254,25 @@ async def test_answer_changing_fields_are_in_the_cache_key(
             reply = await post(http, app, path, {**body(), "keep_alive": keep})
             assert reply.status_code == 200
         assert upstream.calls() == 4
+
+
+async def test_a_field_passed_through_is_keyed_with_its_protocol(
+    serve: Serve, http: httpx.AsyncClient, ollama_server: ServerHandle,
+    openai_server: ServerHandle,
+) -> None:
+    """`user` in an Ollama body and in an OpenAI body go to different backends: one
+    answer is not the other's cache hit."""
+    app = serve(compat_settings(("ollama", "ollama", ollama_server.url),
+                                ("openai", "openai", openai_server.url)))
+    ollama_server.behaviour.reply = openai_server.behaviour.reply = REPLY
+    ollama_body = {"prompt": PREFIX, "suffix": SUFFIX, "stream": False, "user": "u-1",
+                   "options": {"temperature": 0, "num_predict": 32}}
+    openai_body = {"prompt": PREFIX, "suffix": SUFFIX, "user": "u-1", "temperature": 0,
+                   "max_tokens": 32}
+    for path, body in (("/api/generate", ollama_body), ("/v1/completions", openai_body)):
+        assert (await post(http, app, path, body)).status_code == 200
+    assert ollama_server.behaviour.last_request["/api/generate"]["user"] == "u-1"
+    assert openai_server.behaviour.last_request["/v1/completions"]["user"] == "u-1"
 
 
 # -- the recorded client bodies -------------------------------------------------------------

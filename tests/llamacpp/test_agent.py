@@ -19,7 +19,7 @@ from mimiverse.backends.base import (
     ResponseFormat,
     Tool,
 )
-from mimiverse.backends.llamacpp_chat import CallWatch, parse_calls
+from mimiverse.backends.llamacpp_chat import CallWatch, parse_calls, template_messages
 from mimiverse.config import load_settings
 from tests.api.conftest import Serve, serve
 from tests.llamacpp.conftest import llamacpp_settings
@@ -91,6 +91,15 @@ async def test_auto_lets_the_model_answer_in_text(backend: LlamaCppBackend) -> N
     deltas = await run(backend, tools=TOOLS, max_tokens=8)
     assert not any(d.tool_calls for d in deltas)
     assert "".join(d.text for d in deltas) and deltas[-1].finish_reason == "length"
+
+
+def test_an_assistant_turns_thinking_reaches_the_chat_template() -> None:
+    """Sent back by the client, it is the template's to keep or drop, never ours to lose."""
+    turns = (ChatMessage("user", "hi"), ChatMessage("assistant", "hello", reasoning="greet"))
+    assert template_messages(turns) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "reasoning_content": "greet"},
+    ]
 
 
 def test_a_tool_call_block_is_held_back_and_parsed() -> None:

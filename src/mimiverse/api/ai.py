@@ -141,15 +141,12 @@ class ChatBody(Sampling, SamplingExtras, Strict):
         fmt = response_format(self.response_format)
         if fmt is not None:
             fields["response_format"] = fmt
-        for name in _OPTIONAL:
+        fields.update(self.sampling_fields())
+        for name in ("think", "keep_alive"):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
         return ChatInput(messages, self.max_tokens, self.temperature, tuple(self.stop),
                          self.seed, fields)
-
-
-_OPTIONAL = ("think", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-             "repeat_penalty", "num_ctx", "keep_alive")
 
 
 class ToolCallOut(BaseModel):

@@ -56,6 +56,27 @@ class SamplingExtras(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
 
+    def sampling_fields(self) -> dict[str, Any]:
+        """The sampling fields set, by the internal request's names: these, the repeat
+        penalty in the protocol's spelling, and Ollama's num_ctx where the model has them."""
+        fields = {n: getattr(self, n, None) for n in _SAMPLING}
+        repetition = fields.pop("repetition_penalty")  # the OpenAI side's spelling (vLLM's)
+        if repetition is not None:
+            fields["repeat_penalty"] = repetition
+        return {n: v for n, v in fields.items() if v is not None}
+
+
+_SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+             "repeat_penalty", "repetition_penalty", "num_ctx")
+
+
+def passthrough_fields(kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The request fields that send `extra` (fields we do not model) verbatim to backends
+    of `kind`'s protocol, refused by others; none when `extra` is empty."""
+    if not extra:
+        return {}
+    return {"passthrough": tuple(sorted(extra.items())), "passthrough_kind": kind}
+
 
 def _json_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):

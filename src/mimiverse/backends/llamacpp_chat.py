@@ -89,6 +89,8 @@ def template_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]
         if m.role == "tool":
             message["tool_call_id"] = m.tool_call_id
             message["name"] = m.tool_name or names.get(m.tool_call_id or "")
+        if m.reasoning:  # the name templates that keep earlier thinking read (Qwen3's)
+            message["reasoning_content"] = m.reasoning
         out.append(message)
     return out
 

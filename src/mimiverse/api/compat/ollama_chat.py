@@ -21,6 +21,7 @@ from mimiverse.api.chat_fields import (
     ToolList,
     check_image_count,
     checked_image,
+    passthrough_fields,
     tool_fields,
 )
 from mimiverse.api.limits import MAX_TEXT, StopText
@@ -87,9 +88,11 @@ class ChatOptions(SamplingExtras, Strict):
     def fixed_seed(self) -> int | None:
         return self.seed if self.seed is not None and self.seed >= 0 else None  # -1: random
 
-
-_SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-             "repeat_penalty", "num_ctx")
+    def passthrough(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """The request's fields we do not model (`extra`) and the options we do not, for
+        Ollama backends only."""
+        options = {f"options.{k}": v for k, v in (self.model_extra or {}).items()}
+        return passthrough_fields("ollama", {**extra, **options})
 
 
 class ChatFields(Strict):
@@ -116,14 +119,11 @@ class ChatFields(Strict):
         messages = tuple(m.to_message() for m in self.messages)
         check_image_count(sum(len(m.images) for m in messages))
         fields: dict[str, Any] = tool_fields(self.tools, None)
-        fields.update({n: getattr(o, n) for n in _SAMPLING if getattr(o, n) is not None})
+        fields.update(o.sampling_fields())
         add_format_and_think(fields, self.format, self.think)
         if self.keep_alive is not None:
             fields["keep_alive"] = self.keep_alive
-        passthrough = {**extra, **{f"options.{k}": v for k, v in (o.model_extra or {}).items()}}
-        if passthrough:
-            fields["passthrough"] = tuple(sorted(passthrough.items()))
-            fields["passthrough_kind"] = "ollama"
+        fields.update(o.passthrough(extra))
         return ChatInput(messages, o.max_tokens(), o.temperature or 0.0, o.stops(),
                          o.fixed_seed(), fields)
 

@@ -33,8 +33,6 @@ from mimiverse.errors import InvalidRequest
 from mimiverse.fim.templates import FimTemplate
 from mimiverse.gateway import ChatInput, FimInput, RawInput
 
-_SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-             "repeat_penalty", "num_ctx")
 _CHAT_ONLY = ("system", "format", "images", "think")
 
 
@@ -69,16 +67,10 @@ class GenerateBody(BaseModel):
     def fields(self) -> dict[str, Any]:
         """GenerateRequest / ChatRequest fields: sampling, keep_alive, passthrough."""
         o = self.options
-        fields: dict[str, Any] = {n: getattr(o, n) for n in _SAMPLING
-                                  if getattr(o, n) is not None}
+        fields = o.sampling_fields()
         if self.keep_alive is not None:
             fields["keep_alive"] = self.keep_alive
-        passthrough = {**(self.model_extra or {}),
-                       **{f"options.{k}": v for k, v in (o.model_extra or {}).items()}}
-        if passthrough:
-            fields["passthrough"] = tuple(sorted(passthrough.items()))
-            fields["passthrough_kind"] = "ollama"
-        return fields
+        return {**fields, **o.passthrough(self.model_extra or {})}
 
     def refuse_unused(self, chatting: bool) -> None:
         """InvalidRequest naming the first field set that this request cannot use."""

@@ -41,7 +41,7 @@ from pydantic import (
 from starlette.responses import Response
 
 from mimiverse.api.assist import codebase_switch, mark_sources
-from mimiverse.api.chat_fields import SamplingExtras
+from mimiverse.api.chat_fields import SamplingExtras, passthrough_fields
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
 from mimiverse.api.compat.openai_chat import finish as chat_finish
@@ -187,17 +187,8 @@ class CompletionBody(SamplingExtras, _Body):
 
     def fields(self) -> dict[str, Any]:
         """GenerateRequest fields: the sampling ones set, the rest passed through."""
-        fields: dict[str, Any] = {n: getattr(self, n) for n in _COMPLETION_SAMPLING
-                                  if getattr(self, n) is not None}
-        if self.repetition_penalty is not None:
-            fields["repeat_penalty"] = self.repetition_penalty
-        if self.model_extra:
-            fields["passthrough"] = tuple(sorted(self.model_extra.items()))
-            fields["passthrough_kind"] = "openai"
-        return fields
-
-
-_COMPLETION_SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty")
+        return {**self.sampling_fields(),
+                **passthrough_fields("openai", self.model_extra or {})}
 
 
 class ChatBody(_Body, ChatFields):

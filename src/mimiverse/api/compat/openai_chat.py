@@ -23,6 +23,7 @@ from mimiverse.api.chat_fields import (
     ToolList,
     check_image_count,
     image_from_url,
+    passthrough_fields,
     response_format,
     tool_fields,
 )
@@ -128,14 +129,8 @@ class ChatFields(SamplingExtras, Strict):
         if self.reasoning_effort is not None:  # "none": thinking off
             fields["think"] = self.reasoning_effort if self.reasoning_effort != "none" \
                 else False
-        for name in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
-            if getattr(self, name) is not None:
-                fields[name] = getattr(self, name)
-        if self.repetition_penalty is not None:
-            fields["repeat_penalty"] = self.repetition_penalty
-        if passthrough:
-            fields["passthrough"] = tuple(sorted(passthrough.items()))
-            fields["passthrough_kind"] = "openai"
+        fields.update(self.sampling_fields())
+        fields.update(passthrough_fields("openai", passthrough))
         return ChatInput(messages, self.max_completion_tokens or max_tokens, temperature, stop,
                          seed, fields)
 
