@@ -160,10 +160,12 @@ def _found(detector: _Detector, line: str) -> Iterator[tuple[int, int, str]]:
     plugin = detector.plugin
     if detector.kind == "jwt":
         # Its own analyze_string checks that a token decodes; the signature goes too.
-        for value in plugin.analyze_string(line):
+        # Every occurrence of each token: the same one twice on a line goes twice.
+        for value in set(plugin.analyze_string(line)):
             at = line.find(value)
-            if at >= 0:
+            while at >= 0:
                 yield at, _JWT_TAIL.match(line, at + len(value)).end(), "jwt"  # type: ignore[union-attr]
+                at = line.find(value, at + len(value))
         return
     for number, regex in enumerate(plugin.denylist):
         for match in regex.finditer(line):
