@@ -582,6 +582,19 @@ def stamp(results: dict[str, Any]) -> str:
             f"`{results['command']}`._")
 
 
+def publish(results: dict[str, Any], sections: dict[str, str], started: float,
+            json_path: Path | None, docs: bool) -> None:
+    """Stamp each section with the run's command and revision, print them, and keep them
+    where asked: the raw results as JSON, the sections in docs/benchmarks.md."""
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    stamped = {name: body + stamp(results) for name, body in sections.items()}
+    print("\n\n".join(stamped.values()) + f"\n\n({results['elapsed_s']:.0f} s)")
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if docs:
+        print(f"updated {write_docs(stamped)}")
+
+
 def machine_report(m: dict[str, Any]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     return "\n".join([

@@ -34,7 +34,6 @@ The sustained rate is the highest that passed.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -331,13 +330,7 @@ def main() -> None:
         overload_rate = opts.overload_rate if opts.overload_rate is not None else 2 * uncached
         if overload_rate:
             results["overload"] = run_overload(stack, gateway, backend, overload_rate, opts)
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    text = report(results) + bl.stamp(results)
-    print(f"\n{text}\n\n({results['elapsed_s']:.0f} s)")
-    if opts.json:
-        opts.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    if opts.write_docs:
-        print(f"updated {bl.write_docs({'load': text})}")
+    bl.publish(results, {"load": report(results)}, started, opts.json, opts.write_docs)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ clients'. Budget: least-busy sends the slow server at most 15 % of the requests.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import time
 from pathlib import Path
@@ -189,15 +188,7 @@ def main() -> None:
                 by_strategy[strategy].append(run_strategy(strategy, opts))
         results["balance"] = by_strategy
         sections["scale-balance"] = strategies_table(by_strategy, opts)
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    stamp = bl.stamp(results)
-    for name in sections:
-        sections[name] += stamp
-    print("\n\n".join(sections.values()) + f"\n\n({results['elapsed_s']:.0f} s)")
-    if opts.json:
-        opts.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    if opts.write_docs:
-        print(f"updated {bl.write_docs(sections)}")
+    bl.publish(results, sections, started, opts.json, opts.write_docs)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,11 @@ def test_a_declared_llamacpp_backend_still_refuses_to_start(without_llama_cpp: N
     config = BackendSettings(name="mine", kind="llamacpp", model_path="/m.gguf")
     with pytest.raises(ConfigError, match="needs llama-cpp-python"):
         registry.build_backend(config)
+
+
+def test_a_declared_backend_with_a_default_name_still_refuses_to_start(
+    without_llama_cpp: None,
+) -> None:
+    config = BackendSettings(name="embedded-llm", kind="llamacpp", model_path="/m.gguf")
+    with pytest.raises(ConfigError, match="needs llama-cpp-python"):
+        registry.build_backend(config)

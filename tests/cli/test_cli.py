@@ -86,6 +86,15 @@ def test_position_outside_file(tmp_path: Path) -> None:
     assert "line 9 is outside it" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["index"], ["eval", "search"], ["eval", "fim"],
+                                     ["eval", "ask"]])
+def test_commands_on_a_folder_refuse_a_missing_one(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "nope"
+    result = runner.invoke(app, [*command, str(missing)])
+    assert result.exit_code == 1
+    assert f"{missing} is not a directory" in result.stderr
+
+
 def test_chat_streams_to_stdout(tmp_path: Path, ollama_server: ServerHandle) -> None:
     config = write_config(tmp_path, ollama_server.url)
     ollama_server.behaviour.reply = "a breaker stops calling a failing service"

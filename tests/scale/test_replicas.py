@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.scale.configs import write_config
 from tests.servers.harness import ServerHandle, run_in_thread
 from tests.servers.openai_server import OpenAIApp
 from tests.support.redis_server import RedisServer
@@ -19,42 +20,16 @@ from tests.support.serve_process import ServeProcess, wait_for
 EMBEDDINGS = "/v1/embeddings"
 
 
-def write_config(path: Path, upstream: str, redis: str, conninfo: str) -> Path:
+def replica_config(path: Path, upstream: str, redis: str, conninfo: str) -> Path:
     allowed = path.parent / "repo"  # the folder both replicas may index (the same path)
-    path.write_text(f"""
-[server]
-access_log = false
-
-[cache]
-kind = "redis"
-url = "{redis}"
-
+    return write_config(path, upstream, redis, f"""
 [index]
 store = "postgres"
 url = "{conninfo}"
 job_lease_s = 1.0
 job_poll_s = 0.2
 allowed_roots = ["{allowed}"]
-
-[[backends]]
-name = "vllm"
-kind = "openai"
-url = "{upstream}"
-
-[models.completion]
-model = "test-model"
-family = "qwen2.5-coder"
-backends = ["vllm"]
-
-[models.chat]
-model = "test-model"
-backends = ["vllm"]
-
-[models.embedding]
-model = "test-embed"
-backends = ["vllm"]
 """)
-    return path
 
 
 def make_repo(root: Path) -> Path:
@@ -96,9 +71,9 @@ def test_index_on_a_search_on_b_and_b_finishes_when_a_dies(
     root = make_repo(tmp_path / "repo")
     # A's embedding server never answers: A's job stays in its embedding phase.
     upstreams["a"].behaviour.mode = "hang"
-    a = ServeProcess(write_config(tmp_path / "a.toml", upstreams["a"].url, redis_server.url,
+    a = ServeProcess(replica_config(tmp_path / "a.toml", upstreams["a"].url, redis_server.url,
                                   postgres_conninfo))
-    b = ServeProcess(write_config(tmp_path / "b.toml", upstreams["b"].url, redis_server.url,
+    b = ServeProcess(replica_config(tmp_path / "b.toml", upstreams["b"].url, redis_server.url,
                                   postgres_conninfo))
     try:
         a.wait_ready()

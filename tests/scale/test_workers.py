@@ -11,42 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from tests.scale.configs import write_config
 from tests.servers.harness import ServerHandle
 from tests.support.redis_server import RedisServer
 from tests.support.serve_process import ServeProcess, wait_for
 
 FIM = {"prefix": "def area(r):\n    return ", "temperature": 0}
-
-
-def write_config(tmp_path: Path, upstream: str, redis: str) -> Path:
-    config = tmp_path / "mimiverse.toml"
-    config.write_text(f"""
-[server]
-access_log = false
-
-[cache]
-kind = "redis"
-url = "{redis}"
-
-[[backends]]
-name = "vllm"
-kind = "openai"
-url = "{upstream}"
-
-[models.completion]
-model = "test-model"
-family = "qwen2.5-coder"
-backends = ["vllm"]
-
-[models.chat]
-model = "test-model"
-backends = ["vllm"]
-
-[models.embedding]
-model = "test-embed"
-backends = ["vllm"]
-""")
-    return config
 
 
 def per_worker(directory: Path, name: str, labels: dict[str, str]) -> dict[int, float]:
@@ -70,7 +40,8 @@ def workers(tmp_path: Path, openai_server: ServerHandle,
             redis_server: RedisServer) -> Iterator[tuple[ServeProcess, Path]]:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    server = ServeProcess(write_config(tmp_path, openai_server.url, redis_server.url),
+    config = write_config(tmp_path / "mimiverse.toml", openai_server.url, redis_server.url)
+    server = ServeProcess(config,
                           ["--workers", "2"], env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     try:
         server.wait_ready()
@@ -130,7 +101,8 @@ def test_repositories_given_on_start_are_indexed_by_one_worker_and_searched_by_a
     repo.mkdir()
     for i in range(5):
         (repo / f"tariff_{i}.py").write_text(f"def tariff_rate_{i}(zone):\n    return {i}\n")
-    server = ServeProcess(write_config(tmp_path, openai_server.url, redis_server.url),
+    config = write_config(tmp_path / "mimiverse.toml", openai_server.url, redis_server.url)
+    server = ServeProcess(config,
                           ["--workers", "2", "--repo", str(repo)])
     try:
         server.wait_ready()

@@ -16,7 +16,7 @@ from mimiverse.backends.ollama import OllamaBackend
 from mimiverse.backends.openai import OpenAIBackend
 from mimiverse.backends.sentence_transformers import SentenceTransformersBackend
 from mimiverse.backends.whisper import WhisperBackend
-from mimiverse.config import DEFAULT_BACKENDS, BackendSettings
+from mimiverse.config import BackendSettings, default_backends
 from mimiverse.errors import ConfigError
 
 
@@ -97,7 +97,8 @@ def build_backend(config: BackendSettings) -> Backend:
     try:
         return BACKEND_KINDS[config.kind](config)
     except ConfigError as exc:
-        if config.name not in DEFAULT_BACKENDS:
+        # A default backend (as the defaults define it, not merely by name) whose extra is
+        # missing: serve on without it (it says why). One the user declared refuses.
+        if config not in default_backends():
             raise
-        # A default backend whose extra is missing: serve on without it (it says why).
         return MissingExtraBackend(config, f"{exc}; `make run` installs it")

@@ -40,6 +40,14 @@ def settings_from(config: Path | None, **overrides: Any) -> Settings:
         raise fail(str(exc)) from None
 
 
+def existing_dir(path: Path) -> Path:
+    """The resolved folder a command was pointed at; anything else is a one-line error."""
+    resolved = path.resolve()
+    if not resolved.is_dir():
+        raise fail(f"{path} is not a directory")
+    return resolved
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; our errors become one clear line and exit code 1."""
     try:

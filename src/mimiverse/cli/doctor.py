@@ -94,6 +94,7 @@ def doctor(config: ConfigOption = None) -> None:
     console.print()
 
     problems = 0
+    kinds = {b.name: b.kind for b in settings.backends}
     for task in TASKS:
         route = settings.models.route(task)
         up = [n for n in route.backends if probes[n].ok]
@@ -102,7 +103,6 @@ def doctor(config: ConfigOption = None) -> None:
             console.print(f"[red]✗ {task}[/]: {route.model} has no reachable backend "
                           f"(tried {', '.join(route.backends)})")
             continue
-        kinds = {b.name: b.kind for b in settings.backends}
         missing = [n for n in up if kinds[n] in ("ollama", "openai")
                    and not _model_listed(route.model, probes[n].models)]
         note = ""

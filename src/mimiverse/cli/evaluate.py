@@ -16,7 +16,15 @@ from rich.table import Table
 
 from mimiverse.assist.evaluation import evaluate_ask
 from mimiverse.backends.registry import build_backend
-from mimiverse.cli.common import ConfigOption, console, err_console, fail, run, settings_from
+from mimiverse.cli.common import (
+    ConfigOption,
+    console,
+    err_console,
+    existing_dir,
+    fail,
+    run,
+    settings_from,
+)
 from mimiverse.fim.evaluation import KINDS, FimScores, Kind, build_fim_tasks, score_fim
 from mimiverse.fim.retrieval import RepoRetriever
 from mimiverse.gateway import Gateway
@@ -26,6 +34,9 @@ from mimiverse.index.service import CodebaseService
 
 eval_app = typer.Typer(help="Measure quality on real code.", no_args_is_help=True)
 
+JsonOption = Annotated[bool, typer.Option("--json")]
+SampleSeedOption = Annotated[int, typer.Option(help="which functions are sampled")]
+
 
 @eval_app.command("search")
 def eval_search(
@@ -34,19 +45,17 @@ def eval_search(
     lookups: Annotated[int, typer.Option(
         help="identifier lookups (each also asked as a 'where is ...' phrase)", min=0, max=5000,
     )] = 50,
-    seed: Annotated[int, typer.Option(help="which functions are sampled")] = 0,
+    seed: SampleSeedOption = 0,
     embed_cache: Annotated[Path | None, typer.Option(
         help="an .npz file that keeps embeddings between runs (keyed by model and text)",
     )] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """MRR@10 and Recall@1/10 of lexical, vector and hybrid search, beside plain BM25 and
     the bare embedding model on the same chunks (docstring -> function, and name lookups)."""
     settings = settings_from(config)
-    src = path.resolve()
-    if not src.is_dir():
-        raise fail(f"{path} is not a directory")
+    src = existing_dir(path)
 
     def step(text: str) -> None:
         if not as_json:
@@ -106,7 +115,7 @@ def eval_fim(
     path: Annotated[Path, typer.Argument(help="a repository (any language with a grammar)")],
     limit: Annotated[int, typer.Option(help="tasks of each kind", min=1, max=5000)] = 50,
     seed: Annotated[int, typer.Option(help="which spans are masked")] = 0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Exact match and edit similarity of completions, with and without repository context.
@@ -116,9 +125,7 @@ def eval_fim(
     where `mimiverse index` keeps its index) so the context comes from the real index.
     """
     settings = settings_from(config)
-    root = path.resolve()
-    if not root.is_dir():
-        raise fail(f"{path} is not a directory")
+    root = existing_dir(path)
 
     async def go() -> dict[str, dict[Kind, FimScores]]:
         tasks = build_fim_tasks(root, limit=limit, seed=seed)
@@ -173,8 +180,8 @@ def eval_fim(
 def eval_ask(
     path: Annotated[Path, typer.Argument(help="a Python repository or package folder")],
     limit: Annotated[int, typer.Option(help="number of questions", min=1, max=5000)] = 200,
-    seed: Annotated[int, typer.Option(help="which functions are sampled")] = 0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    seed: SampleSeedOption = 0,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Recall@5/@10 of ask's sources: does a docstring's question bring its function?
@@ -182,9 +189,7 @@ def eval_ask(
     Runs ask's retrieval and prompt budget as the API does (models.chat.max_prompt_tokens),
     without calling the chat model."""
     settings = settings_from(config)
-    src = path.resolve()
-    if not src.is_dir():
-        raise fail(f"{path} is not a directory")
+    src = existing_dir(path)
 
     async def go() -> None:
         gateway = Gateway(settings)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimiverse.backends.registry import build_backend
-from mimiverse.cli.common import ConfigOption, console, fail, run, settings_from
+from mimiverse.cli.common import ConfigOption, console, existing_dir, fail, run, settings_from
 from mimiverse.config import Settings
 from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import SearchFilter
@@ -102,9 +102,7 @@ def index(
 ) -> None:
     """Index a repository (incrementally): searchable lexically at once, vectors after."""
     settings = settings_from(config)
-    root = path.resolve()
-    if not root.is_dir():
-        raise fail(f"{path} is not a directory")
+    root = existing_dir(path)
 
     async def go() -> None:
         router = _router(settings)

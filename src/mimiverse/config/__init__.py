@@ -6,7 +6,6 @@ auth, limits, voice, cache), indexing (index, ranking, repository context) and l
 """
 
 from mimiverse.config.backends import (
-    DEFAULT_BACKENDS,
     SPEECH_KINDS,
     TASKS,
     BackendKind,
@@ -34,7 +33,6 @@ from mimiverse.config.serving import (
 )
 
 __all__ = [
-    "DEFAULT_BACKENDS",
     "SPEECH_KINDS",
     "TASKS",
     "AuthSettings",

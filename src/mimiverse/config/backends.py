@@ -168,8 +168,6 @@ def default_backends() -> list[BackendSettings]:
     ]
 
 
-DEFAULT_BACKENDS = ("local-ollama", "embedded-llm", "embedded")
-
 
 class ModelsSettings(StrictModel):
     completion: ModelRoute = ModelRoute(

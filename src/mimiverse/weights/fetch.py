@@ -54,7 +54,9 @@ def offline() -> bool:
 
 
 def find_local(model: CatalogModel) -> Path | None:
-    """The model's file if it is already here (checked when it was fetched)."""
+    """The model's file if it is already here. Not hashed again (that would read the whole
+    file on every start): a fetched file was checked when it was fetched; one put in the
+    models folder by hand is trusted as the user's own."""
     mine = models_dir() / model.filename
     if mine.is_file():
         return mine

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from mimiverse.index.store.sqlite_vectors import similarities, top, unit_rows
 from mimiverse.index.tokenize import query_tokens, tokens
 
 Floats = npt.NDArray[np.float32]
@@ -52,19 +53,13 @@ class PlainBM25:
 
 class Dense:
     def __init__(self, vectors: Sequence[Sequence[float]]) -> None:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        self.matrix: Floats = matrix / norms
+        self.matrix = unit_rows(np.asarray(vectors, dtype=np.float32))
 
     def search(self, vector: Sequence[float], limit: int) -> list[int]:
-        query = np.asarray(vector, dtype=np.float32)
-        query /= max(float(np.linalg.norm(query)), 1e-12)
-        scores: Floats = self.matrix @ query
+        scores = similarities(self.matrix, np.asarray(vector, dtype=np.float32))
         return _top(scores, limit, positive=False)
 
 
 def _top(scores: Floats, limit: int, *, positive: bool = True) -> list[int]:
     rows = np.flatnonzero(scores > 0) if positive else np.arange(len(scores))
-    order = rows[np.argsort(-scores[rows], kind="stable")]
-    return [int(i) for i in order[:limit]]
+    return [i for i, _ in top(rows, scores[rows], limit)]

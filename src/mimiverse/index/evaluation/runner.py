@@ -111,9 +111,9 @@ async def evaluate(
         say("baselines")
         chunks = _indexed_chunks(sqlite_path(service.settings, job.root))
         spans = [s for s, _ in chunks]
-        bm25 = PlainBM25([t for _, t in chunks])
-        rankings["bm25"] = [[spans[i] for i in bm25.search(t.query, 10)] for t in tasks]
         texts = [t for _, t in chunks]
+        bm25 = PlainBM25(texts)
+        rankings["bm25"] = [[spans[i] for i in bm25.search(t.query, 10)] for t in tasks]
         vectors: list[list[float]] = []
         for start in range(0, len(texts), _EMBED_BATCH):
             vectors += (await service.router.embed(texts[start : start + _EMBED_BATCH]))[0]

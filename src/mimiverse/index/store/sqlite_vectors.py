@@ -76,9 +76,7 @@ class VectorCache:
         if n + m > len(self._ids):
             self._grow(max(n + m, 2 * len(self._ids), 1024))
         raw = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(m, self.dim)
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0  # a zero vector stays zero: similarity 0 to everything
-        self._matrix[n : n + m] = raw / norms
+        self._matrix[n : n + m] = unit_rows(raw)
         self._ids[n : n + m] = [r[0] for r in rows]
         self._file_of[n : n + m] = [_code(self._path_ix, self.paths, r[1]) for r in rows]
         self._lang_of[n : n + m] = [_code(self._lang_ix, self.languages, r[2]) for r in rows]
@@ -141,6 +139,14 @@ def _code(index: dict[T, int], values: list[T], value: T) -> int:
         values.append(value)
     return code
 
+
+
+def unit_rows(raw: Floats) -> Floats:
+    """Rows scaled to length 1, so a dot product is the cosine similarity."""
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0  # a zero vector stays zero: similarity 0 to everything
+    unit: Floats = raw / norms
+    return unit
 
 
 def similarities(matrix: Floats, query: Floats) -> Floats:
