@@ -66,6 +66,12 @@ def test_known_secret_shapes_are_redacted(path: str, line: str, expected: str, k
     assert (found.text, dict(found.found)) == (expected, {kind: 1})
 
 
+def test_the_same_token_twice_on_a_line_goes_twice() -> None:
+    found = redact(f'a = "{JWT}"; b = "{JWT}"', "a.py", "python")
+    assert (found.text, dict(found.found)) == (
+        'a = "<redacted:jwt>"; b = "<redacted:jwt>"', {"jwt": 2})
+
+
 def test_a_private_key_block_goes_whole_and_keeps_its_lines() -> None:
     text = ('KEY = """\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAKCAQEA\n'
             '-----END RSA PRIVATE KEY-----\n"""\nprint(KEY)\n')

@@ -79,6 +79,9 @@ def test_a_file_swapped_for_a_symlink_is_never_read_through_it(tmp_path: Path) -
         swapper.join()
     assert set(outcomes) <= {"read", "swapped", "unreadable"}, outcomes
     assert outcomes.get("read", 0) > 0  # the regular file was read when it was there
+    # And without the race: the file is a symlink when it is opened.
+    os.replace(link, target)
+    assert read_source(victim) == "swapped"
 
 
 def test_a_directory_swapped_for_a_symlink_is_never_read_through_it(tmp_path: Path) -> None:

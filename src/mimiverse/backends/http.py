@@ -102,29 +102,24 @@ class HttpBackend(Backend):
     ) -> Any:
         """`first_byte_s`: how long the answer may take to begin (its status line); the
         rest of it then arrives within the backend's total timeout."""
-        return await self._json("POST", path, orjson.dumps(payload), first_byte_s)
+        return await self._json("POST", path, orjson.dumps(payload), JSON_HEADERS, first_byte_s)
 
     async def post_form(self, path: str, form: aiohttp.FormData) -> Any:
         """POST multipart/form-data (e.g. audio) and read a JSON answer."""
-        with self.mapped_errors():
-            async with self.session.post(self.base_url + path, data=form) as response:
-                content = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, content)
-                return orjson.loads(content)
+        return await self._json("POST", path, form, None)  # aiohttp sets its content type
 
     async def get_json(self, path: str) -> Any:
-        return await self._json("GET", path, None)
+        return await self._json("GET", path, None, None)
 
     async def _json(
-        self, method: str, path: str, body: bytes | None, first_byte_s: float | None = None
+        self, method: str, path: str, body: bytes | aiohttp.FormData | None,
+        headers: dict[str, str] | None, first_byte_s: float | None = None,
     ) -> Any:
         first_byte = asyncio.timeout(first_byte_s)
         with self.mapped_errors():
             try:
                 async with first_byte, self.session.request(
-                    method, self.base_url + path, data=body,
-                    headers=JSON_HEADERS if body is not None else None,
+                    method, self.base_url + path, data=body, headers=headers,
                 ) as response:
                     first_byte.reschedule(None)  # it began: the rest within total_s
                     content = await response.read()

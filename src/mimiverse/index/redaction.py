@@ -92,31 +92,29 @@ def _plugin(dotted: str) -> Any:
 
 
 @cache
-def _detectors() -> tuple[tuple[_Detector, ...], tuple[Any, ...], Any]:
-    """The line detectors, the private-key block markers and the keyword plugin."""
+def _detectors() -> tuple[tuple[_Detector, ...], tuple[Any, ...]]:
+    """The line detectors and the private-key block markers (keyword assignments use the
+    keyword plugin's regexes directly, see `_keyword_regexes`)."""
     lines = tuple(_Detector(kind, _plugin(dotted), hints) for kind, dotted, hints in _LINE_PLUGINS)
     blocks = (_plugin(_DS + "private_key.PrivateKeyDetector"),
               _plugin(_OURS + "EncryptedPrivateKey"))
-    return lines, blocks, _plugin(_DS + "keyword.KeywordDetector")
+    return lines, blocks
 
 
 def redact(text: str, path: str = "", language: str | None = None) -> Redacted:
     """`text` (a whole file at `path`) with every secret found replaced."""
     found: Counter[str] = Counter()
     data = text.encode("utf-8", "surrogatepass")
-    hits = _hints().finditer(data)  # one linear pass: most files end here
-    first = next(hits, None)
-    if first is None:
+    hits = list(_hints().finditer(data))  # one linear pass: most files end here
+    if not hits:
         return Redacted(text, found)
-    detectors, blocks, _keyword = _detectors()
+    detectors, blocks = _detectors()
     if b"PRIVATE KEY" in data or b"PuTTY-User-Key-File" in data:
         stripped = _remove_key_blocks(text, blocks, found)
-        if stripped is not text:
+        if stripped is not text:  # the hints inside the blocks are gone with them
             text, data = stripped, stripped.encode("utf-8", "surrogatepass")
-        hits = _hints().finditer(data)
-        first = next(hits, None)
-    starts = sorted({data.rfind(b"\n", 0, m.start()) + 1
-                     for m in ([first] if first is not None else []) + list(hits)})
+            hits = list(_hints().finditer(data))
+    starts = sorted({data.rfind(b"\n", 0, m.start()) + 1 for m in hits})
     keywords: dict[re.Pattern[str], int] | None = None
     out: list[str] = []
     position = 0  # in data
@@ -162,10 +160,12 @@ def _found(detector: _Detector, line: str) -> Iterator[tuple[int, int, str]]:
     plugin = detector.plugin
     if detector.kind == "jwt":
         # Its own analyze_string checks that a token decodes; the signature goes too.
-        for value in plugin.analyze_string(line):
+        # Every occurrence of each token: the same one twice on a line goes twice.
+        for value in set(plugin.analyze_string(line)):
             at = line.find(value)
-            if at >= 0:
+            while at >= 0:
                 yield at, _JWT_TAIL.match(line, at + len(value)).end(), "jwt"  # type: ignore[union-attr]
+                at = line.find(value, at + len(value))
         return
     for number, regex in enumerate(plugin.denylist):
         for match in regex.finditer(line):
@@ -180,8 +180,6 @@ def _found(detector: _Detector, line: str) -> Iterator[tuple[int, int, str]]:
 
 def _splice(text: str, spans: list[tuple[int, int, str]], found: Counter[str]) -> str:
     """`text` with each span replaced by its marker; overlapping spans merge."""
-    if not spans:
-        return text
     out: list[str] = []
     position = 0
     for start, end, kind in sorted(spans, key=lambda s: (s[0], -s[1])):
@@ -214,7 +212,6 @@ def _remove_key_blocks(text: str, blocks: tuple[Any, ...], found: Counter[str]) 
     text when it has none), keeping their line breaks."""
     out: list[str] = []
     position = 0
-    before = found["private-key"]
     while (start := _next_block(text, position, blocks)) is not None:
         end_match = _BLOCK_END.search(text, start)
         end = end_match.end() if end_match is not None else len(text)
@@ -222,7 +219,7 @@ def _remove_key_blocks(text: str, blocks: tuple[Any, ...], found: Counter[str]) 
         out += [text[position:start], "<redacted:private-key>" + "\n" * lines]
         found["private-key"] += 1
         position = end
-    if found["private-key"] == before:
+    if not out:
         return text
     out.append(text[position:])
     return "".join(out)
