@@ -30,7 +30,14 @@ from mimiverse.answers import (
     stored_delta,
     text_events,
 )
-from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import (
+    NO_EXTRAS,
+    Backend,
+    ChatRequest,
+    Delta,
+    EmbedExtras,
+    GenerateRequest,
+)
 from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
 from mimiverse.cache.keys import cache_key, is_deterministic
@@ -391,12 +398,23 @@ class Gateway:
     # -- embeddings ------------------------------------------------------------------
 
     @observed_embedding
-    async def embed(self, texts: Sequence[str]) -> Embeddings:
-        """Embeddings are always cached, per text, so overlapping batches reuse them."""
+    async def embed(self, texts: Sequence[str], extras: EmbedExtras = NO_EXTRAS
+                    ) -> Embeddings:
+        """Embeddings are always cached, per text, so overlapping batches reuse them.
+        `extras`: the client's fields we do not model, refused (400 naming them) when no
+        backend of the route speaks the client's protocol."""
         started = time.perf_counter()
-        model = self.settings.models.embedding.model
+        route = self.settings.models.embedding
+        model = route.model
+        used = extras.used_fields()
+        if used:
+            check_backends(self.router, "embedding", route, used)
+        # Fields that may change a vector join its key (absent when none: plain requests
+        # keep the keys they always had), with their protocol: one name may mean two things.
+        fields = extras.answer_fields()
+        parts = {"fields": fields, "kind": extras.kind} if fields else {}
         unique = list(dict.fromkeys(texts))
-        keys = {t: cache_key("embedding", model=model, text=t) for t in unique}
+        keys = {t: cache_key("embedding", model=model, text=t, **parts) for t in unique}
         found = await asyncio.gather(*(self.cache.get(keys[t]) for t in unique))
         vectors: dict[str, list[float]] = {}
         for text, value in zip(unique, found, strict=True):
@@ -406,7 +424,7 @@ class Gateway:
         missing = [t for t in unique if t not in vectors]
         backend_name = CACHE_BACKEND
         if missing:
-            fresh, backend, model = await self.router.embed(missing)
+            fresh, backend, model = await self.router.embed(missing, extras)
             backend_name = backend.name
             vectors.update(zip(missing, fresh, strict=True))
             await asyncio.gather(*(self.cache.set(keys[t], {"vector": v})

@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from tests.agents.conftest import WEATHER, Upstream, ollama_chat, openai_chat
+from tests.agents.conftest import PARIS, WEATHER, Upstream, ollama_chat, openai_chat
 from tests.api.conftest import Serve
 from tests.compat.conftest import CHAT_MODEL, compat_settings
 from tests.servers.behaviour import chat_prompt, default_reply
@@ -156,6 +156,43 @@ async def test_tool_choice_none_sends_no_tools_to_ollama(
         assert "tools" not in sent
     else:
         assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "none"
+
+
+OSLO = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+
+
+async def test_ollama_call_index_and_type_travel_as_sent(
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    calls = [{"type": "function", "function": {"index": 0, **PARIS}},
+             {"function": {"index": 1, **OSLO}}]
+    history = [USER, {"role": "assistant", "content": "", "tool_calls": calls},
+               {"role": "tool", "content": "18", "tool_name": "get_weather"}]
+    body = {"model": CHAT_MODEL, "messages": history, "tools": [WEATHER], "stream": False}
+    response = await http.post(f"{app.url}/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    sent = upstream.sent()["messages"][1]["tool_calls"]
+    if upstream.kind == "ollama":  # Ollama's own form: index inside function, no type
+        assert [c["function"] for c in sent] == [{"index": 0, **PARIS}, {"index": 1, **OSLO}]
+        assert all(set(c) == {"id", "function"} for c in sent)
+    else:  # OpenAI's: the order is the index; every call a function
+        assert [(c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
+                for c in sent] == [("function", "get_weather", {"city": "Paris"}),
+                                   ("function", "get_weather", {"city": "Oslo"})]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_ollama_clients_get_each_call_with_its_index(
+    stream: bool, app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    upstream.server.behaviour.tool_calls = (PARIS, OSLO)
+    body = {"model": CHAT_MODEL, "messages": [USER], "tools": [WEATHER], "stream": stream}
+    response = await http.post(f"{app.url}/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    lines = [orjson.loads(line) for line in response.text.splitlines()]
+    calls = [c for line in lines for c in line.get("message", {}).get("tool_calls", ())]
+    assert [c["function"] for c in calls] == [
+        {"index": 0, **PARIS}, {"index": 1, **OSLO}]
 
 
 # -- structured output ----------------------------------------------------------------------

@@ -92,7 +92,8 @@ async def test_embed_one_and_many_with_per_text_cache(
 
 
 @pytest.mark.parametrize(
-    "body", [{"input": []}, {"input": ["x"] * 257}, {"input": 5}, {"input": "x" * 100_001}]
+    "body", [{"input": []}, {"input": ["x"] * 257}, {"input": 5}, {"input": "x" * 100_001},
+             {"input_type": "query", "input": "x"}]  # unknown: refused, never dropped
 )
 async def test_embed_validation(
     serve: Serve, openai_server: ServerHandle, http: httpx.AsyncClient, body: dict[str, object]
@@ -100,4 +101,4 @@ async def test_embed_validation(
     app = serve(settings_for(("b", "openai", openai_server.url)))
     r = await http.post(f"{app.url}/api/ai/embed", json=body)
     assert r.status_code == 422
-    assert r.json()["error"]["message"].startswith("input")
+    assert r.json()["error"]["message"].startswith(next(iter(body)))

@@ -71,6 +71,7 @@ async def test_bad_requests(serve: Serve, http: httpx.AsyncClient, tmp_path: Pat
         ({"path": "relative"}, 422, "must be absolute"),
         ({"path": str(tmp_path / "nope")}, 422, "is not a directory"),
         ({}, 422, "path: Field required"),
+        ({"path": str(tmp_path), "watch": True}, 422, "watch: Extra inputs are not permitted"),
     ]:
         r = await http.post(f"{app.url}/api/codebase/index", json=body)
         assert r.status_code == status and text in r.json()["error"]["message"]
@@ -78,6 +79,7 @@ async def test_bad_requests(serve: Serve, http: httpx.AsyncClient, tmp_path: Pat
         ({"query": ""}, "query"), ({"query": "x", "limit": 0}, "limit"),
         ({"query": "x", "mode": "fuzzy"}, "mode"), ({"query": "x", "language": "C; drop"},
                                                     "language"),
+        ({"query": "x", "rerank": True}, "rerank"),  # unknown: refused, never dropped
     ]:
         r = await http.post(f"{app.url}/api/codebase/search", json=body)
         assert r.status_code == 422 and r.json()["error"]["message"].startswith(field)

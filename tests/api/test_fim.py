@@ -187,6 +187,8 @@ async def test_client_disconnect_cancels_upstream_within_a_second(
         ({"suffix": "no prefix"}, "prefix"),
         ({"prefix": "x", "language": "py; rm -rf"}, "language"),
         ({"prefix": 3}, "prefix"),
+        ({"prefix": "x", "top_k": 20}, "top_k"),  # unknown here: refused, never dropped
+        ({"prefix": "x", "model": "other"}, "model"),
     ],
 )
 async def test_invalid_fields_get_422_naming_the_field_and_reach_no_backend(

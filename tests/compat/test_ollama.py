@@ -149,6 +149,29 @@ async def test_tags_version_and_show(
     assert (await oll.show(EMBEDDING_MODEL)).capabilities == ["embedding"]
 
 
+@pytest.mark.parametrize(("extra", "error"), [
+    ({"system": "be brief"}, "system: Extra inputs are not permitted"),
+    ({"template": "{{ .Prompt }}"}, "template: Extra inputs are not permitted"),
+    ({"options": {"num_ctx": 8}}, "options: Extra inputs are not permitted"),
+    ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+])
+async def test_show_refuses_what_would_change_the_answer_naming_it(
+    app: AppServer, http: httpx.AsyncClient, extra: dict[str, object], error: str,
+) -> None:
+    r = await http.post(f"{app.url}/api/show", json={"model": "chat", **extra})
+    assert (r.status_code, r.json()) == (400, {"error": error})
+
+
+async def test_show_verbose_is_the_same_answer(
+    app: AppServer, http: httpx.AsyncClient,
+) -> None:
+    plain = (await http.post(f"{app.url}/api/show", json={"model": "chat"})).json()
+    verbose = (await http.post(f"{app.url}/api/show",
+                               json={"model": "chat", "verbose": True})).json()
+    plain.pop("modified_at"), verbose.pop("modified_at")
+    assert verbose == plain and plain["capabilities"] == ["completion", "tools"]
+
+
 async def test_errors_in_ollama_shape(
     app: AppServer, http: httpx.AsyncClient, oll: ollama.AsyncClient,
     ollama_server: ServerHandle,

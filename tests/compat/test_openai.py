@@ -67,6 +67,41 @@ async def test_streamed_completion_ends_with_finish_reason_usage_and_done(
     assert chunks[-1].usage.completion_tokens == len(split_tokens("total = a + b"))
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize(("options", "named"), [
+    ({"include_usage": True, "include_obfuscation": True},
+     "stream_options.include_obfuscation: only include_obfuscation=false"),
+    ({"include_usage": True, "chunk_size": 4}, "stream_options.chunk_size"),
+])
+async def test_stream_options_we_cannot_honour_are_refused_naming_them(
+    oai: openai.AsyncOpenAI, ollama_server: ServerHandle, endpoint: str,
+    options: dict[str, object], named: str,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        if endpoint == "chat":
+            await oai.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "x"}], stream=True,
+                stream_options=options)  # type: ignore[arg-type]
+        else:
+            await oai.completions.create(model="completion", prompt="x", stream=True,
+                                         stream_options=options)  # type: ignore[arg-type]
+    assert named in info.value.body["message"]  # type: ignore[index]
+    assert not {"/api/chat", "/api/generate"} & set(ollama_server.behaviour.requests)
+
+
+async def test_no_obfuscation_padding_is_what_include_obfuscation_false_asks(
+    oai: openai.AsyncOpenAI, ollama_server: ServerHandle
+) -> None:
+    ollama_server.behaviour.reply = "ok then"
+    stream = await oai.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "x"}], stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False})
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ok then"
+    assert chunks[-1].usage is not None
+    assert not any("obfuscation" in (c.model_extra or {}) for c in chunks)
+
+
 async def test_stream_body_is_sse_ending_with_done(
     app: AppServer, http: httpx.AsyncClient, ollama_server: ServerHandle
 ) -> None:

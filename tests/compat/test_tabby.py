@@ -98,11 +98,36 @@ async def test_raw_prompt_and_no_index_context(
     ({"segments": {"suffix": "x"}}, "segments.prefix: Field required"),
     ({"segments": {"prefix": "x", "declarations": [{"filepath": "a.py"}]}},
      "segments.declarations.0.body: Field required"),
+    # Every field Tabby defines is modelled: any other is refused, naming it.
+    ({"segments": {"prefix": "x", "cursor": 3}}, "segments.cursor: Extra inputs are not "
+                                                 "permitted"),
+    ({"segments": {"prefix": "x"}, "max_tokens": 9}, "max_tokens: Extra inputs are not "
+                                                     "permitted"),
+    ({"segments": {"prefix": "x"}, "debug_options": {"return_prompt": True}},
+     "debug_options.return_prompt: only false is supported: answers carry no debug data"),
+    ({"segments": {"prefix": "x"}, "debug_options": {"return_snippets": True}},
+     "debug_options.return_snippets: only false is supported: answers carry no debug data"),
 ])
 async def test_bad_requests_are_400(app: AppServer, http: httpx.AsyncClient,
                                     body: dict[str, object], message: str) -> None:
     r = await http.post(f"{app.url}/v1/completions", json=body)
     assert r.status_code == 400 and r.json()["error"]["message"] == message
+
+
+async def test_fields_tabby_defines_that_change_nothing_here_are_taken(
+    app: AppServer, http: httpx.AsyncClient, ollama_server: ServerHandle
+) -> None:
+    ollama_server.behaviour.reply = "1"
+    request = tabby_request()
+    segments = {**request["segments"],  # type: ignore[dict-item]
+                "edit_history": {"original_code": "", "edits_diff": "", "current_version": ""}}
+    body = {**request, "segments": segments, "user": "dev@example.com", "seed": 3,
+            "debug_options": {"return_prompt": False, "return_snippets": False,
+                              "disable_retrieval_augmented_code_completion": True}}
+    r = await http.post(f"{app.url}/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"] == [{"index": 0, "text": "1"}]
+    assert ollama_server.behaviour.last_request["/api/generate"]["options"]["seed"] == 3
 
 
 async def test_backend_down_is_503(app: AppServer, http: httpx.AsyncClient,

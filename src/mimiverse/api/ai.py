@@ -50,6 +50,10 @@ SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 
 
 class Sampling(BaseModel):
+    """Unknown fields are refused (422 naming them): nothing sent is dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     max_tokens: int | None = Field(None, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     stop: list[StopText] = Field(default_factory=list, max_length=16)
@@ -172,6 +176,8 @@ class ChatResponse(BaseModel):
 
 
 class EmbedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # refused, naming them (422)
+
     input: EmbedText | EmbedTexts = Field(description="one text or a list of 1 to 256 texts")
 
     def texts(self) -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
 from mimiverse.index.model import SearchFilter
@@ -27,6 +27,8 @@ CodebaseDep = Annotated[CodebaseService, Depends(get_codebase)]
 
 
 class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # refused, naming them (422)
+
     query: str = Field(min_length=1, max_length=2000)
     limit: int = Field(10, ge=1, le=100)
     mode: Literal["lexical", "vector", "hybrid"] = "hybrid"
@@ -73,6 +75,8 @@ class SearchResponse(BaseModel):
 
 
 class IndexBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # refused, naming them (422)
+
     path: str = Field(min_length=1, max_length=4096, description="absolute repository path")
 
 

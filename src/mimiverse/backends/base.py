@@ -35,11 +35,14 @@ class Image:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A function call the model asked for; `arguments` is the JSON text of an object."""
+    """A function call the model asked for; `arguments` is the JSON text of an object;
+    `index`: Ollama's `function.index` as its client sent it (the call's position among
+    its answer's calls, which the order of the calls carries for every other kind)."""
 
     id: str
     name: str
     arguments: str
+    index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,38 @@ class ResponseFormat:
     strict: bool | None = None
 
 
+# Client fields of one protocol that we do not model, sent verbatim to a backend of that
+# protocol and refused by any other: (("user", "u-1"),), (("options.num_gpu", 1),).
+Passthrough = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedExtras:
+    """An embedding request's fields beyond model and input, as the client's protocol
+    (`kind`) spells them: sent verbatim to backends of that kind, refused by others."""
+
+    kind: str | None = None
+    fields: Passthrough = ()
+
+    @classmethod
+    def of(cls, kind: str, fields: dict[str, Any]) -> EmbedExtras:
+        return cls(kind, tuple(sorted(fields.items()))) if fields else cls()
+
+    def used_fields(self) -> list[str]:
+        """`<kind>:<field>` per field a backend of another kind cannot honour: all but a
+        keep_alive that keeps the model loaded (every backend does that anyway)."""
+        return [f"{self.kind}:{key}" for key, value in self.fields
+                if key != "keep_alive" or not isinstance(value, str | int | float)
+                or unloads(value)]
+
+    def answer_fields(self) -> Passthrough:
+        """The fields that may change a vector (the cache key's): keep_alive does not."""
+        return tuple((key, value) for key, value in self.fields if key != "keep_alive")
+
+
+NO_EXTRAS = EmbedExtras()
+
+
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
     model: str
@@ -94,7 +129,7 @@ class GenerateRequest:
     repeat_penalty: float | None = None
     num_ctx: int | None = None  # forwarded to Ollama; the gateway bounds the prompt by it
     keep_alive: str | float | None = None  # Ollama's; only 0 (unload) needs honouring
-    passthrough: tuple[tuple[str, Any], ...] = ()  # as ChatRequest's
+    passthrough: Passthrough = ()  # as ChatRequest's
     passthrough_kind: str | None = None
 
     def used_fields(self) -> list[str]:
@@ -151,8 +186,8 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     think: bool | str | None = None  # on/off, or an effort: "low" | "medium" | "high"
     # Fields only one protocol defines and we do not model, sent verbatim to backends of
-    # that protocol (`passthrough_kind`) and refused by others: ("options.num_gpu", 1).
-    passthrough: tuple[tuple[str, Any], ...] = ()
+    # that protocol (`passthrough_kind`) and refused by others.
+    passthrough: Passthrough = ()
     passthrough_kind: str | None = None
 
     def used_fields(self) -> list[str]:
@@ -278,7 +313,10 @@ class Backend:
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         raise Unsupported(f"{self.kind} backends do not chat", backend=self.name)
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
+        """Vectors of `texts`; `passthrough`: client fields of this backend's own protocol,
+        verbatim (the router gives them only to a backend of the client's kind)."""
         raise Unsupported(f"{self.kind} backends do not embed", backend=self.name)
 
     async def list_models(self) -> list[str]:

@@ -33,7 +33,13 @@ import llama_cpp
 from llama_cpp import Llama
 
 from mimiverse.backends import llamacpp_chat as chat
-from mimiverse.backends.base import ChatRequest, Delta, GenerateRequest, PromptSpeed
+from mimiverse.backends.base import (
+    ChatRequest,
+    Delta,
+    GenerateRequest,
+    Passthrough,
+    PromptSpeed,
+)
 from mimiverse.backends.inprocess import InProcessBackend
 from mimiverse.backends.llamacpp_load import cpu_has_amx, extra_buffers
 from mimiverse.config import BackendSettings, Task
@@ -195,7 +201,8 @@ class LlamaCppBackend(InProcessBackend):
                 async for delta in deltas:
                     yield delta
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         if not texts:
             return []
         async with self._lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
-from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest
+from mimiverse.backends.base import Backend, ChatRequest, Delta, GenerateRequest, Passthrough
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendUnavailable
 
@@ -33,7 +33,8 @@ class MissingExtraBackend(Backend):
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         raise self._unavailable()
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         raise self._unavailable()
 
     async def check_health(self) -> None:

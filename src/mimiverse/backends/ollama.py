@@ -18,7 +18,9 @@ from mimiverse.backends.base import (
     ChatRequest,
     Delta,
     GenerateRequest,
+    Passthrough,
     Tool,
+    ToolCall,
     ToolCallChunk,
     sampling_overrides,
 )
@@ -75,10 +77,13 @@ class OllamaBackend(HttpBackend):
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         return self._stream("/api/chat", chat_payload(request), ChatReader())
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         if not texts:
             return []
-        payload = {"model": model, "input": list(texts), "keep_alive": KEEP_ALIVE}
+        payload: dict[str, Any] = {"model": model, "input": list(texts),
+                                   "keep_alive": KEEP_ALIVE}
+        _merge(passthrough, payload)  # keep_alive, truncate, options.*, ... as sent
         body = await self.post_json("/api/embed", payload,
                                     first_byte_s=self.config.timeouts.first_token_s)
         if not isinstance(body, dict):
@@ -214,12 +219,15 @@ def _with_sampling(options: dict[str, Any], request: GenerateRequest | ChatReque
 
 
 def _pass_through(request: GenerateRequest | ChatRequest, payload: dict[str, Any]) -> None:
+    if request.passthrough_kind == "ollama":
+        _merge(request.passthrough, payload)
+
+
+def _merge(passthrough: Passthrough, payload: dict[str, Any]) -> None:
     """Fields of Ollama's protocol we do not model, verbatim (`options.` ones into options)."""
-    if request.passthrough_kind != "ollama":
-        return
-    for key, value in request.passthrough:
+    for key, value in passthrough:
         if key.startswith("options."):
-            payload["options"][key.removeprefix("options.")] = value
+            payload.setdefault("options", {})[key.removeprefix("options.")] = value
         else:
             payload[key] = value
 
@@ -229,8 +237,7 @@ def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:
     if m.images:
         out["images"] = [i.data for i in m.images]
     if m.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "function": {
-            "name": c.name, "arguments": arguments_object(c.arguments)}} for c in m.tool_calls]
+        out["tool_calls"] = [_call(c) for c in m.tool_calls]
     if m.role == "tool":
         name = m.tool_name or names.get(m.tool_call_id or "")
         if name:
@@ -238,6 +245,13 @@ def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:
     if m.reasoning:
         out["thinking"] = m.reasoning
     return out
+
+
+def _call(c: ToolCall) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": c.name, "arguments": arguments_object(c.arguments)}
+    if c.index is not None:  # as the Ollama client sent it
+        function["index"] = c.index
+    return {"id": c.id, "function": function}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -259,7 +273,9 @@ def _generate_delta(obj: dict[str, Any]) -> Delta:
 
 class ChatReader:
     """/api/chat stream lines as Deltas; whole tool calls get an index (and an id when
-    Ollama gave none) in the order they came."""
+    Ollama gave none) in the order they came. Ollama's own `function.index` means that
+    order, but is not read: some versions omit 0 or repeat it, and a repeated index
+    would join two calls into one."""
 
     def __init__(self) -> None:
         self.calls = 0

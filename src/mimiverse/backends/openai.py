@@ -20,6 +20,7 @@ from mimiverse.backends.base import (
     ChatRequest,
     Delta,
     GenerateRequest,
+    Passthrough,
     Tool,
     ToolCallChunk,
     sampling_overrides,
@@ -56,10 +57,12 @@ class OpenAIBackend(HttpBackend):
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
         return self._stream("/v1/chat/completions", chat_payload(request), ChatDeltas())
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         if not texts:
             return []
-        payload = {"model": model, "input": list(texts), "encoding_format": "float"}
+        payload = {"model": model, "input": list(texts), "encoding_format": "float",
+                   **dict(passthrough)}
         body = await self.post_json("/v1/embeddings", payload,
                                     first_byte_s=self.config.timeouts.first_token_s)
         data = body.get("data") if isinstance(body, dict) else None

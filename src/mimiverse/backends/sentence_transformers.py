@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from mimiverse.backends.base import Passthrough
 from mimiverse.backends.inprocess import LOADING, InProcessBackend
 from mimiverse.config import BackendSettings, Task
 from mimiverse.errors import BackendError, BackendUnavailable
@@ -258,7 +259,8 @@ class SentenceTransformersBackend(InProcessBackend):
         # instead of timing out a health check that would have to load it.
         await self.check_health()
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         """Unit-length vectors for `texts`, in order, from the variant `model` names."""
         if not texts:
             return []

@@ -28,7 +28,7 @@ import tritonclient.grpc.aio as grpc_client
 import tritonclient.http.aio as http_client
 from tritonclient.utils import InferenceServerException
 
-from mimiverse.backends.base import Backend
+from mimiverse.backends.base import Backend, Passthrough
 from mimiverse.config import BackendSettings, Task, TritonOptions
 from mimiverse.errors import (
     BackendError,
@@ -161,7 +161,8 @@ class TritonBackend(Backend):
         """The Triton model that serves the route's `model`: the setting, else that name."""
         return self.options.model or model
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         if not texts:
             return []
         name = self.triton_model(model)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mimiverse.backends.base import Backend, Delta
+from mimiverse.backends.base import NO_EXTRAS, Backend, Delta, EmbedExtras
 from mimiverse.config import TASKS, ModelRoute, Settings, Task, Timeouts
 from mimiverse.errors import (
     AllBackendsFailed,
@@ -342,16 +342,24 @@ class Router:
         return await self._first_to_answer(
             task, attempt, exclude, self.candidates(task, affinity, route))
 
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
-        """Embed with the first embedding backend that answers; returns vectors, backend, model."""
+    async def embed(self, texts: Sequence[str], extras: EmbedExtras = NO_EXTRAS
+                    ) -> tuple[list[list[float]], Backend, str]:
+        """Embed with the first embedding backend that answers (and honours `extras`: a
+        backend of the client's protocol gets them verbatim); returns vectors, backend,
+        model."""
         model = self.route("embedding").model
+        used = extras.used_fields()
 
         async def attempt(backend: Backend) -> tuple[list[list[float]], Backend, str]:
+            missing = backend.chat_gaps(used)
+            if missing:  # another candidate may: _first_to_answer moves on to it
+                raise Unsupported(f"cannot honour {', '.join(missing)}", backend=backend.name)
+            own = extras.fields if backend.kind == extras.kind else ()
             limit = backend.config.timeouts.total_s
             try:
                 async with asyncio.timeout(limit):
                     started = time.perf_counter()
-                    vectors = await backend.embed_batch(model, texts)
+                    vectors = await backend.embed_batch(model, texts, own)
                     took = time.perf_counter() - started
                     self.observer.embedding_batch(backend.name, took)
                     self.balancer.first_token(backend.name, took)

@@ -64,6 +64,7 @@ from mimiverse.api.compat.shared import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
 from mimiverse.api.limits import EmbedText
+from mimiverse.backends.base import EmbedExtras
 from mimiverse.config import Task
 from mimiverse.errors import (
     BackendProtocolError,
@@ -101,13 +102,6 @@ router = APIRouter(prefix="/api", tags=["ollama"], route_class=route_class(map_e
 
 # -- request bodies -----------------------------------------------------------------------
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # fields that change no answer here
-
-
-_NAMED = ConfigDict(extra="ignore", json_schema_extra=model_required)
-
-
 class ChatBody(ChatFields):
     model_config = ConfigDict(extra="allow", json_schema_extra=model_required)
 
@@ -115,10 +109,29 @@ class ChatBody(ChatFields):
     stream: bool = True  # Ollama streams unless told not to
 
 
-class EmbedBody(_Lenient):
-    model_config = _NAMED
+class _EmbedFields(BaseModel):
+    """What /api/embed and /api/embeddings share. Options, keep_alive and the fields not
+    modelled here (`truncate`, ...) go verbatim to an Ollama backend and are refused by
+    other kinds (400 naming them); a keep_alive that keeps the model loaded asks nothing
+    of them. A null option is unset, as Ollama reads it (LangChain sends every option,
+    most of them null)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=model_required)
 
     model: str | None = Field(None, max_length=256)
+    options: dict[str, Any] | None = Field(None, max_length=256)
+    keep_alive: Annotated[str, Field(max_length=32)] | float | None = None
+
+    def extras(self) -> EmbedExtras:
+        fields = dict(self.model_extra or {})
+        fields.update({f"options.{k}": v for k, v in (self.options or {}).items()
+                       if v is not None})
+        if self.keep_alive is not None:
+            fields["keep_alive"] = self.keep_alive
+        return EmbedExtras.of("ollama", fields)
+
+
+class EmbedBody(_EmbedFields):
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
     dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
@@ -130,10 +143,7 @@ class EmbedBody(_Lenient):
         return value
 
 
-class EmbeddingsBody(_Lenient):
-    model_config = _NAMED
-
-    model: str | None = Field(None, max_length=256)
+class EmbeddingsBody(_EmbedFields):
     prompt: EmbedText
 
 
@@ -143,11 +153,17 @@ def _model_or_name(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [{"required": ["model"]}, {"required": ["name"]}]
 
 
-class ShowBody(_Lenient):
-    model_config = ConfigDict(extra="ignore", json_schema_extra=_model_or_name)
+class ShowBody(BaseModel):
+    """Ollama's system, template and options (shown in place of the model's own) are not
+    taken here, and other unknown fields neither: each is refused, naming it. `verbose`
+    asks for the tokenizer and tensor detail Ollama reads from a GGUF; every answer here
+    already holds all there is, so it asks for nothing more."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_model_or_name)
 
     model: str | None = Field(None, max_length=256)
     name: str | None = Field(None, max_length=256)  # the older spelling (Continue sends it)
+    verbose: bool | None = None
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -317,7 +333,7 @@ async def embed(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbedBody, await json_object(request))
     await _embedding_model(catalog(request), body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    result = await cancel_on_disconnect(request, gateway.embed(texts))
+    result = await cancel_on_disconnect(request, gateway.embed(texts, body.extras()))
     return JSONResponse({
         "model": result.model, "embeddings": result.vectors,
         "total_duration": _ns(result.latency_ms / 1000), "load_duration": 0,
@@ -329,7 +345,7 @@ async def embed(request: Request, gateway: GatewayDep) -> JSONResponse:
 async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbeddingsBody, await json_object(request))
     await _embedding_model(catalog(request), body.model)
-    result = await cancel_on_disconnect(request, gateway.embed([body.prompt]))
+    result = await cancel_on_disconnect(request, gateway.embed([body.prompt], body.extras()))
     return JSONResponse({"embedding": result.vectors[0]})
 
 

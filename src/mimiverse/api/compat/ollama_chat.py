@@ -35,11 +35,15 @@ Base64Image = Annotated[str, Field(max_length=30_000_000)]
 class CallFunction(Strict):
     name: FunctionName
     arguments: dict[str, Any] = Field(default_factory=dict)
-    index: int | None = Field(None, ge=0, le=1 << 16)  # Ollama numbers an answer's calls
+    # Ollama numbers an answer's calls; sent on, as it came, to Ollama backends (the order
+    # of the calls carries it for other kinds).
+    index: int | None = Field(None, ge=0, le=1 << 16)
 
 
 class CallIn(Strict):
     id: str | None = Field(None, max_length=256)
+    # Not Ollama's, but sent by clients that speak OpenAI's shapes too: "function" is the
+    # only kind of call there is, and every call here is one.
     type: Literal["function"] | None = None
     function: CallFunction
 
@@ -58,7 +62,7 @@ class Message(Strict):
             self.role, self.content or "", tuple(checked_image(i) for i in self.images or ()),
             # Ollama clients send calls without ids: made here, matched by name below.
             tuple(ToolCall(c.id or new_call_id(), c.function.name,
-                           arguments_text(c.function.arguments))
+                           arguments_text(c.function.arguments), c.function.index)
                   for c in self.tool_calls or ()),
             self.tool_call_id, self.tool_name, self.thinking or "",
         )

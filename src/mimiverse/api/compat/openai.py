@@ -14,8 +14,9 @@ Decisions where the OpenAI API leaves room:
   `dimensions` on embeddings is refused. /v1/completions sends top_p, the penalties and
   the top_k/min_p/repetition_penalty extensions to the backend in its kind's spelling
   (a kind without one is refused, naming it and the backend); its unknown fields, like
-  chat's (api/compat/openai_chat.py), pass through to OpenAI backends or are refused.
-  Unknown fields of /v1/embeddings are ignored (they change no vector).
+  chat's (api/compat/openai_chat.py) and those of /v1/embeddings (`user`, ...), pass
+  through to OpenAI backends or are refused.
+- stream_options takes only include_usage (any other key is refused, naming it).
 - `usage` counts come from the backend when it reported them, else estimates.
 - Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
 """
@@ -41,7 +42,7 @@ from pydantic import (
 from starlette.responses import Response
 
 from mimiverse.api.assist import codebase_switch, mark_sources
-from mimiverse.api.chat_fields import SamplingExtras, passthrough_fields
+from mimiverse.api.chat_fields import SamplingExtras, Strict, passthrough_fields
 from mimiverse.api.compat import tabby
 from mimiverse.api.compat.openai_chat import ChatFields, delta_object, message_object
 from mimiverse.api.compat.openai_chat import finish as chat_finish
@@ -68,6 +69,7 @@ from mimiverse.api.compat.shared import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
 from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
+from mimiverse.backends.base import EmbedExtras
 from mimiverse.errors import ImageTooLarge, MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
 from mimiverse.gateway import Answer, ChatInput, Events, FimInput, Gateway, RawInput, TextEvent
@@ -133,12 +135,21 @@ def _only(allowed: object, what: str) -> Callable[[Any], Any]:
     return check
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Strict):
+    """Other keys are refused, naming them. include_obfuscation asks OpenAI to pad each
+    streamed chunk against length side channels; no padding is ever added here, so
+    `false` is what happens and `true` is refused (an answer on loopback or a LAN gains
+    nothing from it)."""
+
     include_usage: bool = False
+    include_obfuscation: bool | None = _documented(False)
+
+    _obfuscation = field_validator("include_obfuscation")(
+        _only(False, "include_obfuscation=false (no padding is added)"))
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send their own extras
+    model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1, le=8192)
@@ -214,7 +225,7 @@ def _token_ids(value: Any) -> bool:
 
 
 class EmbeddingBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     model: str = Field(min_length=1, max_length=256)
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
@@ -390,7 +401,8 @@ async def embeddings(request: Request, gateway: GatewayDep) -> JSONResponse:
     body = parse(EmbeddingBody, await json_object(request))
     await catalog(request).resolve(body.model, "embedding")
     texts = body.texts()
-    result = await cancel_on_disconnect(request, gateway.embed(texts))
+    extras = EmbedExtras.of("openai", body.model_extra or {})
+    result = await cancel_on_disconnect(request, gateway.embed(texts, extras))
     encode: Callable[[list[float]], Any] = _base64 if body.encoding_format == "base64" \
         else (lambda v: v)
     items = [{"object": "embedding", "index": i, "embedding": encode(v)}

@@ -6,12 +6,17 @@ tabby-agent sends (clients/tabby-agent/src/codeCompletion/buildRequest.ts). The 
 context — LSP declarations, then snippets from recently changed files, then from recently
 opened files (Tabby's own priority) — becomes FimInput.snippets, `filepath` the path.
 
-Decisions: `clipboard` and `git_url` are accepted and not used (Tabby uses them only for its
-server-side index; ours is configured with `serve --repo`); `debug_options.raw_prompt` is
-sent to the model as is; `disable_retrieval_augmented_code_completion` turns off our index
-context; `mode: next_edit_suggestion` is refused (400). Like Tabby, CRLF text is completed
-as LF and the answer given back with CRLF. Errors use the OpenAI shape of the path they
-share (Tabby's server defines none beyond the status code).
+Decisions: every field Tabby's server defines is modelled; any other is refused (400
+naming it), so nothing is accepted and dropped. `clipboard` and `git_url` are accepted and
+not used (Tabby uses them only for its server-side index; ours is configured with `serve
+--repo`); `user` names the user in Tabby's event log, and nothing here logs users;
+snippets' `score` only orders them, and they come in that order; `edit_history` is read
+only by `mode: next_edit_suggestion`, which is refused (400), as are
+`debug_options.return_prompt` and `return_snippets` (answers carry no debug data);
+`debug_options.raw_prompt` is sent to the model as is;
+`disable_retrieval_augmented_code_completion` turns off our index context. Like Tabby,
+CRLF text is completed as LF and the answer given back with CRLF. Errors use the OpenAI
+shape of the path they share (Tabby's server defines none beyond the status code).
 """
 
 from __future__ import annotations
@@ -39,22 +44,22 @@ Body = Annotated[str, StringConstraints(max_length=100_000)]
 router = APIRouter(tags=["tabby"], responses=protocol_responses(OpenAIError))
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # newer agents add fields: ignore, not fail
+class _Tabby(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # refused, naming them (see module doc)
 
 
-class Declaration(_Lenient):
+class Declaration(_Tabby):
     filepath: Path
     body: Body
 
 
-class Snippet(_Lenient):
+class Snippet(_Tabby):
     filepath: Path
     body: Body
     score: float | None = None
 
 
-class Segments(_Lenient):
+class Segments(_Tabby):
     prefix: str = Field(max_length=MAX_TEXT)
     suffix: str | None = Field(None, max_length=MAX_TEXT)
     filepath: Path | None = None
@@ -64,6 +69,7 @@ class Segments(_Lenient):
     relevant_snippets_from_recently_opened_files: list[Snippet] | None = Field(
         None, max_length=64)
     clipboard: str | None = Field(None, max_length=MAX_TEXT)
+    edit_history: dict[str, Any] | None = None  # next_edit_suggestion only (refused)
 
     def snippets(self) -> tuple[ContextFile, ...]:
         items: list[Declaration | Snippet] = [
@@ -74,12 +80,21 @@ class Segments(_Lenient):
         return tuple(ContextFile(_lf(i.filepath), _lf(i.body)) for i in items)
 
 
-class DebugOptions(_Lenient):
+class DebugOptions(_Tabby):
     raw_prompt: str | None = Field(None, max_length=MAX_TEXT)
     disable_retrieval_augmented_code_completion: bool = False
+    return_snippets: bool = Field(False, json_schema_extra={"enum": [False]})
+    return_prompt: bool = Field(False, json_schema_extra={"enum": [False]})
+
+    @field_validator("return_snippets", "return_prompt")
+    @classmethod
+    def _no_debug_data(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("only false is supported: answers carry no debug data")
+        return value
 
 
-class CompletionBody(_Lenient):
+class CompletionBody(_Tabby):
     language: str | None = Field(None, max_length=64)
     segments: Segments
     user: str | None = Field(None, max_length=256)

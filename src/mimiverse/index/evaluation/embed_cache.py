@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from mimiverse.backends.base import Backend
+from mimiverse.backends.base import NO_EXTRAS, Backend, EmbedExtras
 from mimiverse.config import Settings
 from mimiverse.routing.router import Router
 
@@ -67,7 +67,10 @@ class CachingRouter(Router):
         super().__init__(settings, backends)
         self.cache = cache
 
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], Backend, str]:
+    async def embed(self, texts: Sequence[str], extras: EmbedExtras = NO_EXTRAS
+                    ) -> tuple[list[list[float]], Backend, str]:
+        if extras.fields:  # the cache holds plain vectors only
+            return await super().embed(texts, extras)
         model = self.route("embedding").model
         known = self.cache.get(model, texts)
         missing = [t for t, v in zip(texts, known, strict=True) if v is None]

@@ -1,0 +1,145 @@
+"""Every field an embedding client sends is honoured, passed through to a backend of the
+client's own protocol, or refused with a 400 naming it: with the official clients, against
+a loopback backend of each kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from tests.api.conftest import Serve
+from tests.compat.conftest import EMBEDDING_MODEL, Upstream, pick_upstream
+from tests.servers.behaviour import embed_vector
+from tests.servers.harness import ServerHandle
+from tests.support.app_server import AppServer
+
+EMBED_PATH = {"ollama": "/api/embed", "openai": "/v1/embeddings"}
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def upstream(request: pytest.FixtureRequest, ollama_server: ServerHandle,
+             openai_server: ServerHandle) -> Upstream:
+    return pick_upstream(request, ollama_server, openai_server, EMBED_PATH)
+
+
+@pytest.fixture
+def app(serve: Serve, upstream: Upstream) -> AppServer:
+    return serve(upstream.settings())
+
+
+async def test_unknown_openai_fields_reach_an_openai_backend_or_are_refused(
+    oai: openai.AsyncOpenAI, upstream: Upstream,
+) -> None:
+    if upstream.kind == "openai":
+        result = await oai.embeddings.create(model="embedding", input=["alpha"], user="u-1",
+                                             encoding_format="float")
+        sent = upstream.sent()
+        assert sent["user"] == "u-1" and sent["input"] == ["alpha"]
+        assert sent["model"] == EMBEDDING_MODEL
+        assert result.data[0].embedding == embed_vector("alpha", 8)
+        return
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.embeddings.create(model="embedding", input=["alpha"], user="u-1")
+    message = info.value.body["message"]  # type: ignore[index]
+    assert "openai:user" in message and "'ollama' (ollama)" in message
+    assert upstream.calls() == 0  # nothing went upstream
+
+
+async def test_passed_through_fields_are_part_of_the_cache_key(
+    oai: openai.AsyncOpenAI, upstream: Upstream,
+) -> None:
+    if upstream.kind != "openai":
+        pytest.skip("only an OpenAI backend takes OpenAI's fields")
+    await oai.embeddings.create(model="embedding", input="alpha", user="a")
+    await oai.embeddings.create(model="embedding", input="alpha", user="b")
+    assert upstream.calls() == 2 and upstream.sent()["user"] == "b"
+    await oai.embeddings.create(model="embedding", input="alpha", user="a")
+    await oai.embeddings.create(model="embedding", input="alpha")
+    assert upstream.calls() == 3 and "user" not in upstream.sent()  # a's cached; plain is new
+    await oai.embeddings.create(model="embedding", input="alpha")
+    assert upstream.calls() == 3
+
+
+async def test_ollama_embed_fields_reach_ollama_or_are_refused(
+    oll: ollama.AsyncClient, upstream: Upstream,
+) -> None:
+    options: dict[str, Any] = {"num_ctx": 512, "temperature": None}  # null: unset
+    call = oll.embed(model="embedding", input=["alpha", "beta"], truncate=False,
+                     keep_alive="1h", options=options)
+    if upstream.kind == "ollama":
+        result = await call
+        sent = upstream.sent()
+        assert (sent["truncate"], sent["keep_alive"], sent["options"]) == (
+            False, "1h", {"num_ctx": 512})
+        assert [list(v) for v in result.embeddings] == [embed_vector("alpha", 8),
+                                                        embed_vector("beta", 8)]
+        return
+    with pytest.raises(ollama.ResponseError) as info:
+        await call
+    assert info.value.status_code == 400
+    for field in ("ollama:truncate", "ollama:options.num_ctx", "'openai' (openai)"):
+        assert field in info.value.error
+    assert "keep_alive" not in info.value.error  # keeping the model loaded asks nothing
+    assert "temperature" not in info.value.error
+    assert upstream.calls() == 0
+
+
+@pytest.mark.parametrize(("keep_alive", "refused"), [("5m", False), (0, True), ("0s", True)])
+async def test_keep_alive_on_embed_asks_other_kinds_only_to_unload(
+    oll: ollama.AsyncClient, upstream: Upstream, keep_alive: str | int, refused: bool,
+) -> None:
+    call = oll.embed(model="embedding", input="alpha", keep_alive=keep_alive)
+    if upstream.kind == "ollama":
+        await call
+        assert upstream.sent()["keep_alive"] == keep_alive
+    elif refused:
+        with pytest.raises(ollama.ResponseError) as info:
+            await call
+        assert info.value.status_code == 400 and "ollama:keep_alive" in info.value.error
+    else:
+        await call
+        assert "keep_alive" not in upstream.sent()
+
+
+async def test_the_older_embeddings_route_takes_the_same_fields(
+    oll: ollama.AsyncClient, upstream: Upstream,
+) -> None:
+    call = oll.embeddings(model="embedding", prompt="alpha", options={"num_thread": 2})
+    if upstream.kind == "ollama":
+        result = await call
+        assert upstream.sent()["options"] == {"num_thread": 2}
+        assert list(result.embedding) == embed_vector("alpha", 8)
+        return
+    with pytest.raises(ollama.ResponseError) as info:
+        await call
+    assert info.value.status_code == 400 and "ollama:options.num_thread" in info.value.error
+
+
+@pytest.mark.parametrize(("path", "body", "named"), [
+    ("/api/embed", {"dimensions": 4}, "dimensions is not supported"),
+    ("/v1/embeddings", {"dimensions": 4}, "dimensions is not supported"),
+    ("/api/embed", {"options": "fast"}, "options"),
+    ("/api/embed", {"keep_alive": "x" * 40}, "keep_alive"),
+])
+async def test_fields_we_cannot_honour_stay_refused(
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+    path: str, body: dict[str, Any], named: str,
+) -> None:
+    response = await http.post(app.url + path,
+                               json={"model": "embedding", "input": "x", **body})
+    assert response.status_code == 400 and named in response.text
+    assert upstream.calls() == 0
+
+
+async def test_null_options_are_unset_as_ollama_reads_them(
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    # LangChain's OllamaEmbeddings sends every option, most of them null.
+    body = {"model": "embedding", "input": "x", "options": {"num_ctx": None, "top_k": None}}
+    response = await http.post(f"{app.url}/api/embed", json=body)
+    assert response.status_code == 200, response.text
+    assert "options" not in upstream.sent()
