@@ -50,17 +50,25 @@ async def test_unknown_openai_fields_reach_an_openai_backend_or_are_refused(
 
 
 async def test_passed_through_fields_are_part_of_the_cache_key(
-    oai: openai.AsyncOpenAI, upstream: Upstream,
+    oai: openai.AsyncOpenAI, oll: ollama.AsyncClient, upstream: Upstream,
 ) -> None:
-    if upstream.kind != "openai":
-        pytest.skip("only an OpenAI backend takes OpenAI's fields")
-    await oai.embeddings.create(model="embedding", input="alpha", user="a")
-    await oai.embeddings.create(model="embedding", input="alpha", user="b")
-    assert upstream.calls() == 2 and upstream.sent()["user"] == "b"
-    await oai.embeddings.create(model="embedding", input="alpha", user="a")
-    await oai.embeddings.create(model="embedding", input="alpha")
-    assert upstream.calls() == 3 and "user" not in upstream.sent()  # a's cached; plain is new
-    await oai.embeddings.create(model="embedding", input="alpha")
+    async def embed(value: object = None) -> None:
+        """One text, with a field of the backend's own protocol set to `value`."""
+        if upstream.kind == "openai":
+            extra: dict[str, Any] = {"user": value} if value is not None else {}
+            await oai.embeddings.create(model="embedding", input="alpha", **extra)
+        else:
+            await oll.embed(model="embedding", input="alpha", truncate=value)  # type: ignore[arg-type]
+
+    field = "user" if upstream.kind == "openai" else "truncate"
+    first, second = ("a", "b") if upstream.kind == "openai" else (True, False)
+    await embed(first)
+    await embed(second)
+    assert upstream.calls() == 2 and upstream.sent()[field] == second
+    await embed(first)  # cached
+    await embed()  # a plain request has its own key
+    assert upstream.calls() == 3 and field not in upstream.sent()
+    await embed()
     assert upstream.calls() == 3
 
 

@@ -100,8 +100,7 @@ class EmbedExtras:
         """`<kind>:<field>` per field a backend of another kind cannot honour: all but a
         keep_alive that keeps the model loaded (every backend does that anyway)."""
         return [f"{self.kind}:{key}" for key, value in self.fields
-                if key != "keep_alive" or not isinstance(value, str | int | float)
-                or unloads(value)]
+                if key != "keep_alive" or unloads(value)]
 
     def answer_fields(self) -> Passthrough:
         """The fields that may change a vector (the cache key's): keep_alive does not."""
