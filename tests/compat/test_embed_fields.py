@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Serve
-from tests.compat.conftest import EMBEDDING_MODEL, Upstream, pick_upstream
+from tests.compat.conftest import EMBEDDING_MODEL, Upstream, compat_settings, pick_upstream
 from tests.servers.behaviour import embed_vector
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import AppServer
@@ -151,3 +151,20 @@ async def test_null_options_are_unset_as_ollama_reads_them(
     response = await http.post(f"{app.url}/api/embed", json=body)
     assert response.status_code == 200, response.text
     assert "options" not in upstream.sent()
+
+
+async def test_a_field_one_candidate_cannot_honour_goes_to_the_next_that_can(
+    serve: Serve, openai_server: ServerHandle, ollama_server: ServerHandle,
+    http: httpx.AsyncClient,
+) -> None:
+    app = serve(compat_settings(("vllm", "openai", openai_server.url),
+                                ("ollama", "ollama", ollama_server.url)))
+    body = {"model": "embedding", "input": "alpha", "truncate": False}
+    response = await http.post(f"{app.url}/api/embed", json=body)
+    assert response.status_code == 200, response.text
+    assert ollama_server.behaviour.last_request["/api/embed"]["truncate"] is False
+    assert "/v1/embeddings" not in openai_server.behaviour.requests
+    # ...and a plain request still goes to the first.
+    del body["truncate"]
+    assert (await http.post(f"{app.url}/api/embed", json=body)).status_code == 200
+    assert openai_server.behaviour.requests["/v1/embeddings"] == 1

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from mimiverse.backends.base import Backend, Delta, GenerateRequest
+from mimiverse.backends.base import Backend, Delta, GenerateRequest, Passthrough
 from mimiverse.config import BackendSettings, Settings, Timeouts
 from mimiverse.errors import (
     AllBackendsFailed,
@@ -50,7 +50,8 @@ class Scripted(Backend):
         finally:
             self.closed += 1
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         self.calls += 1
         if self.fail_after == 0:
             raise BackendUnavailable("down", backend=self.name)

@@ -10,7 +10,7 @@ import math
 import zlib
 from collections.abc import Sequence
 
-from mimiverse.backends.base import Backend
+from mimiverse.backends.base import Backend, Passthrough
 from mimiverse.config import BackendSettings
 from mimiverse.errors import BackendUnavailable
 from mimiverse.index.tokenize import query_tokens, tokens
@@ -38,7 +38,8 @@ class BowEmbedder(Backend):
         self.down = False
         self.gate: asyncio.Event | None = None  # when set, embedding waits for it
 
-    async def embed_batch(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_batch(self, model: str, texts: Sequence[str],
+                          passthrough: Passthrough = ()) -> list[list[float]]:
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
