@@ -230,6 +230,23 @@ class Stack:
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health"))
 
+    def fixed_upstream(self, name: str = "upstream") -> Proc:
+        """nginx answering every POST /v1/completions with the same short SSE completion:
+        an OpenAI-compatible model server that costs almost no CPU (about 0.01 ms per
+        answer), as a model server on a machine of its own would cost this one nothing.
+        Needs nginx (apt-get install nginx-light)."""
+        exe = shutil.which("nginx")
+        if exe is None:
+            raise SystemExit("nginx is not installed (apt-get install nginx-light), or use "
+                             "--upstream test-server")
+        port = free_port()
+        conf = self.dir / f"{name}.conf"
+        conf.write_text(nginx_config(port, self.dir / name), encoding="utf-8")
+        (self.dir / name).mkdir()
+        cmd = [exe, "-p", str(self.dir / name), "-c", str(conf), "-e", "stderr"]
+        return self._spawn(name, cmd, f"http://{HOST}:{port}",
+                           lambda: _http_ok(port, "/health"))
+
     def redis(self) -> Proc:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         port = free_port()
@@ -253,6 +270,38 @@ class Stack:
         cmd = [mimiverse_exe(), "serve", "--config", str(config), *args]
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health/live"))
+
+
+def fixed_completion_sse(words: Sequence[str] = ("<rep", "ly:", "fixed>")) -> str:
+    """An OpenAI streamed completion of `words`, with usage on the last event."""
+    def event(text: str, finish: str | None, **extra: Any) -> str:
+        data = {"id": "cmpl-fixed", "object": "text_completion", "created": 1700000000,
+                "model": MODEL, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                             "finish_reason": finish}], **extra}
+        return "data: " + json.dumps(data, separators=(",", ":")) + "\n\n"
+
+    usage = {"prompt_tokens": 8, "completion_tokens": len(words),
+             "total_tokens": 8 + len(words)}
+    return ("".join(event(w, None) for w in words) + event("", "stop", usage=usage)
+            + "data: [DONE]\n\n")
+
+
+def nginx_config(port: int, prefix: Path) -> str:
+    """nginx in the foreground, one worker, nothing logged, `fixed_completion_sse` for
+    every POST /v1/completions (the request body is read and dropped)."""
+    body = json.dumps(fixed_completion_sse())  # a double-quoted string nginx reads back
+    return (
+        "daemon off;\nworker_processes 1;\n"
+        f"pid {prefix}/nginx.pid;\nerror_log stderr warn;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n  access_log off;\n  keepalive_requests 1000000;\n"
+        f"  client_body_temp_path {prefix};\n"
+        f"  server {{\n    listen {HOST}:{port};\n"
+        "    location = /health { return 200 'ok'; }\n"
+        "    location = /v1/completions { default_type text/event-stream; "
+        f"return 200 {body}; }}\n"
+        "    location / { return 404; }\n  }\n}\n"
+    )
 
 
 def gateway_config(port: int, backend_url: str, *, cache: str = "memory",

@@ -4,11 +4,16 @@
     python bench/scale_test.py --part workers --repeats 5 --write-docs
 
 Workers: `mimiverse serve --workers N` (N = 1, 2; memory cache, primed on every worker)
-in front of the OpenAI-compatible test server, each as a process of its own. For cache
-hits and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
+in front of a model server, each as a process of its own. The model server (--upstream)
+is nginx answering every completion with the same fixed stream (`fixed`, the default when
+nginx is installed: ~0.01 ms of CPU per answer, as a model server on a GPU box of its own
+costs this machine nothing), or the Python test server (`test-server`: ~0.1 ms per
+answer, so on 2 cores it takes a share the workers would otherwise have). For cache hits
+and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
 bench/load_test.py does (open loop, bench/loadgen.py). Each repeat starts fresh processes;
-the table gives the median of the repeats and the ratio of the medians. Then one window
-at a fixed --cpu-rate gives the gateway's CPU per answer, all workers together.
+the table gives the median of the repeats and the ratio of the medians, and where the
+machine's CPU went at the uncached sustained rate. Then one window at a fixed --cpu-rate
+gives the gateway's CPU per answer, all workers together.
 
 Balancing: three test servers, two answering after --delay-s per token and one after ten
 times that, behind one gateway whose completion route balances with each strategy in
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import time
 from pathlib import Path
 from statistics import median
@@ -40,12 +46,13 @@ CLIENTS = 8
 # -- workers ---------------------------------------------------------------------------
 
 
-def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, float]:
-    plan = lt.SearchPlan(start=opts.start_rate, min_rate=10, max_rate=20000, precision=0.1,
+def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, Any]:
+    plan = lt.SearchPlan(start=opts.start_rate, min_rate=10, max_rate=20000,
+                         precision=opts.precision,
                          max_trials=opts.max_trials)
-    rates: dict[str, float] = {}
+    rates: dict[str, Any] = {}
     with bl.Stack() as stack:
-        backend = stack.backend()
+        backend = stack.fixed_upstream() if opts.upstream == "fixed" else stack.backend()
         gateway = stack.gateway(backend.url, args=["--workers", str(workers)],
                                 name=f"gateway-{workers}w")
         for case in ("cached", "uncached"):
@@ -53,6 +60,13 @@ def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, float]:
             found = lt.run_case(case, gateway, backend, plan, opts)
             rates[case] = found["sustained_rps"]
             rates[f"{case}_cpu_ms"] = cpu_per_answer(case, gateway, backend, opts)
+            sustained = found["sustained"] or {}
+            rates[f"{case}_cores"] = {  # gateway, model server, load generator, kernel
+                "gateway": sustained.get("cores", {}).get(gateway.name, 0.0),
+                "model server": sustained.get("cores", {}).get(backend.name, 0.0),
+                "load generator": sustained.get("cores", {}).get("loadgen.py", 0.0),
+                "interrupts": sustained.get("irq_cores", 0.0),
+                "other": sustained.get("other_cores", 0.0)}
     return rates
 
 
@@ -68,23 +82,69 @@ def cpu_per_answer(case: str, gateway: bl.Proc, backend: bl.Proc,
     return 1000 * result.cores[gateway.name] / result.rps if result.rps else 0.0
 
 
-def workers_table(runs: dict[int, list[dict[str, float]]], p99_ms: float) -> str:
+def case_label(case: str, upstream: str) -> str:
+    if case == "cached":
+        return lt.CASES[case]
+    return "uncached FIM (" + ("nginx, fixed answer" if upstream == "fixed"
+                               else "Python test server") + ")"
+
+
+def workers_table(runs: dict[int, list[dict[str, Any]]], opts: argparse.Namespace) -> str:
     rows = []
     for case in ("cached", "uncached"):
         one = median(r[case] for r in runs[1])
         two = median(r[case] for r in runs[2])
-        rows.append([lt.CASES[case], f"{one:,.0f}", f"{two:,.0f}",
+        rows.append([case_label(case, opts.upstream), f"{one:,.0f}", f"{two:,.0f}",
                      f"{two / one:.2f}x" if one else "-",
                      " / ".join(f"{r[case]:,.0f}" for r in runs[1]),
                      " / ".join(f"{r[case]:,.0f}" for r in runs[2])])
-    cpu = [[lt.CASES[case], *(bl.fmt_ms(median(r[f"{case}_cpu_ms"] for r in runs[n]))
-                              for n in (1, 2))] for case in ("cached", "uncached")]
-    return (f"Sustained req/s at p99 <= {p99_ms:g} ms (median of {len(runs[1])} runs):\n\n"
+    cpu = [[case_label(case, opts.upstream),
+            *(bl.fmt_ms(median(r[f"{case}_cpu_ms"] for r in runs[n])) for n in (1, 2))]
+           for case in ("cached", "uncached")]
+    parts = list(runs[1][0]["uncached_cores"])
+    cores = [[f"{n} worker{'s' if n > 1 else ''}", *(
+        f"{median(r['uncached_cores'][part] for r in runs[n]):.2f}" for part in parts),
+        f"{median(sum(r['uncached_cores'].values()) for r in runs[n]):.2f}"] for n in (1, 2)]
+    one = median(r["uncached"] for r in runs[1])
+    two = median(r["uncached"] for r in runs[2])
+    return (f"Sustained req/s at p99 <= {opts.p99_ms:g} ms (median of {len(runs[1])} runs):"
+            "\n\n"
             + bl.table(["case", "1 worker", "2 workers", "ratio", "runs, 1 worker",
                         "runs, 2 workers"], rows)
+            + "\n\n" + bl.budget_lines([(
+                "2 workers against 1, uncached", f"{two / one if one else 0:.2f}x (>= 1.7x)",
+                bool(one) and two / one >= 1.7)])
+            + "\n\nWhere the 2 cores went at the uncached sustained rate (cores, median):"
+            "\n\n" + bl.table(["", *parts, "all"], cores)
+            + "\n\n" + ceiling_text(runs)
             + "\n\nGateway CPU per answer at the same offered rate (ms, all workers "
             "together, median):\n\n"
             + bl.table(["case", "1 worker", "2 workers"], cpu))
+
+
+def per_answer_ms(runs: list[dict[str, Any]], gateway: bool) -> float:
+    """Median CPU ms per answer at the uncached sustained rate: the gateway's, or (False)
+    everything else's (load generator, model server, loopback interrupts)."""
+    return median(1000 * sum(v for k, v in r["uncached_cores"].items()
+                             if (k == "gateway") == gateway) / r["uncached"]
+                  for r in runs if r["uncached"])
+
+
+def ceiling_text(runs: dict[int, list[dict[str, Any]]]) -> str:
+    """Why the ratio is what it is on these 2 cores, from the CPU each answer took."""
+    if not all(r["uncached"] for n in (1, 2) for r in runs[n]):
+        return ""
+    g1, g2 = per_answer_ms(runs[1], True), per_answer_ms(runs[2], True)
+    rest = per_answer_ms(runs[2], False)
+    busy = median(r["uncached_cores"]["gateway"] for r in runs[1])
+    return (f"CPU per answer at the uncached sustained rate (median): the gateway {g1:.3f} ms "
+            f"with 1 worker, {g2:.3f} ms with 2, so each worker does {g1 / g2:.0%} of the "
+            f"work per core that a lone one does; everything else (load generator, model "
+            f"server, interrupts) {rest:.3f} ms, which the workers' 2 cores also carry. With "
+            f"both cores to themselves (clients and model servers on other machines, as "
+            f"deployed), each as busy as the lone worker was ({busy:.2f} of a core), 2 "
+            f"workers would answer {2 * g1 / g2:.2f}x one worker: a projection from measured "
+            f"CPU, not a measurement.")
 
 
 # -- balancing -------------------------------------------------------------------------
@@ -161,6 +221,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--delay-s", type=float, default=0.002, help="fast servers, per token")
     parser.add_argument("--cpu-rate", type=float, default=300.0,
                         help="req/s of the window that measures CPU per answer")
+    parser.add_argument("--upstream", choices=("auto", "fixed", "test-server"),
+                        default="auto", help="workers: the model server (see the docstring); "
+                        "auto: fixed when nginx is installed")
+    parser.add_argument("--precision", type=float, default=0.1,
+                        help="workers: stop the rate search when the highest passing and "
+                        "lowest failing rates are this close (relative)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     return parser.parse_args()
@@ -169,18 +235,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     bl.ensure_venv()
     opts = parse_args()
+    if opts.upstream == "auto":
+        opts.upstream = "fixed" if shutil.which("nginx") else "test-server"
     parts = opts.part or ["workers", "balance"]
     started = time.monotonic()
     results: dict[str, Any] = {"machine": bl.machine(), "command": bl.command_line(),
                                "revision": bl.revision()}
     sections: dict[str, str] = {}
     if "workers" in parts:
-        runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
         for _ in range(opts.repeats):
             for workers in (1, 2):
                 runs[workers].append(run_workers(workers, opts))
         results["workers"] = runs
-        sections["scale-workers"] = workers_table(runs, opts.p99_ms)
+        sections["scale-workers"] = workers_table(runs, opts)
     if "balance" in parts:
         by_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
         for _ in range(opts.repeats):
