@@ -207,11 +207,12 @@ class Stack:
         self._tmp.cleanup()
 
     def _spawn(self, name: str, cmd: Sequence[str], url: str, ready: Any,
-               startup_s: float = 30.0) -> Proc:
+               startup_s: float = 30.0, cpus: Sequence[int] | None = None) -> Proc:
         log = self.dir / f"{name}.log"
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         with open(log, "wb") as out:
             popen = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=pin)
         proc = Proc(name, popen, log, url)
         self.procs.append(proc)
         deadline = time.monotonic() + startup_s
@@ -256,10 +257,12 @@ class Stack:
 
     def gateway(self, backend_url: str, *, cache: str = "memory",
                 redis_url: str | None = None, name: str = "gateway", extra: str = "",
-                args: Sequence[str] = (), config_text: str | None = None) -> Proc:
+                args: Sequence[str] = (), config_text: str | None = None,
+                cpus: Sequence[int] | None = None) -> Proc:
         """`mimiverse serve --config FILE [args]`: the real CLI entry, as its own process;
         `extra`: more TOML tables for its config file; `config_text`: the whole file
-        instead (its [server] port is set here)."""
+        instead (its [server] port is set here); `cpus`: the only CPUs it and its workers
+        may run on."""
         port = free_port()
         config = self.dir / f"{name}.toml"
         text = (gateway_config(port, backend_url, cache=cache, redis_url=redis_url) + extra
@@ -269,7 +272,7 @@ class Stack:
         config.write_text(text, encoding="utf-8")
         cmd = [mimiverse_exe(), "serve", "--config", str(config), *args]
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
-                           lambda: _http_ok(port, "/health/live"))
+                           lambda: _http_ok(port, "/health/live"), cpus=cpus)
 
 
 def fixed_completion_sse(words: Sequence[str] = ("<rep", "ly:", "fixed>")) -> str:
@@ -445,7 +448,7 @@ def run_load(
     cores = {name: (after[name] - before[name]) / wall for name in before}
     cores["wrk" if generator == "wrk" else "loadgen.py"] = (
         (usage.ru_utime + usage.ru_stime) / wall)
-    nproc = len(os.sched_getaffinity(0))
+    nproc = os.cpu_count() or 1  # /proc/stat counts every CPU, whatever this may run on
     span = max(total1 - total0, 1)
     all_processes = nproc * (proc1 - proc0) / span
     return LoadResult(

@@ -13,7 +13,9 @@ and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
 bench/load_test.py does (open loop, bench/loadgen.py). Each repeat starts fresh processes;
 the table gives the median of the repeats and the ratio of the medians, and where the
 machine's CPU went at the uncached sustained rate. Then one window at a fixed --cpu-rate
-gives the gateway's CPU per answer, all workers together.
+gives the gateway's CPU per answer, all workers together. On 2 cores the load generator
+and the model server share the workers' cores; on a bigger machine `--gateway-cpus 0,1`
+runs the gateway on those two alone and the rest elsewhere.
 
 Balancing: three test servers, two answering after --delay-s per token and one after ten
 times that, behind one gateway whose completion route balances with each strategy in
@@ -25,9 +27,11 @@ clients'. Budget: least-busy sends the slow server at most 15 % of the requests.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -54,7 +58,7 @@ def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, Any]:
     with bl.Stack() as stack:
         backend = stack.fixed_upstream() if opts.upstream == "fixed" else stack.backend()
         gateway = stack.gateway(backend.url, args=["--workers", str(workers)],
-                                name=f"gateway-{workers}w")
+                                name=f"gateway-{workers}w", cpus=opts.gateway_cpus)
         for case in ("cached", "uncached"):
             print(f"{workers} worker(s), {case}:", flush=True)
             found = lt.run_case(case, gateway, backend, plan, opts)
@@ -116,35 +120,40 @@ def workers_table(runs: dict[int, list[dict[str, Any]]], opts: argparse.Namespac
                 bool(one) and two / one >= 1.7)])
             + "\n\nWhere the 2 cores went at the uncached sustained rate (cores, median):"
             "\n\n" + bl.table(["", *parts, "all"], cores)
-            + "\n\n" + ceiling_text(runs)
+            + "\n\n" + ceiling_text(runs, shared=not opts.gateway_cpus)
             + "\n\nGateway CPU per answer at the same offered rate (ms, all workers "
             "together, median):\n\n"
             + bl.table(["case", "1 worker", "2 workers"], cpu))
 
 
-def per_answer_ms(runs: list[dict[str, Any]], gateway: bool) -> float:
-    """Median CPU ms per answer at the uncached sustained rate: the gateway's, or (False)
-    everything else's (load generator, model server, loopback interrupts)."""
-    return median(1000 * sum(v for k, v in r["uncached_cores"].items()
-                             if (k == "gateway") == gateway) / r["uncached"]
+BESIDE = ("load generator", "model server", "interrupts")  # what the bench itself costs
+
+
+def per_answer_ms(runs: list[dict[str, Any]], parts: Sequence[str]) -> float:
+    """Median CPU ms per answer that `parts` took at the uncached sustained rate."""
+    return median(1000 * sum(r["uncached_cores"][k] for k in parts) / r["uncached"]
                   for r in runs if r["uncached"])
 
 
-def ceiling_text(runs: dict[int, list[dict[str, Any]]]) -> str:
-    """Why the ratio is what it is on these 2 cores, from the CPU each answer took."""
+def ceiling_text(runs: dict[int, list[dict[str, Any]]], shared: bool) -> str:
+    """Why the ratio is what it is, from the CPU each answer took; `shared`: the gateway
+    ran on the same CPUs as the load generator and the model server."""
     if not all(r["uncached"] for n in (1, 2) for r in runs[n]):
         return ""
-    g1, g2 = per_answer_ms(runs[1], True), per_answer_ms(runs[2], True)
-    rest = per_answer_ms(runs[2], False)
+    g1, g2 = per_answer_ms(runs[1], ["gateway"]), per_answer_ms(runs[2], ["gateway"])
+    rest = per_answer_ms(runs[2], BESIDE)
     busy = median(r["uncached_cores"]["gateway"] for r in runs[1])
-    return (f"CPU per answer at the uncached sustained rate (median): the gateway {g1:.3f} ms "
-            f"with 1 worker, {g2:.3f} ms with 2, so each worker does {g1 / g2:.0%} of the "
-            f"work per core that a lone one does; everything else (load generator, model "
-            f"server, interrupts) {rest:.3f} ms, which the workers' 2 cores also carry. With "
-            f"both cores to themselves (clients and model servers on other machines, as "
-            f"deployed), each as busy as the lone worker was ({busy:.2f} of a core), 2 "
-            f"workers would answer {2 * g1 / g2:.2f}x one worker: a projection from measured "
-            f"CPU, not a measurement.")
+    text = (f"CPU per answer at the uncached sustained rate (median): the gateway {g1:.3f} "
+            f"ms with 1 worker, {g2:.3f} ms with 2, so each worker does {g1 / g2:.0%} of the "
+            f"work per core that a lone one does; the load generator, model server and "
+            f"interrupts together {rest:.3f} ms.")
+    if shared:
+        text += (f" The workers' 2 cores carry that too. With both cores to themselves "
+                 f"(clients and model servers on other machines, as deployed), each as busy "
+                 f"as the lone worker was ({busy:.2f} of a core), 2 workers would answer "
+                 f"{2 * g1 / g2:.2f}x one worker: a projection from measured CPU, not a "
+                 f"measurement.")
+    return text
 
 
 # -- balancing -------------------------------------------------------------------------
@@ -208,6 +217,10 @@ def strategies_table(runs: dict[str, list[dict[str, Any]]], opts: argparse.Names
                 slow <= 0.15)]))
 
 
+def cpu_list(text: str) -> list[int]:
+    return sorted({int(part) for part in text.split(",") if part.strip()})
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Workers and balancing (see the docstring).")
     parser.add_argument("--part", action="append", choices=("workers", "balance"))
@@ -224,6 +237,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--upstream", choices=("auto", "fixed", "test-server"),
                         default="auto", help="workers: the model server (see the docstring); "
                         "auto: fixed when nginx is installed")
+    parser.add_argument("--gateway-cpus", type=cpu_list, default=None,
+                        help="workers: run the gateway on these CPUs only (e.g. 0,1) and "
+                        "everything else on the others, as on a machine of its own; needs "
+                        "more CPUs than these")
     parser.add_argument("--precision", type=float, default=0.1,
                         help="workers: stop the rate search when the highest passing and "
                         "lowest failing rates are this close (relative)")
@@ -235,6 +252,13 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     bl.ensure_venv()
     opts = parse_args()
+    if opts.gateway_cpus:
+        # This process, the load generator and the model server inherit the rest.
+        rest = set(os.sched_getaffinity(0)) - set(opts.gateway_cpus)
+        if not rest:
+            raise SystemExit(f"--gateway-cpus {opts.gateway_cpus} leaves no CPU for the "
+                             "load generator and the model server")
+        os.sched_setaffinity(0, rest)
     if opts.upstream == "auto":
         opts.upstream = "fixed" if shutil.which("nginx") else "test-server"
     parts = opts.part or ["workers", "balance"]
