@@ -3,6 +3,11 @@ the invariants `check_integrity` counts the breaches of."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+from mimiverse.errors import CodeIndexError
+
 # The full-text index holds our tokenizer's terms exactly as `term_df` counts them: only
 # the spaces between them split. The `ascii` tokenizer folds nothing but A-Z (which our
 # terms never hold) and takes every non-ASCII character as part of a token; `_` (and `$`)
@@ -135,3 +140,17 @@ INTEGRITY_CHECKS: tuple[tuple[str, str], ...] = (
      " WHERE v.doc IS NOT d.df"),
 )
 
+
+def migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema of the index at `path` up to SCHEMA_VERSION (in the caller's
+    write transaction)."""
+    version = int(con.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise CodeIndexError(
+            f"the index {path} has schema version {version}, newer than this "
+            f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
+        )
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            con.execute(statement)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
