@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from mimiverse.errors import CodeIndexError
+from mimiverse.index.store import pending_migrations
 
 # The full-text index holds our tokenizer's terms exactly as `term_df` counts them: only
 # the spaces between them split. The `ascii` tokenizer folds nothing but A-Z (which our
@@ -145,12 +145,6 @@ def migrate(con: sqlite3.Connection, path: Path) -> None:
     """Bring the schema of the index at `path` up to SCHEMA_VERSION (in the caller's
     write transaction)."""
     version = int(con.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise CodeIndexError(
-            f"the index {path} has schema version {version}, newer than this "
-            f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
-        )
-    for statements in MIGRATIONS[version:]:
-        for statement in statements:
-            con.execute(statement)
+    for statement in pending_migrations(f"the index {path}", version, MIGRATIONS):
+        con.execute(statement)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
