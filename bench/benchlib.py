@@ -207,11 +207,12 @@ class Stack:
         self._tmp.cleanup()
 
     def _spawn(self, name: str, cmd: Sequence[str], url: str, ready: Any,
-               startup_s: float = 30.0) -> Proc:
+               startup_s: float = 30.0, cpus: Sequence[int] | None = None) -> Proc:
         log = self.dir / f"{name}.log"
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         with open(log, "wb") as out:
             popen = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=pin)
         proc = Proc(name, popen, log, url)
         self.procs.append(proc)
         deadline = time.monotonic() + startup_s
@@ -230,6 +231,23 @@ class Stack:
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
                            lambda: _http_ok(port, "/health"))
 
+    def fixed_upstream(self, name: str = "upstream") -> Proc:
+        """nginx answering every POST /v1/completions with the same short SSE completion:
+        an OpenAI-compatible model server that costs almost no CPU (about 0.01 ms per
+        answer), as a model server on a machine of its own would cost this one nothing.
+        Needs nginx (apt-get install nginx-light)."""
+        exe = shutil.which("nginx")
+        if exe is None:
+            raise SystemExit("nginx is not installed (apt-get install nginx-light), or use "
+                             "--upstream test-server")
+        port = free_port()
+        conf = self.dir / f"{name}.conf"
+        conf.write_text(nginx_config(port, self.dir / name), encoding="utf-8")
+        (self.dir / name).mkdir()
+        cmd = [exe, "-p", str(self.dir / name), "-c", str(conf), "-e", "stderr"]
+        return self._spawn(name, cmd, f"http://{HOST}:{port}",
+                           lambda: _http_ok(port, "/health"))
+
     def redis(self) -> Proc:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         port = free_port()
@@ -239,10 +257,12 @@ class Stack:
 
     def gateway(self, backend_url: str, *, cache: str = "memory",
                 redis_url: str | None = None, name: str = "gateway", extra: str = "",
-                args: Sequence[str] = (), config_text: str | None = None) -> Proc:
+                args: Sequence[str] = (), config_text: str | None = None,
+                cpus: Sequence[int] | None = None) -> Proc:
         """`mimiverse serve --config FILE [args]`: the real CLI entry, as its own process;
         `extra`: more TOML tables for its config file; `config_text`: the whole file
-        instead (its [server] port is set here)."""
+        instead (its [server] port is set here); `cpus`: the only CPUs it and its workers
+        may run on."""
         port = free_port()
         config = self.dir / f"{name}.toml"
         text = (gateway_config(port, backend_url, cache=cache, redis_url=redis_url) + extra
@@ -252,7 +272,39 @@ class Stack:
         config.write_text(text, encoding="utf-8")
         cmd = [mimiverse_exe(), "serve", "--config", str(config), *args]
         return self._spawn(name, cmd, f"http://{HOST}:{port}",
-                           lambda: _http_ok(port, "/health/live"))
+                           lambda: _http_ok(port, "/health/live"), cpus=cpus)
+
+
+def fixed_completion_sse(words: Sequence[str] = ("<rep", "ly:", "fixed>")) -> str:
+    """An OpenAI streamed completion of `words`, with usage on the last event."""
+    def event(text: str, finish: str | None, **extra: Any) -> str:
+        data = {"id": "cmpl-fixed", "object": "text_completion", "created": 1700000000,
+                "model": MODEL, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                             "finish_reason": finish}], **extra}
+        return "data: " + json.dumps(data, separators=(",", ":")) + "\n\n"
+
+    usage = {"prompt_tokens": 8, "completion_tokens": len(words),
+             "total_tokens": 8 + len(words)}
+    return ("".join(event(w, None) for w in words) + event("", "stop", usage=usage)
+            + "data: [DONE]\n\n")
+
+
+def nginx_config(port: int, prefix: Path) -> str:
+    """nginx in the foreground, one worker, nothing logged, `fixed_completion_sse` for
+    every POST /v1/completions (the request body is read and dropped)."""
+    body = json.dumps(fixed_completion_sse())  # a double-quoted string nginx reads back
+    return (
+        "daemon off;\nworker_processes 1;\n"
+        f"pid {prefix}/nginx.pid;\nerror_log stderr warn;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n  access_log off;\n  keepalive_requests 1000000;\n"
+        f"  client_body_temp_path {prefix};\n"
+        f"  server {{\n    listen {HOST}:{port};\n"
+        "    location = /health { return 200 'ok'; }\n"
+        "    location = /v1/completions { default_type text/event-stream; "
+        f"return 200 {body}; }}\n"
+        "    location / { return 404; }\n  }\n}\n"
+    )
 
 
 def gateway_config(port: int, backend_url: str, *, cache: str = "memory",
@@ -396,7 +448,7 @@ def run_load(
     cores = {name: (after[name] - before[name]) / wall for name in before}
     cores["wrk" if generator == "wrk" else "loadgen.py"] = (
         (usage.ru_utime + usage.ru_stime) / wall)
-    nproc = len(os.sched_getaffinity(0))
+    nproc = os.cpu_count() or 1  # /proc/stat counts every CPU, whatever this may run on
     span = max(total1 - total0, 1)
     all_processes = nproc * (proc1 - proc0) / span
     return LoadResult(

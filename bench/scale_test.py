@@ -4,11 +4,18 @@
     python bench/scale_test.py --part workers --repeats 5 --write-docs
 
 Workers: `mimiverse serve --workers N` (N = 1, 2; memory cache, primed on every worker)
-in front of the OpenAI-compatible test server, each as a process of its own. For cache
-hits and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
+in front of a model server, each as a process of its own. The model server (--upstream)
+is nginx answering every completion with the same fixed stream (`fixed`, the default when
+nginx is installed: ~0.01 ms of CPU per answer, as a model server on a GPU box of its own
+costs this machine nothing), or the Python test server (`test-server`: ~0.1 ms per
+answer, so on 2 cores it takes a share the workers would otherwise have). For cache hits
+and uncached FIM, the sustained rate at p99 <= --p99-ms is searched exactly as
 bench/load_test.py does (open loop, bench/loadgen.py). Each repeat starts fresh processes;
-the table gives the median of the repeats and the ratio of the medians. Then one window
-at a fixed --cpu-rate gives the gateway's CPU per answer, all workers together.
+the table gives the median of the repeats and the ratio of the medians, and where the
+machine's CPU went at the uncached sustained rate. Then one window at a fixed --cpu-rate
+gives the gateway's CPU per answer, all workers together. On 2 cores the load generator
+and the model server share the workers' cores; on a bigger machine `--gateway-cpus 0,1`
+runs the gateway on those two alone and the rest elsewhere.
 
 Balancing: three test servers, two answering after --delay-s per token and one after ten
 times that, behind one gateway whose completion route balances with each strategy in
@@ -20,8 +27,11 @@ clients'. Budget: least-busy sends the slow server at most 15 % of the requests.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -40,19 +50,27 @@ CLIENTS = 8
 # -- workers ---------------------------------------------------------------------------
 
 
-def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, float]:
-    plan = lt.SearchPlan(start=opts.start_rate, min_rate=10, max_rate=20000, precision=0.1,
+def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, Any]:
+    plan = lt.SearchPlan(start=opts.start_rate, min_rate=10, max_rate=20000,
+                         precision=opts.precision,
                          max_trials=opts.max_trials)
-    rates: dict[str, float] = {}
+    rates: dict[str, Any] = {}
     with bl.Stack() as stack:
-        backend = stack.backend()
+        backend = stack.fixed_upstream() if opts.upstream == "fixed" else stack.backend()
         gateway = stack.gateway(backend.url, args=["--workers", str(workers)],
-                                name=f"gateway-{workers}w")
+                                name=f"gateway-{workers}w", cpus=opts.gateway_cpus)
         for case in ("cached", "uncached"):
             print(f"{workers} worker(s), {case}:", flush=True)
             found = lt.run_case(case, gateway, backend, plan, opts)
             rates[case] = found["sustained_rps"]
             rates[f"{case}_cpu_ms"] = cpu_per_answer(case, gateway, backend, opts)
+            sustained = found["sustained"] or {}
+            rates[f"{case}_cores"] = {  # gateway, model server, load generator, kernel
+                "gateway": sustained.get("cores", {}).get(gateway.name, 0.0),
+                "model server": sustained.get("cores", {}).get(backend.name, 0.0),
+                "load generator": sustained.get("cores", {}).get("loadgen.py", 0.0),
+                "interrupts": sustained.get("irq_cores", 0.0),
+                "other": sustained.get("other_cores", 0.0)}
     return rates
 
 
@@ -68,23 +86,74 @@ def cpu_per_answer(case: str, gateway: bl.Proc, backend: bl.Proc,
     return 1000 * result.cores[gateway.name] / result.rps if result.rps else 0.0
 
 
-def workers_table(runs: dict[int, list[dict[str, float]]], p99_ms: float) -> str:
+def case_label(case: str, upstream: str) -> str:
+    if case == "cached":
+        return lt.CASES[case]
+    return "uncached FIM (" + ("nginx, fixed answer" if upstream == "fixed"
+                               else "Python test server") + ")"
+
+
+def workers_table(runs: dict[int, list[dict[str, Any]]], opts: argparse.Namespace) -> str:
     rows = []
     for case in ("cached", "uncached"):
         one = median(r[case] for r in runs[1])
         two = median(r[case] for r in runs[2])
-        rows.append([lt.CASES[case], f"{one:,.0f}", f"{two:,.0f}",
+        rows.append([case_label(case, opts.upstream), f"{one:,.0f}", f"{two:,.0f}",
                      f"{two / one:.2f}x" if one else "-",
                      " / ".join(f"{r[case]:,.0f}" for r in runs[1]),
                      " / ".join(f"{r[case]:,.0f}" for r in runs[2])])
-    cpu = [[lt.CASES[case], *(bl.fmt_ms(median(r[f"{case}_cpu_ms"] for r in runs[n]))
-                              for n in (1, 2))] for case in ("cached", "uncached")]
-    return (f"Sustained req/s at p99 <= {p99_ms:g} ms (median of {len(runs[1])} runs):\n\n"
+    cpu = [[case_label(case, opts.upstream),
+            *(bl.fmt_ms(median(r[f"{case}_cpu_ms"] for r in runs[n])) for n in (1, 2))]
+           for case in ("cached", "uncached")]
+    parts = list(runs[1][0]["uncached_cores"])
+    cores = [[f"{n} worker{'s' if n > 1 else ''}", *(
+        f"{median(r['uncached_cores'][part] for r in runs[n]):.2f}" for part in parts),
+        f"{median(sum(r['uncached_cores'].values()) for r in runs[n]):.2f}"] for n in (1, 2)]
+    one = median(r["uncached"] for r in runs[1])
+    two = median(r["uncached"] for r in runs[2])
+    return (f"Sustained req/s at p99 <= {opts.p99_ms:g} ms (median of {len(runs[1])} runs):"
+            "\n\n"
             + bl.table(["case", "1 worker", "2 workers", "ratio", "runs, 1 worker",
                         "runs, 2 workers"], rows)
+            + "\n\n" + bl.budget_lines([(
+                "2 workers against 1, uncached", f"{two / one if one else 0:.2f}x (>= 1.7x)",
+                bool(one) and two / one >= 1.7)])
+            + "\n\nWhere the 2 cores went at the uncached sustained rate (cores, median):"
+            "\n\n" + bl.table(["", *parts, "all"], cores)
+            + "\n\n" + ceiling_text(runs, shared=not opts.gateway_cpus)
             + "\n\nGateway CPU per answer at the same offered rate (ms, all workers "
             "together, median):\n\n"
             + bl.table(["case", "1 worker", "2 workers"], cpu))
+
+
+BESIDE = ("load generator", "model server", "interrupts")  # what the bench itself costs
+
+
+def per_answer_ms(runs: list[dict[str, Any]], parts: Sequence[str]) -> float:
+    """Median CPU ms per answer that `parts` took at the uncached sustained rate."""
+    return median(1000 * sum(r["uncached_cores"][k] for k in parts) / r["uncached"]
+                  for r in runs if r["uncached"])
+
+
+def ceiling_text(runs: dict[int, list[dict[str, Any]]], shared: bool) -> str:
+    """Why the ratio is what it is, from the CPU each answer took; `shared`: the gateway
+    ran on the same CPUs as the load generator and the model server."""
+    if not all(r["uncached"] for n in (1, 2) for r in runs[n]):
+        return ""
+    g1, g2 = per_answer_ms(runs[1], ["gateway"]), per_answer_ms(runs[2], ["gateway"])
+    rest = per_answer_ms(runs[2], BESIDE)
+    busy = median(r["uncached_cores"]["gateway"] for r in runs[1])
+    text = (f"CPU per answer at the uncached sustained rate (median): the gateway {g1:.3f} "
+            f"ms with 1 worker, {g2:.3f} ms with 2, so each worker does {g1 / g2:.0%} of the "
+            f"work per core that a lone one does; the load generator, model server and "
+            f"interrupts together {rest:.3f} ms.")
+    if shared:
+        text += (f" The workers' 2 cores carry that too. With both cores to themselves "
+                 f"(clients and model servers on other machines, as deployed), each as busy "
+                 f"as the lone worker was ({busy:.2f} of a core), 2 workers would answer "
+                 f"{2 * g1 / g2:.2f}x one worker: a projection from measured CPU, not a "
+                 f"measurement.")
+    return text
 
 
 # -- balancing -------------------------------------------------------------------------
@@ -148,6 +217,10 @@ def strategies_table(runs: dict[str, list[dict[str, Any]]], opts: argparse.Names
                 slow <= 0.15)]))
 
 
+def cpu_list(text: str) -> list[int]:
+    return sorted({int(part) for part in text.split(",") if part.strip()})
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Workers and balancing (see the docstring).")
     parser.add_argument("--part", action="append", choices=("workers", "balance"))
@@ -161,6 +234,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--delay-s", type=float, default=0.002, help="fast servers, per token")
     parser.add_argument("--cpu-rate", type=float, default=300.0,
                         help="req/s of the window that measures CPU per answer")
+    parser.add_argument("--upstream", choices=("auto", "fixed", "test-server"),
+                        default="auto", help="workers: the model server (see the docstring); "
+                        "auto: fixed when nginx is installed")
+    parser.add_argument("--gateway-cpus", type=cpu_list, default=None,
+                        help="workers: run the gateway on these CPUs only (e.g. 0,1) and "
+                        "everything else on the others, as on a machine of its own; needs "
+                        "more CPUs than these")
+    parser.add_argument("--precision", type=float, default=0.1,
+                        help="workers: stop the rate search when the highest passing and "
+                        "lowest failing rates are this close (relative)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     return parser.parse_args()
@@ -169,18 +252,27 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     bl.ensure_venv()
     opts = parse_args()
+    if opts.gateway_cpus:
+        # This process, the load generator and the model server inherit the rest.
+        rest = set(os.sched_getaffinity(0)) - set(opts.gateway_cpus)
+        if not rest:
+            raise SystemExit(f"--gateway-cpus {opts.gateway_cpus} leaves no CPU for the "
+                             "load generator and the model server")
+        os.sched_setaffinity(0, rest)
+    if opts.upstream == "auto":
+        opts.upstream = "fixed" if shutil.which("nginx") else "test-server"
     parts = opts.part or ["workers", "balance"]
     started = time.monotonic()
     results: dict[str, Any] = {"machine": bl.machine(), "command": bl.command_line(),
                                "revision": bl.revision()}
     sections: dict[str, str] = {}
     if "workers" in parts:
-        runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
         for _ in range(opts.repeats):
             for workers in (1, 2):
                 runs[workers].append(run_workers(workers, opts))
         results["workers"] = runs
-        sections["scale-workers"] = workers_table(runs, opts.p99_ms)
+        sections["scale-workers"] = workers_table(runs, opts)
     if "balance" in parts:
         by_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
         for _ in range(opts.repeats):
