@@ -120,7 +120,7 @@ class Gateway:
             if rest is not None:
                 answer = Answer(rest, plan.request.model, CACHE_BACKEND, ms_since(started),
                                 cached=True, finish_reason="stop")
-                return replay([TextEvent("delta", rest)], answer)
+                return replay([TextEvent("delta", rest, model=answer.model)], answer)
         attempts: list[FimPostprocessor] = []
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
