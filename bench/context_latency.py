@@ -92,7 +92,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                     plan = await gateway.plan_fim(fim)
                     with_ms = (time.perf_counter() - start) * 1000
                     start = time.perf_counter()
-                    gateway.render_fim(fim)
+                    gateway.planner.render(fim)
                     without_ms = (time.perf_counter() - start) * 1000
                     if ttl and i == 0:
                         continue  # the first request of a region searches: "cold" has it

@@ -118,7 +118,7 @@ async def run(opts: argparse.Namespace, model: Path) -> dict[str, Any]:
                 await llama.forget_prompt_cache()  # each mode is timed cold
                 started = time.perf_counter()
                 if mode == "raw":
-                    plan = gateway.render_fim(fim(task, False))
+                    plan = gateway.planner.render(fim(task, False))
                     answer = await gateway.generate_raw(RawInput(
                         plan.request.prompt, max_tokens=opts.max_tokens, stop=template.stop))
                 else:

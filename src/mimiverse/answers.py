@@ -38,7 +38,8 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class TextEvent:
-    """One streamed event: a delta (text, reasoning, tool-call pieces), or (kind="done")
+    """One streamed event: a delta (text, reasoning, tool-call pieces, and the model that
+    answers, which streamed chunks name before the answer is whole), or (kind="done")
     the final answer."""
 
     kind: Literal["delta", "done"]
@@ -46,6 +47,7 @@ class TextEvent:
     answer: Answer | None = None
     reasoning: str = ""
     tool_calls: tuple[ToolCallChunk, ...] = ()
+    model: str = ""
 
 
 Events = AsyncIterator[TextEvent]
@@ -63,20 +65,21 @@ async def text_events(
     parts: list[str] = []
     last = Delta()
     finish: str | None = None
+    model = stream.model
     try:
         async for delta in stream:
             last = delta
             text = post.feed(delta.text) if post is not None else delta.text
             if text:
                 parts.append(text)
-                yield TextEvent("delta", text)
+                yield TextEvent("delta", text, model=model)
             if post is not None and post.done:
                 finish = "stop"
                 break
         tail = post.finish() if post is not None else ""
         if tail:
             parts.append(tail)
-            yield TextEvent("delta", tail)
+            yield TextEvent("delta", tail, model=model)
     finally:
         await stream.aclose()
     yield TextEvent("done", answer=_answer(stream, "".join(parts), last, started, finish))
@@ -88,6 +91,7 @@ async def chat_events(stream: RoutedStream, started: float) -> Events:
     thoughts: list[str] = []
     calls = CallAssembler()
     last = Delta()
+    model = stream.model
     try:
         async for delta in stream:
             last = delta
@@ -96,10 +100,10 @@ async def chat_events(stream: RoutedStream, started: float) -> Events:
                 calls.add(delta.tool_calls)
                 parts.append(delta.text)
                 yield TextEvent("delta", delta.text, reasoning=delta.reasoning,
-                                tool_calls=delta.tool_calls)
+                                tool_calls=delta.tool_calls, model=model)
             elif delta.text:
                 parts.append(delta.text)
-                yield TextEvent("delta", delta.text)
+                yield TextEvent("delta", delta.text, model=model)
     finally:
         await stream.aclose()
     answer = _answer(stream, "".join(parts), last, started, None)
@@ -145,21 +149,22 @@ def replay_entry(value: dict[str, Any] | None, started: float) -> Events | None:
         return None
     events: list[TextEvent] = []
     calls = CallAssembler()
+    model = str(value.get("model", ""))
     try:
         for item in deltas:
             if isinstance(item, str):
-                events.append(TextEvent("delta", item))
+                events.append(TextEvent("delta", item, model=model))
                 continue
             text, reasoning, pieces = item
             chunks = tuple(ToolCallChunk(int(i), ident, name, str(args))
                            for i, ident, name, args in pieces)
             calls.add(chunks)
             events.append(TextEvent("delta", str(text), reasoning=str(reasoning),
-                                    tool_calls=chunks))
+                                    tool_calls=chunks, model=model))
     except (TypeError, ValueError):
         return None
     answer = Answer(
-        "".join(e.text for e in events), str(value.get("model", "")),
+        "".join(e.text for e in events), model,
         str(value.get("backend", "")), ms_since(started), cached=True,
         finish_reason=_opt_str(value.get("finish_reason")),
         prompt_tokens=_opt_int(value.get("prompt_tokens")),

@@ -41,26 +41,31 @@ from mimiverse.telemetry.requests import RequestTelemetry
 log = logging.getLogger("mimiverse.start")
 
 
-async def _report_backends(gateway: Gateway) -> dict[str, bool]:
-    """Say what serves each task, and how to fix what is missing; return which backends
-    answered. Done before serving (loopback probes take milliseconds, a remote one at
-    most its connect timeout): probes running into shutdown could leak sockets."""
+async def _report_backends(gateway: Gateway, level: int) -> dict[str, bool]:
+    """Say what serves each task, and how to fix what is missing (at `level`); return
+    which backends answered. Done before serving (loopback probes take milliseconds, a
+    remote one at most its connect timeout): probes running into shutdown could leak
+    sockets."""
     try:
         states = await backend_states(gateway.router)
     except Exception as exc:  # a report must never keep the server from starting
         log.warning("could not check the backends: %s", exc)
         return {}
     for line in task_lines(gateway.router, states):
-        log.info("%s", line)
+        log.log(level, "%s", line)
     return {name: why is None for name, why in states.items()}
 
 
 def create_app(
     settings: Settings, gateway: Gateway | None = None, repos: Sequence[str] = (),
-    index_repos: bool = True,
+    first_worker: bool = True,
 ) -> FastAPI:
-    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks, or
-    only opened for search (`index_repos` False: another worker of the server indexes)."""
+    """The app; `repos` are indexed (incrementally) on start, as `serve --repo` asks.
+
+    With `serve --workers N`, only the first worker does what the server does once:
+    index `repos` (the others only open them for search) and say the start-up report at
+    INFO (the others at DEBUG). Every worker still probes its backends: which of them
+    answer decides what it warms up (its own embedded models)."""
     gateway = gateway or Gateway(settings)
     codebase_service = CodebaseService(settings.index, gateway.router, repos)
     gateway.retriever = RepoRetriever(codebase_service, settings.repo_context)
@@ -72,13 +77,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.router.start_probes()  # readiness loops of backends that have one (triton)
         metrics.start()  # with several workers: share this one's state every second
-        answers = await _report_backends(gateway)
+        answers = await _report_backends(
+            gateway, logging.INFO if first_worker else logging.DEBUG)
         # In-process models load now, in the background, not on the first request (and
         # the embedded model is fetched when nothing before it answers).
         warming = asyncio.create_task(gateway.router.warm_up(answers), name="warm up backends")
         await codebase_service.follow()  # PostgreSQL: every replica's repositories and jobs
         for repo in repos:
-            await (codebase_service.start(repo) if index_repos else codebase_service.open(repo))
+            await (codebase_service.start(repo) if first_worker else codebase_service.open(repo))
         try:
             yield
         finally:

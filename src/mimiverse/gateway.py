@@ -1,7 +1,8 @@
 """The services behind every protocol: FIM, chat and embeddings through cache and router.
 
 The HTTP routes (ours, and the OpenAI/Ollama-compatible ones) and the CLI all call these,
-so prompt rendering, post-processing, caching, routing and timing live in one place.
+so planning (fimplan.py, chatplan.py), post-processing, caching, routing and timing are
+reached in one place.
 
 Every answer is a stream of TextEvents (answers.py), whether it comes from a backend, the
 cache or type-ahead reuse; non-streaming callers collect it, sharing one upstream call
@@ -13,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from mimiverse.answers import (
     Answer,
@@ -40,16 +40,15 @@ from mimiverse.backends.base import (
 )
 from mimiverse.backends.registry import build_backend
 from mimiverse.cache.base import Cache, build_cache
-from mimiverse.cache.keys import cache_key, is_deterministic
+from mimiverse.cache.keys import cache_key
 from mimiverse.cache.typeahead import TypeaheadIndex
 from mimiverse.chatplan import ChatInput, ChatPlan, check_backends, plan_chat
-from mimiverse.config import ModelRoute, Settings
-from mimiverse.errors import AllBackendsFailed, PromptTooLong, StreamInterrupted, Unsupported
+from mimiverse.config import Settings
+from mimiverse.errors import AllBackendsFailed, StreamInterrupted, Unsupported
 from mimiverse.fim.postprocess import FimPostprocessor
-from mimiverse.fim.prompt import conservative_tokens, lenient_tokens, trim_to_budget
-from mimiverse.fim.retrieval import RepoRetriever, prompt_context
-from mimiverse.fim.templates import ContextFile, FimTemplate, template_for
-from mimiverse.index.filetypes import detect_language
+from mimiverse.fim.retrieval import RepoRetriever
+from mimiverse.fim.templates import FimTemplate
+from mimiverse.fimplan import CompletionPlanner, FimInput, FimPlan, RawInput
 from mimiverse.routing.capabilities import Capabilities
 from mimiverse.routing.router import Router
 from mimiverse.routing.singleflight import SingleFlight
@@ -59,61 +58,12 @@ CACHE_BACKEND = "cache"  # the `backend` reported for answers served without a m
 
 
 @dataclass(frozen=True, slots=True)
-class FimInput:
-    prefix: str
-    suffix: str = ""
-    language: str | None = None
-    path: str | None = None
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    single_line: bool | None = None
-    # Code the client sent along (Tabby declarations/snippets, llama.cpp input_extra):
-    # shown to the model before the current file, ahead of the index's own matches.
-    snippets: tuple[ContextFile, ...] = ()
-    repo_context: bool = True  # add the index's best matches when a repository is indexed
-    # Further GenerateRequest fields by name (top_k, num_ctx, keep_alive, passthrough, ...).
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RawInput:
-    """A prompt sent to the completion model exactly as given (Ollama's `raw: true`)."""
-
-    prompt: str
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    fields: dict[str, Any] = field(default_factory=dict)  # as FimInput's
-
-
-@dataclass(frozen=True, slots=True)
 class Embeddings:
     vectors: list[list[float]]
     model: str
     backend: str
     latency_ms: float
     cached: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class FimPlan:
-    """Everything decided before a backend is called."""
-
-    request: GenerateRequest
-    prefix: str  # trimmed to the budget, as the model sees it
-    suffix: str
-    single_line: bool | None
-    key: str | None  # cache key, when the answer is deterministic
-    params_key: str  # what type-ahead reuse must match besides prefix and suffix
-    context: tuple[ContextFile, ...] = ()  # repository snippets in the prompt, in order
-    language: str | None = None  # given, or told by the file's extension
-
-    def postprocessor(self) -> FimPostprocessor:
-        return FimPostprocessor(self.prefix, self.suffix, self.request.stop,
-                                single_line=self.single_line, language=self.language)
 
 
 __all__ = ["Answer", "ChatInput", "Embeddings", "Events", "FimInput", "Gateway", "RawInput",
@@ -136,9 +86,8 @@ class Gateway:
         self.typeahead = TypeaheadIndex(self.cache)
         self._flights: SingleFlight[Answer] = SingleFlight()
         self.observer: Observer = NO_OBSERVER  # see observe()
-        completion = settings.models.completion
-        # Resolved once: an unknown family fails at start, not on the first request.
-        self.fim_template: FimTemplate = template_for(completion.model, completion.family)
+        self.planner = CompletionPlanner(settings, self.router)
+        self.fim_template: FimTemplate = self.planner.template
         # Set by create_app once the codebase service exists: the index's matches for FIM.
         self.retriever: RepoRetriever | None = None
 
@@ -150,102 +99,15 @@ class Gateway:
         """Report answers, and the router's choices, to `observer` from now on."""
         self.observer = self.router.observer = observer
 
-    def _deterministic(self, temperature: float, seed: int | None) -> bool:
-        return is_deterministic(temperature, seed, self.settings.cache.cache_seeded)
-
     # -- FIM -------------------------------------------------------------------------
 
     async def plan_fim(self, fim: FimInput) -> FimPlan:
         """The prompt for `fim`: repository context first, the file in what is left."""
-        settings = self.settings.repo_context
-        retriever = self.retriever if fim.repo_context and settings.enabled else None
-        if retriever is not None and not retriever.has_repositories():
-            retriever = None  # nothing indexed here for this caller: plan without context
-        if retriever is None and not fim.snippets:
-            return self.render_fim(fim)
-        chosen = await prompt_context(
-            retriever, settings, self.fim_template, prefix=fim.prefix, suffix=fim.suffix,
-            path=fim.path, snippets=fim.snippets, total=self.prompt_budget(),
-            count=self._count_tokens,
-        )
-        return self.render_fim(fim, chosen.files, chosen.tokens, chosen.repo_name, chosen.path)
-
-    def render_fim(
-        self, fim: FimInput, context: Sequence[ContextFile] = (), context_tokens: int = 0,
-        repo_name: str | None = None, path: str | None = None,
-    ) -> FimPlan:
-        """`path` names the file in the prompt (relative to its repository), else fim.path."""
-        route = self.settings.models.completion
-        template = self.fim_template
-        max_tokens = min(fim.max_tokens or route.max_tokens, route.max_tokens)
-        budget = self.prompt_budget()
-        num_ctx = fim.fields.get("num_ctx") if fim.fields else None
-        if num_ctx is not None:  # the client's context window holds prompt and answer
-            budget = min(budget, max(0, num_ctx - max_tokens))
-        prefix, suffix = trim_to_budget(fim.prefix, fim.suffix, budget - context_tokens)
-        stops = tuple(dict.fromkeys((*template.stop, *fim.stop)))
-        request = GenerateRequest(
-            model=route.model,
-            prompt=template.render(prefix, suffix, path=path or fim.path, context=context,
-                                   repo_name=repo_name if context else None),
-            max_tokens=max_tokens,
-            temperature=fim.temperature,
-            stop=stops,
-            seed=fim.seed,
-            **fim.fields,
-        )
-        params = {
-            "model": request.model, "family": template.family, "max_tokens": request.max_tokens,
-            "temperature": request.temperature, "seed": request.seed, "stop": list(stops),
-            "single_line": fim.single_line, "path": fim.path,
-            # Type-ahead reuse must not carry an answer across different context.
-            "context": [[c.path, c.text] for c in context],
-        }
-        fields = self._generate_fields(request) if fim.fields else None
-        if fields:  # absent otherwise: plain requests keep the keys they always had
-            params["fields"] = fields
-        deterministic = self._deterministic(fim.temperature, fim.seed)
-        return FimPlan(
-            request=request, prefix=prefix, suffix=suffix, single_line=fim.single_line,
-            language=fim.language or (detect_language(fim.path) if fim.path else None),
-            key=cache_key("completion", prompt=request.prompt, **params) if deterministic
-            else None,
-            params_key=cache_key("completion-params", **params) if deterministic else "",
-            context=tuple(context),
-        )
-
-
-    def _generate_fields(self, request: GenerateRequest) -> dict[str, Any]:
-        """The optional fields of `request` that change its answer (for its cache key),
-        after refusing them when no backend of the completion route can honour them."""
-        used = request.used_fields()
-        if used:
-            route = self.settings.models.completion
-            check_backends(self.router, "completion", route, used)
-        return {n: getattr(request, n) for n in _ANSWER_FIELDS
-                if getattr(request, n) not in (None, ())}
+        return await self.planner.plan(fim, self.retriever)
 
     def prompt_budget(self) -> int:
-        """FIM prompt tokens: the route's ceiling, or less where the first backend of the
-        route reads prompts slowly (its own cap, or what it reads in its target time)."""
-        ceiling = self.settings.models.completion.max_prompt_tokens
-        first = self.router.backends[self.settings.models.completion.backends[0]]
-        own = first.prompt_budget()
-        return ceiling if own is None else min(ceiling, own)
-
-    def _model_tokens(self, route: ModelRoute, text: str) -> int | None:
-        """`text`'s tokens by the route's model, when one of its backends has the tokenizer."""
-        for name in route.backends:
-            counted = self.router.backends[name].count_tokens(text)
-            if counted is not None:
-                return counted
-        return None
-
-    def _count_tokens(self, text: str) -> int:
-        """By the completion model's tokenizer when a backend has it at hand, else a
-        conservative estimate: context must never push the prompt over its budget."""
-        counted = self._model_tokens(self.settings.models.completion, text)
-        return conservative_tokens(text) if counted is None else counted
+        """FIM prompt tokens (see CompletionPlanner.prompt_budget)."""
+        return self.planner.prompt_budget()
 
     @observed_stream("completion")
     async def stream_fim(
@@ -265,7 +127,7 @@ class Gateway:
             if rest is not None:
                 answer = Answer(rest, plan.request.model, CACHE_BACKEND, ms_since(started),
                                 cached=True, finish_reason="stop")
-                return replay([TextEvent("delta", rest)], answer)
+                return replay([TextEvent("delta", rest, model=answer.model)], answer)
         attempts: list[FimPostprocessor] = []
 
         def start(backend: Backend, model: str) -> AsyncIterator[Delta]:
@@ -293,40 +155,6 @@ class Gateway:
 
     # -- raw generation --------------------------------------------------------------
 
-    def _check_prompt_length(self, task: str, text: str) -> None:
-        """PromptTooLong when `text` surely has more tokens than the route (a task's, or
-        "vision") allows: at 4 bytes a token (few texts are denser, so nothing that fits
-        is refused), then by the model's own tokenizer where a backend has it at hand."""
-        route = self.router.named_route(task)
-        assert route is not None
-        estimate = lenient_tokens(text)
-        if estimate <= route.max_prompt_tokens:
-            return
-        counted = self._model_tokens(route, text)
-        counted = estimate if counted is None else counted
-        if counted > route.max_prompt_tokens:
-            raise PromptTooLong(
-                f"the prompt is about {counted} tokens; the {task} model {route.model!r} "
-                f"takes at most {route.max_prompt_tokens} (models.{task}.max_prompt_tokens)"
-            )
-
-    def _raw_plan(self, raw: RawInput) -> tuple[GenerateRequest, str | None]:
-        route = self.settings.models.completion
-        self._check_prompt_length("completion", raw.prompt)
-        request = GenerateRequest(
-            model=route.model, prompt=raw.prompt,
-            max_tokens=min(raw.max_tokens or route.max_tokens, route.max_tokens),
-            temperature=raw.temperature, stop=raw.stop, seed=raw.seed, **raw.fields,
-        )
-        if request.num_ctx is not None:
-            _check_num_ctx(request)
-        fields = self._generate_fields(request) if raw.fields else {}
-        key = cache_key("raw", model=request.model, prompt=request.prompt,
-                        max_tokens=request.max_tokens, temperature=request.temperature,
-                        seed=request.seed, stop=list(request.stop), **fields) \
-            if self._deterministic(raw.temperature, raw.seed) else None
-        return request, key
-
     @observed_stream("completion")
     async def stream_raw(
         self, raw: RawInput, planned: tuple[GenerateRequest, str | None] | None = None,
@@ -335,7 +163,7 @@ class Gateway:
         """The prompt goes to the completion model unchanged: no template, no FIM
         post-processing; cached like FIM when deterministic."""
         started = time.perf_counter()
-        request, key = planned or self._raw_plan(raw)
+        request, key = planned or self.planner.raw(raw)
         if key is not None:
             hit = await self._cached_events(key, started)
             if hit is not None:
@@ -351,17 +179,18 @@ class Gateway:
         return events if key is None else self._storing(events, key)
 
     async def generate_raw(self, raw: RawInput) -> Answer:
-        planned = self._raw_plan(raw)
+        planned = self.planner.raw(raw)
         return await self._collect(planned[1],
                                    lambda skip: self.stream_raw(raw, planned, skip))
 
     # -- chat ------------------------------------------------------------------------
 
     async def plan_chat(self, chat: ChatInput) -> ChatPlan:
-        return await plan_chat(self.router, self.capabilities, chat, self._check_prompt_length)
+        return await plan_chat(self.router, self.capabilities, chat,
+                               self.planner.check_prompt_length)
 
     def _chat_key(self, request: ChatRequest) -> str | None:
-        if not self._deterministic(request.temperature, request.seed):
+        if not self.planner.deterministic(request.temperature, request.seed):
             return None
         # The whole request: tools, schemas, images and every sampling field change answers.
         return cache_key("chat", request=request)
@@ -487,27 +316,9 @@ async def _refused(reason: str, backend: str) -> AsyncIterator[Delta]:
     yield Delta()  # unreachable: makes this an async generator
 
 
-# GenerateRequest fields besides model, prompt and the sampling basics that change what
-# the model answers (keep_alive does not: it is how long the model stays loaded).
-# passthrough_kind too: one field name may mean different things in the two protocols, and
-# each goes to a backend of its own kind.
-_ANSWER_FIELDS = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                  "repeat_penalty", "num_ctx", "passthrough", "passthrough_kind")
-
-
 def _generate(backend: Backend, request: GenerateRequest, used: list[str]
               ) -> AsyncIterator[Delta]:
     missing = backend.chat_gaps(used) if used else None
     if missing:  # another candidate can: the router moves on to it
         return _refused(f"cannot honour {', '.join(missing)}", backend.name)
     return backend.stream_generate(request)
-
-
-def _check_num_ctx(request: GenerateRequest) -> None:
-    """A raw prompt is the client's own: refused when it surely overflows num_ctx (Ollama
-    would cut its start; other backends have their own, larger window)."""
-    assert request.num_ctx is not None
-    tokens = lenient_tokens(request.prompt)
-    if tokens + request.max_tokens > request.num_ctx:
-        raise PromptTooLong(f"the prompt is about {tokens} tokens and max_tokens "
-                            f"{request.max_tokens}: more than num_ctx {request.num_ctx}")

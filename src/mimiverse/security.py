@@ -64,16 +64,20 @@ class Principal:
 
     def may_use(self, root: str | PurePath) -> bool:
         """May this principal index or search the repository at `root` (absolute)?"""
-        if self.team is None:
-            return True
-        path = PurePath(root)
-        return any(path.is_relative_to(repo) for repo in self.repos)
+        return self.team is None or inside_any(root, self.repos)
 
 
 ANONYMOUS = Principal("anonymous")
 PRINCIPAL_SCOPE_KEY = "mimiverse.principal"
 # Set for the request's task by the gate; read where scoping happens (cache keys, index).
 current_principal: ContextVar[Principal] = ContextVar("mimiverse_principal", default=ANONYMOUS)
+
+
+def inside_any(path: str | PurePath, roots: Iterable[str | PurePath]) -> bool:
+    """Is `path` one of `roots` or inside one? Both sides are compared as given: resolve
+    `..` and symlinks first (nothing here touches the file system)."""
+    path = PurePath(path)
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def is_loopback(host: str) -> bool:

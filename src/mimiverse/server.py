@@ -1,8 +1,10 @@
-"""The HTTP server around the app: uvicorn (httptools) with a bounded request head, and
-logging set up so our own lines (the JSON access log included) reach stderr/stdout."""
+"""The HTTP server around the app: uvicorn (httptools) with a bounded request head and
+one write per answer, and logging set up so our own lines (the JSON access log included)
+reach stderr/stdout."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
 import json
@@ -21,6 +23,65 @@ class HeadTooLarge(Exception):
     """The request line and headers went over the limit."""
 
 
+class OneWritePerAnswer(asyncio.Transport):
+    """A connection's transport that sends the head of a response of known length
+    together with its body. uvicorn writes the two apart: a system call, a TCP segment and
+    a wake-up of the client more for every answer (docs/benchmarks.md). The head of a
+    streamed (chunked) response still goes out at once; a held head with no body to
+    follow (HEAD) goes out when the response completes."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._held = b""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        elif data[:5] == b"HTTP/" and data[-4:] == b"\r\n\r\n" and (
+                b"\r\ncontent-length: " in data):  # uvicorn writes header names lowercased
+            self._held = bytes(data)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = self._held, b""
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = b""
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+
 class BoundedHeadProtocol(HttpToolsProtocol):
     """httptools keeps every header it parses; this stops at `max_head_bytes` with 431.
 
@@ -32,6 +93,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     max_head_bytes = 32 * 1024
     _head_bytes = 0
     _head_too_large = False
+
+    transport: OneWritePerAnswer
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(OneWritePerAnswer(transport))
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()
+        super().on_response_complete()
 
     def on_message_begin(self) -> None:
         self._head_bytes = 0

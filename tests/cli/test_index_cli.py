@@ -250,3 +250,122 @@ def test_watch_keeps_the_index_current(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+SERVER_TOKEN = "server-token-0123456789"
+CLI_TOKEN = "wrong-token-9876543210"
+
+
+def _search_against(tmp_path: Path, server_url: str, backend_url: str, *args: str,
+                    cli_auth: str = "") -> tuple[int, str, str, Path]:
+    """Run `search` with a configuration pointing at the server; (exit, stdout, stderr
+    with its lines joined, the repository)."""
+    root = tmp_path / "repo"
+    port = server_url.rsplit(":", 1)[1]
+    config = write_config(tmp_path, backend_url, kind="openai",
+                          extra=f"[server]\nport = {port}\n{cli_auth}")
+    result = runner.invoke(app, ["search", "hash password", "--repo", str(root), "--json",
+                                 "--mode", "lexical", "--config", str(config), *args])
+    return result.exit_code, result.stdout, " ".join(result.stderr.split()), config
+
+
+def test_search_with_a_refused_token_says_so_and_never_searches_here(
+    tmp_path: Path, openai_server: ServerHandle
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    settings = settings_for(("up", "openai", openai_server.url),
+                            auth={"tokens": [SERVER_TOKEN]},
+                            index={"data_dir": str(tmp_path / "server-data")})
+    server = serve_app(settings, repos=[str(root)])
+    try:
+        code, out, err, config = _search_against(
+            tmp_path, server.url, openai_server.url,
+            cli_auth=f'[auth]\ntokens = ["{CLI_TOKEN}"]\n')
+        assert code == 1 and out == ""
+        assert (f"error: {server.url}/api/codebase/search refused the API token (401 "
+                "unauthorized); token sent: the first of [auth] tokens in this command's "
+                "configuration") in err
+        assert CLI_TOKEN not in err and CLI_TOKEN[:8] not in err
+        # Never searched here instead: the CLI's own index of the repository was not made.
+        assert not sqlite_path(load_settings(config).index, root).exists()
+
+        code, _, err, _ = _search_against(tmp_path, server.url, openai_server.url)
+        assert code == 1
+        assert ("refused the API token (401 unauthorized); token sent: none: this command's "
+                "configuration has no [auth] tokens") in err
+    finally:
+        server.stop()
+
+
+def test_search_refused_by_the_server_prints_its_error(
+    tmp_path: Path, openai_server: ServerHandle
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    settings = settings_for(("up", "openai", openai_server.url),
+                            index={"data_dir": str(tmp_path / "server-data")})
+    server = serve_app(settings, repos=[str(root)])
+    try:
+        code, out, err, config = _search_against(tmp_path, server.url, openai_server.url,
+                                                 "--glob", "../secrets/*")
+        assert code == 1 and out == ""
+        assert f"error: {server.url}/api/codebase/search answered 422 " in err
+        assert ("invalid_request: path_glob: Value error, must stay inside the repository "
+                "(no `..` or `~`)") in err
+        assert not sqlite_path(load_settings(config).index, root).exists()
+    finally:
+        server.stop()
+
+
+def test_search_runs_here_when_the_server_has_not_indexed_the_repository(
+    tmp_path: Path, openai_server: ServerHandle
+) -> None:
+    make_repo(tmp_path / "repo")
+    settings = settings_for(("up", "openai", openai_server.url),
+                            index={"data_dir": str(tmp_path / "server-data")})
+    server = serve_app(settings)  # serves, but knows no repository
+    try:
+        code, out, err, config = _search_against(tmp_path, server.url, openai_server.url)
+        assert code == 1 and "is not indexed yet: run `mimiverse index" in err
+        indexed = runner.invoke(app, ["index", str(tmp_path / "repo"), "--no-embed",
+                                      "--config", str(config)])
+        assert indexed.exit_code == 0, indexed.output
+        code, out, err, _ = _search_against(tmp_path, server.url, openai_server.url)
+        assert code == 0, err
+        answer = json.loads(out)
+        assert answer["answered_by"] == "this process"
+        assert answer["results"][0]["symbol"] == "hash_password"
+    finally:
+        server.stop()
+
+
+def test_search_against_another_program_on_the_port_is_an_error(
+    tmp_path: Path, openai_server: ServerHandle
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b"<html>internal error: secret-looking upstream text</html>"
+            self.send_response(500)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        make_repo(tmp_path / "repo")
+        code, _, err, _ = _search_against(tmp_path, url, openai_server.url)
+        assert code == 1
+        assert (f"{url}/api/codebase/search answered 500 Internal Server Error, not in "
+                "Mimiverse's error shape: is another program listening on port") in err
+        assert "secret-looking" not in err  # a foreign body is never echoed
+    finally:
+        other.shutdown()
+        other.server_close()

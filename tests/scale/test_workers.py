@@ -94,6 +94,23 @@ def test_a_miss_on_one_worker_is_a_hit_on_the_other(
     wait_for("the page sums both workers", lambda: page_counts() == (sent, sent), 10)
 
 
+def test_the_start_up_report_is_said_once_though_every_worker_probes(
+    workers: tuple[ServeProcess, Path], openai_server: ServerHandle
+) -> None:
+    server, _ = workers
+    wait_for("both workers started",
+             lambda: server.output().count("Application startup complete") == 2)
+    out = server.output()
+    # The first worker says what serves each task; the other logs it at DEBUG only.
+    assert out.count(f"completion: test-model -> vllm (openai, {openai_server.url})") == 1
+    assert out.count("embedding: test-embed -> vllm") == 1
+    # ... yet each probed its backends (what answers decides what it warms up).
+    assert openai_server.behaviour.requests["/v1/models"] >= 2
+    # Where to go, once, from the process the operator started.
+    assert out.count(f"Mimiverse: {server.url} (a page to ask and search; interactive API "
+                     f"docs: {server.url}/docs, 2 workers)") == 1
+
+
 def test_repositories_given_on_start_are_indexed_by_one_worker_and_searched_by_all(
     tmp_path: Path, openai_server: ServerHandle, redis_server: RedisServer
 ) -> None:

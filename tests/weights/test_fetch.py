@@ -132,3 +132,95 @@ def test_an_unreachable_hub_is_reported_at_once(
     monkeypatch.setenv("HF_ENDPOINT", closed)
     with pytest.raises(ModelFileError, match=f"Hugging Face: {closed} is unreachable"):
         fetch.fetch(entry(gguf_bytes), progress=False)
+
+
+def test_a_recheck_replaces_a_bad_copy_in_the_models_folder(
+    hub: HubServer, gguf_bytes: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = entry(gguf_bytes)
+    bad = tmp_path / "models" / NAME
+    bad.parent.mkdir()
+    bad.write_bytes(gguf_bytes[:-1] + b"\x00")  # the right size, one byte wrong
+    wrong = hashlib.sha256(bad.read_bytes()).hexdigest()
+    # Found as it is without a recheck (a server start does not read 500 MB again) ...
+    assert fetch.fetch(model, progress=False) == bad
+    assert hub.hub.requests == []
+    # ... refused with one: deleted, said so, and fetched again.
+    with caplog.at_level("WARNING", logger="mimiverse.weights"):
+        path = fetch.fetch(model, progress=False, recheck=True)
+    assert path.read_bytes() == gguf_bytes and path.is_relative_to(tmp_path / "hub")
+    assert not bad.exists()
+    assert f"{bad} has SHA-256 {wrong}, expected {model.sha256}: deleted" in caplog.text
+    assert [m for m, _, _ in hub.hub.requests] == ["HEAD", "GET"]
+
+
+def test_a_recheck_downloads_a_corrupted_cache_blob_again(
+    hub: HubServer, gguf_bytes: bytes
+) -> None:
+    model = entry(gguf_bytes)
+    path = fetch.fetch(model, progress=False)
+    path.resolve().write_bytes(b"GGUF" + bytes(100))  # the cached blob, damaged on disk
+    assert fetch.fetch(model, progress=False, recheck=True).read_bytes() == gguf_bytes
+    assert [m for m, _, _ in hub.hub.requests] == ["HEAD", "GET", "HEAD", "GET"]
+    # A good copy is read, not fetched again.
+    assert fetch.fetch(model, progress=False, recheck=True).read_bytes() == gguf_bytes
+    assert len(hub.hub.requests) == 4
+
+
+def test_a_recheck_that_cannot_fetch_says_which_file_was_refused(
+    hub: HubServer, gguf_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bad = tmp_path / "models" / NAME
+    bad.parent.mkdir()
+    bad.write_bytes(b"not the model")
+    wrong = hashlib.sha256(b"not the model").hexdigest()
+    with pytest.raises(ModelFileError) as caught:
+        fetch.fetch(entry(gguf_bytes), progress=False, recheck=True)
+    assert str(caught.value).startswith(f"{bad} has SHA-256 {wrong}, expected ")
+    assert "(deleted); model tiny-coder is not downloaded" in str(caught.value)
+    assert "HF_HUB_OFFLINE is set" in str(caught.value)
+    assert not bad.exists() and hub.hub.requests == []
+
+
+def test_a_recheck_against_a_given_digest(hub: HubServer, gguf_bytes: bytes,
+                                          tmp_path: Path) -> None:
+    unpinned = CatalogModel("tiny-coder", REPO, NAME, None, None, ("completion",), 0.1)
+    other = tmp_path / "models" / NAME
+    other.parent.mkdir()
+    other.write_bytes(b"another model of the same name")
+    # Without a digest there is nothing to check against: the file is taken as it is.
+    assert fetch.fetch(unpinned, progress=False, recheck=True) == other
+    digest = hashlib.sha256(gguf_bytes).hexdigest()
+    path = fetch.fetch(unpinned, sha256=digest, progress=False, recheck=True)
+    assert path.read_bytes() == gguf_bytes and not other.exists()
+
+
+def test_pull_replaces_a_file_that_is_not_the_pinned_one(
+    hub: HubServer, gguf_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mimiverse.cli.main import app
+    from mimiverse.weights import catalog
+
+    monkeypatch.setitem(catalog.CATALOG, "tiny-coder", entry(gguf_bytes))
+    bad = tmp_path / "models" / NAME
+    bad.parent.mkdir()
+    bad.write_bytes(b"a cut copy")
+    result = CliRunner().invoke(app, ["pull", "tiny-coder"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert f"{bad} has SHA-256 {hashlib.sha256(b'a cut copy').hexdigest()}" in said
+    assert "deleted; fetching tiny-coder again" in said
+    assert not bad.exists()
+    assert [m for m, _, _ in hub.hub.requests] == ["HEAD", "GET"]
+    # Offline, a bad copy is refused with a clear error and exit code 1.
+    bad.write_bytes(b"a cut copy")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    result = CliRunner().invoke(app, ["pull", "tiny-coder"])
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert "error:" in said and f"{bad} has SHA-256 " in said and "(deleted)" in said
+    assert "HF_HUB_OFFLINE is set" in said and not bad.exists()

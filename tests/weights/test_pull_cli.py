@@ -51,3 +51,16 @@ def test_offline_pull_of_a_missing_model_says_where_to_put_it(
 ])
 def test_defaults_are_pinned_models_that_fit(ram_gb: float, expected: list[str]) -> None:
     assert [m.name for m in default_models(ram_gb)] == expected
+
+
+def test_a_malformed_digest_is_refused_before_anything_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIMIVERSE_MODELS_DIR", str(tmp_path))
+    here = tmp_path / CATALOG[DEFAULT_MODEL].filename
+    here.write_bytes(b"kept")
+    result = runner.invoke(app, ["pull", DEFAULT_MODEL, "--sha256", "1d9614638d18"])
+    assert result.exit_code == 1
+    assert "--sha256 is 64 hex digits (as sha256sum prints), not '1d9614638d18'" in " ".join(
+        result.stderr.split())
+    assert here.read_bytes() == b"kept"

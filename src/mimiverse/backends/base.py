@@ -322,6 +322,11 @@ class Backend:
         """Model names this backend can serve now (may be empty if it cannot tell)."""
         return []
 
+    def served_model(self, requested: str) -> str:
+        """The model that answers a request for `requested` here (what answers report):
+        a server runs the model it is asked for; an in-process backend its own."""
+        return requested
+
     async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
         """What `model` can do here, in Ollama's names ("tools", "vision", "thinking",
         ...), when this backend can tell; None when it cannot."""

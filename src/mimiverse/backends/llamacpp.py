@@ -116,7 +116,11 @@ class LlamaCppBackend(InProcessBackend):
     # -- public API ---------------------------------------------------------------------
 
     async def list_models(self) -> list[str]:
-        return [self.config.model] if self.config.model else [Path(self.model_path or "").stem]
+        return [self.served_model("")]
+
+    def served_model(self, requested: str) -> str:
+        # The catalog model, or the GGUF's file name: whatever the route calls it.
+        return self.config.model or Path(self.config.model_path or "").stem
 
     async def model_capabilities(self, model: str) -> tuple[str, ...] | None:
         async with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,7 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimiverse.backends.registry import build_backend
-from mimiverse.cli.common import ConfigOption, console, existing_dir, fail, run, settings_from
+from mimiverse.cli.common import (
+    ConfigOption,
+    console,
+    err_console,
+    existing_dir,
+    fail,
+    run,
+    settings_from,
+)
 from mimiverse.config import Settings
 from mimiverse.index.indexer import Indexer, IndexReport
 from mimiverse.index.model import SearchFilter
@@ -150,8 +159,9 @@ def search(
     """Search an indexed repository (run `mimiverse index` first).
 
     When `mimiverse serve` runs (at the configured host and port) and has this repository
-    indexed, it answers: its embedding model is already loaded. Otherwise the search runs
-    here, loading the model first."""
+    indexed, it answers: its embedding model is already loaded. When none answers, or it
+    has not indexed the repository, the search runs here, loading the model first. A
+    server that refuses (a wrong token, a bad request) or fails is an error (exit 1)."""
     if mode not in ("lexical", "vector", "hybrid"):
         raise fail(f"mode must be lexical, vector or hybrid, not {mode!r}")
     settings = settings_from(config)
@@ -202,8 +212,9 @@ def search(
 
 
 async def _ask_server(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
-    """The running server's answer, or None when none runs or it has not indexed the
-    repository (then the search runs here)."""
+    """The running server's answer, or None when no server can be reached (or none answers
+    in time) or it has not indexed the repository: then the search runs here. Any other
+    answer (a refused token, a bad request, a failure) is this command's error."""
     import aiohttp
 
     host = settings.server.host
@@ -216,12 +227,45 @@ async def _ask_server(settings: Settings, body: dict[str, Any]) -> dict[str, Any
         async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
             url, json=body, headers=headers
         ) as r:
-            if r.status != 200:
-                return None
-            answer: dict[str, Any] = await r.json()
-            return answer
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+            status, raw = r.status, await r.read()
+    except aiohttp.ClientConnectionError:
+        return None  # nothing listens there (or it went away): no server runs
+    except TimeoutError:
+        err_console.print(f"[yellow]note:[/] {url} did not answer in {timeout.total:g} s; "
+                          "searching here", highlight=False, soft_wrap=True)
         return None
+    except aiohttp.ClientError as exc:
+        raise fail(f"{url} sent a broken answer ({type(exc).__name__})") from None
+    answer = _json_object(raw)
+    if status == 200:
+        if answer is None or not isinstance(answer.get("results"), list):
+            raise fail(f"{url} answered 200 without search results: is it a Mimiverse server?")
+        return answer
+    error = (answer or {}).get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    if status == 404 and kind == "repo_not_indexed":
+        return None  # the server does not have it; an index made here may
+    if status == 401:
+        # Never the token (nor any part of it): which one was sent is enough to fix it.
+        sent = ("the first of [auth] tokens in this command's configuration" if tokens
+                else "none: this command's configuration has no [auth] tokens")
+        raise fail(f"{url} refused the API token (401 unauthorized); token sent: {sent}")
+    try:
+        said = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        said = str(status)
+    if not isinstance(error, dict) or not isinstance(kind, str):
+        raise fail(f"{url} answered {said}, not in Mimiverse's error shape: is another "
+                   f"program listening on port {settings.server.port}?")
+    raise fail(f"{url} answered {said}: {kind}: {str(error.get('message', ''))[:500]}")
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _print_results(query: str, found: dict[str, Any], where: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -10,7 +14,7 @@ from rich.table import Table
 from mimiverse.cli.common import console, fail
 from mimiverse.errors import ModelFileError
 from mimiverse.weights import fetch
-from mimiverse.weights.catalog import CATALOG, default_models
+from mimiverse.weights.catalog import CATALOG, CatalogModel, default_models
 
 
 def pull(
@@ -32,13 +36,39 @@ def pull(
         raise fail(f"{model!r} is not in the catalog; known: {', '.join(CATALOG)}")
     if sha256 is not None and model is None:
         raise fail("--sha256 needs the MODEL it belongs to")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        # Checked first: a mistyped digest would refuse (and delete) a good file here.
+        raise fail(f"--sha256 is 64 hex digits (as sha256sum prints), not {sha256!r}")
     chosen = [CATALOG[model]] if model else default_models()
+    with _warnings_shown():
+        _pull(chosen, sha256)
+
+
+def _pull(chosen: list[CatalogModel], sha256: str | None) -> None:
     for entry in chosen:
         try:
-            path = fetch.fetch(entry, sha256=sha256)
+            # A file already here is hashed again: a cut copy, or one put here by hand
+            # that is not the pinned (or given) file, is replaced, never kept.
+            path = fetch.fetch(entry, sha256=sha256, recheck=True)
         except ModelFileError as exc:
             raise fail(str(exc)) from None
-        console.print(f"[green]✓[/] {entry.name}: {path}", highlight=False, soft_wrap=True)
+        checked = "" if sha256 or entry.sha256 else " (not checked: no SHA-256 pinned or given)"
+        console.print(f"[green]✓[/] {entry.name}: {path}{checked}", highlight=False,
+                      soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
+    """What fetching warns about (a file here refused, a source skipped) on stderr."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger(fetch.log.name)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _print_catalog() -> None:

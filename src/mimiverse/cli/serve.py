@@ -9,6 +9,7 @@ import typer
 
 from mimiverse.app import create_app
 from mimiverse.cli.common import ConfigOption, err_console, fail, settings_from
+from mimiverse.config import Settings
 from mimiverse.errors import MimiverseError
 from mimiverse.server import Server, uvicorn_config
 from mimiverse.workers import WorkerFailed, serve_workers
@@ -37,11 +38,13 @@ def serve(
         settings = settings_from(config, server=settings.server.model_copy(update=server))
     repos = [str(p.resolve()) for p in repo or []]
     if settings.server.workers > 1:
+        _say_where(settings)
         # Each worker builds its own app after the fork (see mimiverse/workers.py); the
-        # first one indexes the --repo repositories, the others open them for search.
+        # first one indexes the --repo repositories (the others open them for search) and
+        # says the start-up report: once per server, not once per worker.
         try:
             serve_workers(settings, lambda number: create_app(
-                settings, repos=repos, index_repos=number == 0), settings.server.workers)
+                settings, repos=repos, first_worker=number == 0), settings.server.workers)
         except (WorkerFailed, OSError) as exc:
             raise fail(str(exc)) from None
         return
@@ -49,9 +52,16 @@ def serve(
         app = create_app(settings, repos=repos)
     except MimiverseError as exc:
         raise fail(str(exc)) from None
-    where = f"http://{settings.server.host}:{settings.server.port}"
-    if settings.server.port:
-        err_console.print(f"Mimiverse: {where} (a page to ask and search; interactive API "
-                          f"docs: {where}/docs)",
-                          highlight=False, soft_wrap=True)
+    _say_where(settings)
     Server(uvicorn_config(app, settings)).run()
+
+
+def _say_where(settings: Settings) -> None:
+    """One line, from the process the operator started (before any worker exists)."""
+    if not settings.server.port:
+        return  # the system picks the port; uvicorn says which
+    where = f"http://{settings.server.host}:{settings.server.port}"
+    workers = settings.server.workers
+    with_workers = f", {workers} workers" if workers > 1 else ""
+    err_console.print(f"Mimiverse: {where} (a page to ask and search; interactive API "
+                      f"docs: {where}/docs{with_workers})", highlight=False, soft_wrap=True)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from re import compile as re_compile
 
 from mimiverse.fim.blocks import BlockEnd
 from mimiverse.fim.brackets import (
@@ -51,13 +50,12 @@ from mimiverse.fim.brackets import (
     scan_brackets,
     unmatched_closers,
 )
+from mimiverse.fim.suffix_line import SuffixLine, rstrip_len
 from mimiverse.fim.templates import indent_healed
 
 _BLOCK_OPENERS = ("(", "[", "{", ":")
 _MIN_OVERLAP = 3
-_MAX_OVERLAP = 256  # only the suffix's first line is compared; long lines are capped
 _MAX_CLOSERS = 64  # the suffix's unmatched closers we look at
-_LEADING_SPACE = re_compile(r"\s*")  # \s is str.isspace(), as str.lstrip() strips
 
 
 @lru_cache(maxsize=64)
@@ -139,34 +137,9 @@ class FimPostprocessor:
         self._brackets = AnswerBrackets(self._prefix_open, self._start_quote)
         self._cut_closer: str | None = None
 
-        # Rule 4: the line to look for, and its indentation when we can know it.
-        blank_prefix_line = not prefix_line.strip()
-        self._virtual_head = prefix_line if blank_prefix_line else None
+        # Rules 4 and 5.
         self._line_start = 0
-        self._dead_line = -1  # start of the current line once it cannot repeat the suffix
-        leading = _LEADING_SPACE.match(suffix)  # no copy of the suffix, unlike lstrip()
-        core_at = leading.end() if leading else 0
-        self._suffix_ws = suffix[:core_at]
-        newline = suffix.find("\n", core_at)
-        line_end = len(suffix) if newline < 0 else newline
-        core_line = suffix[core_at:line_end].rstrip()
-        self._repeat_core = core_line if any(c.isalnum() or c == "_" for c in core_line) else ""
-        # The suffix line's indentation in the file; None when the cursor's line has code
-        # before it, so the line does not start where the suffix does.
-        self._repeat_indent: str | None = None
-        if "\n" in self._suffix_ws:
-            self._repeat_indent = self._suffix_ws.rsplit("\n", 1)[1]
-        elif blank_prefix_line:
-            self._repeat_indent = prefix_line + self._suffix_ws
-        self._repeat_line: str | None = None  # the full line, when its indentation is known
-        if self._repeat_indent is not None:
-            self._repeat_line = self._repeat_indent + core_line
-
-        # Rule 5.
-        self._overlap = suffix[core_at : min(line_end + 1, core_at + _MAX_OVERLAP)]
-        self._overlap_line = self._overlap.rstrip("\r\n")
-        run = len(self._overlap) - len(self._overlap.lstrip(")]}"))
-        self._closer_run = self._overlap[:run]
+        self._suffix_line = SuffixLine(prefix_line, suffix)
 
         # Rule 6.
         self._strip_trailing = not _first_line(suffix).strip()
@@ -263,7 +236,7 @@ class FimPostprocessor:
 
         # Rule 4, at the end of each line.
         if ch == "\n":
-            cut = self._repeat_cut(self._line_start, i)
+            cut = self._suffix_line.repeat_cut(raw, self._line_start, i)
             self._line_start = i + 1
             if cut is not None:
                 return cut
@@ -312,64 +285,6 @@ class FimPostprocessor:
             return i
         return None
 
-    # -- rule 4 helpers -----------------------------------------------------------------
-
-    def _line_text(self, start: int, end: int) -> str | None:
-        """The answer's line [start, end) as it will read in the file, None if the line
-        does not start at a line start (the answer continues the prefix's line)."""
-        if start == 0:
-            if self._virtual_head is None:
-                return None
-            return self._virtual_head + self._raw[:end]
-        return self._raw[start:end]
-
-    def _matches(self, line: str) -> bool:
-        if not self._repeat_core:
-            return False
-        line = line.rstrip()
-        if self._repeat_line is not None:
-            return line == self._repeat_line
-        return line.lstrip() == self._repeat_core
-
-    def _could_match(self, line: str) -> bool:
-        if not self._repeat_core:
-            return False
-        if self._repeat_line is not None:
-            return self._repeat_line.startswith(line) or line.rstrip() == self._repeat_line
-        rest = line.lstrip()
-        return self._repeat_core.startswith(rest) or rest.rstrip() == self._repeat_core
-
-    def _repeat_cut(self, start: int, end: int) -> int | None:
-        line = self._line_text(start, end)
-        if line is None or not self._matches(line):
-            return None
-        raw = self._raw
-        indent_end = start
-        while indent_end < end and raw[indent_end] in " \t":
-            indent_end += 1
-        # Keep exactly the whitespace the suffix does not bring itself.
-        if raw.endswith(self._suffix_ws, 0, indent_end):
-            return max(indent_end - len(self._suffix_ws), 0)
-        if "\n" in self._suffix_ws:
-            return max(start - 1, 0)
-        return indent_end
-
-    def _repeat_hold(self, end: int) -> int:
-        """Earliest position a repeat cut of the line running into `end` could cut at."""
-        start = self._raw.rfind("\n", 0, end) + 1
-        if start == self._dead_line:
-            return end
-        line = self._line_text(start, end)
-        if line is None or not self._could_match(line):
-            # A line that stopped matching never matches again: skip it from now on,
-            # so a long line is not rebuilt on every delta.
-            self._dead_line = start
-            return end
-        # The cut drops at most the suffix's leading whitespace before the line (or the
-        # line break), and never goes back past non-blank text.
-        earliest = start - max(1, len(self._suffix_ws))
-        return max(earliest, _rstrip_len(self._raw, start), 0)
-
     # -- emitting -----------------------------------------------------------------------
 
     def _emit_safe(self) -> str:
@@ -379,7 +294,7 @@ class FimPostprocessor:
         end = min(len(raw), self._stop_hold())
         if self._pending_break is not None:
             end = min(end, self._pending_break)
-        end = min(end, self._repeat_hold(end))
+        end = min(end, self._suffix_line.repeat_hold(raw, end))
         if not self._single:
             end = min(end, self._block.hold(raw))
         # Rules 5 and 6 remove a tail of the final text; any end >= `end` only has
@@ -411,29 +326,17 @@ class FimPostprocessor:
     def _end_rules_hold(self, end: int) -> int:
         raw = self._raw
         if self._strip_trailing:
-            end = _rstrip_len(raw, end)
-        start = self._overlap_start(raw, end)
+            end = rstrip_len(raw, end)
+        start = self._suffix_line.overlap_start(raw, end)
         if self._strip_trailing:
-            start = _rstrip_len(raw, start)
+            start = rstrip_len(raw, start)
         return start
-
-    def _overlap_start(self, text: str, end: int) -> int:
-        """Start of the longest tail of text[:end] that begins the suffix's first line."""
-        overlap = self._overlap
-        if not overlap:
-            return end
-        i = text.find(overlap[0], max(end - len(overlap), 0), end)
-        while i >= 0:
-            if overlap.startswith(text[i:end]):
-                return i
-            i = text.find(overlap[0], i + 1, end)
-        return end
 
     def _close(self, cut: int) -> str:
         self._closed = True
         text = self._raw[:cut]
         self._raw = text
-        repeat = self._repeat_cut(text.rfind("\n") + 1, len(text))
+        repeat = self._suffix_line.repeat_cut(text, text.rfind("\n") + 1, len(text))
         if repeat is not None:
             text = text[:repeat]
         if self._strip_trailing:
@@ -446,8 +349,8 @@ class FimPostprocessor:
         return out
 
     def _remove_overlap(self, text: str) -> str:
-        overlap = self._overlap
-        i = self._overlap_start(text, len(text))
+        overlap = self._suffix_line.overlap
+        i = self._suffix_line.overlap_start(text, len(text))
         while i < len(text):
             size = len(text) - i
             if overlap.startswith(text[i:]) and self._overlap_ok(text, i, size):
@@ -456,16 +359,17 @@ class FimPostprocessor:
         return text
 
     def _overlap_ok(self, text: str, start: int, size: int) -> bool:
-        piece = self._overlap[:size]
+        line = self._suffix_line
+        piece = line.overlap[:size]
         before = text[start - 1] if start > 0 else self._prefix_tail
         if _is_word(piece[0]) and before and _is_word(before):
             return False  # `rebar` ending in the suffix's `bar` is not a repeat
-        if not self._indent_agrees(text, start):
+        if not line.indent_agrees(text, start):
             return False  # a whole line at another indentation is new code (rule 4)
         if not (
             size >= _MIN_OVERLAP
-            or piece in (self._overlap, self._overlap_line, self._closer_run)
-            or (self._cut_closer is not None and self._overlap[size : size + 1] == self._cut_closer)
+            or piece in (line.overlap, line.overlap_line, line.closer_run)
+            or (self._cut_closer is not None and line.overlap[size : size + 1] == self._cut_closer)
         ):
             return False
         # Dropping closers re-opens what they closed: only do it when the suffix's own
@@ -475,20 +379,6 @@ class FimPostprocessor:
         whole = self._unclosed(text)
         closers = self._suffix_closers()
         return fit_closers(kept, closers) >= fit_closers(whole, closers) + len(kept) - len(whole)
-
-    def _indent_agrees(self, text: str, start: int) -> bool:
-        """An overlap at a line start must sit at the suffix line's indentation."""
-        if self._repeat_indent is None:
-            return True
-        line_start = text.rfind("\n", 0, start) + 1
-        indent = text[line_start:start]
-        if indent.strip(" \t"):
-            return True  # mid-line: no indentation to compare
-        if line_start == 0:
-            if self._virtual_head is None:
-                return True
-            indent = self._virtual_head + indent
-        return indent == self._repeat_indent
 
     def _unclosed(self, text: str) -> list[str]:
         brackets = AnswerBrackets(self._prefix_open, self._start_quote)
@@ -512,9 +402,3 @@ def _width(indent: str) -> int:
 
 def _is_word(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
-
-
-def _rstrip_len(text: str, end: int) -> int:
-    while end > 0 and text[end - 1].isspace():
-        end -= 1
-    return end

@@ -23,12 +23,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
@@ -38,13 +36,11 @@ from typing import IO, TYPE_CHECKING
 
 import mimiverse
 from mimiverse.index import wire
-from mimiverse.index.chunker import chunk_file
-from mimiverse.index.model import Chunk, FileState, IndexTerms
-from mimiverse.index.redaction import redact
-from mimiverse.index.store import Tokenizer, index_terms
+from mimiverse.index.model import Chunk, FileState
+from mimiverse.index.prepare import TOKENIZERS, prepare
+from mimiverse.index.store import Tokenizer
 from mimiverse.index.store.base import IndexStore
-from mimiverse.index.tokenize import tokens
-from mimiverse.index.walker import SourceFile, read_source, walk
+from mimiverse.index.walker import SourceFile, walk
 from mimiverse.index.wire import Item, Outcome
 
 if TYPE_CHECKING:
@@ -59,16 +55,11 @@ PARALLEL_MIN_FILES = 50  # fewer changed files are chunked here: a worker takes 
 SERIAL_FILES = 8  # files chunked here before workers start (they often need none)
 TASK_FILES = 16  # files per worker task (the first ones smaller, to start the pipeline)
 TASK_DEPTH = 2  # tasks queued per worker, so it never waits for the next
-WORKER_NICE = 5
 MAX_WORKERS = 8  # one writer keeps up with about this many
 RESULT_WINDOW = 6  # tasks per worker done but not yet taken: bounds memory if writes lag
 
-# Tokenizers a worker process can use, by name (only names cross the pipe).
-TOKENIZERS: dict[str, Tokenizer] = {"code": tokens}
-
 # progress(done, total) while changed files are processed
 Progress = Callable[[int, int], None]
-
 
 
 @dataclass(slots=True)
@@ -193,38 +184,6 @@ def _sha(state: FileState | None) -> str | None:
     return None if state is None else state.sha256
 
 
-def prepare(
-    source: SourceFile, old_sha256: str | None, max_file_bytes: int,
-    tokenize: Tokenizer | None = None,
-) -> Outcome:
-    """Read and chunk one file; with `tokenize`, the chunks carry their index terms."""
-    read = read_source(source, max_file_bytes=max_file_bytes)
-    if isinstance(read, str):
-        return read
-    state = FileState(source.path, source.size, source.mtime_ns, read.sha256, source.language)
-    if read.sha256 == old_sha256:
-        return state
-    # The whole file, before chunking: a secret cut by a chunk boundary is still found.
-    redacted = redact(read.text, source.path, source.language)
-    chunks = chunk_file(source.path, redacted.text, source.language)
-    if tokenize is not None:
-        path_terms = tokenize(source.path)  # the same for every chunk of the file
-        chunks = [
-            Chunk(c.path, c.start_line, c.end_line, c.text, c.language, c.symbol, c.kind,
-                  _terms(index_terms(c, tokenize, path_terms)))
-            for c in chunks
-        ]
-    return state, chunks, dict(redacted.found)
-
-
-def _terms(terms: list[str]) -> IndexTerms:
-    # IndexTerms.of, but the distinct terms in set order (a third cheaper): the stores
-    # only count them.
-    return IndexTerms(" ".join(terms), " ".join(set(terms)), len(terms))
-
-
-
-
 class _Prepared:
     """The changed files' outcomes, in order. The first are prepared here; once
     SERIAL_FILES of them needed chunking, worker processes take over if enough files are
@@ -267,44 +226,7 @@ class _Prepared:
             self._pool.close()
 
 
-# -- worker processes -----------------------------------------------------------------
-
-def worker_main() -> None:
-    """A worker process: (task id, items) in on stdin, (task id, outcomes) out on stdout.
-
-    It exits when stdin closes, which is also what happens when the indexer dies.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the indexer's to handle
-    if hasattr(os, "nice"):
-        # Below the indexer: its writes, which make files searchable, never wait for a
-        # core (else a backlog of writes is left once the workers finish).
-        os.nice(WORKER_NICE)
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a library's stray print must not corrupt the protocol
-    stdin = sys.stdin.buffer
-    setup = wire.receive(stdin)
-    if setup is None:
-        return
-    max_file_bytes, tokenizer_name = setup
-    tokenize = TOKENIZERS[tokenizer_name] if tokenizer_name else None
-    while (message := wire.receive(stdin)) is not None:
-        task, items = message
-        outcomes: list[list[object]] | None
-        try:
-            outcomes = [wire.encode_outcome(prepare(s, sha, max_file_bytes, tokenize))
-                        for s, sha in wire.decode_items(items)]
-        except Exception:  # the indexer redoes the task itself, and reports the error
-            traceback.print_exc()
-            outcomes = None
-        try:
-            wire.send(out, [task, outcomes])
-        except BrokenPipeError:
-            break
-    # No interpreter teardown (freeing every cached token and module, ~40 ms): the CPU is
-    # the indexer's, for its last writes.
-    sys.stderr.flush()
-    os._exit(0)
-
+# -- worker processes (their own side is prepare.worker_main) --------------------------
 
 def _widen(pipe: IO[bytes] | None) -> None:
     """Let a worker write a task's outcomes (~0.5 MB) at once. Its reader thread needs the
@@ -362,7 +284,7 @@ class _Workers:
                 # -P: the current folder (the repository, say) must not shadow modules.
                 proc = subprocess.Popen(
                     [sys.executable, "-P", "-c",
-                     "from mimiverse.index.indexer import worker_main; worker_main()"],
+                     "from mimiverse.index.prepare import worker_main; worker_main()"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                 )
             except OSError:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from mimiverse.errors import CodeIndexError
 from mimiverse.index.indexer import IndexReport
+from mimiverse.security import inside_any
 
 if TYPE_CHECKING:
     from mimiverse.config import IndexSettings
@@ -75,7 +76,7 @@ class ReplicaJobs:
 
     def allows(self, root: Path) -> bool:
         """This replica's allowed roots hold for repositories others added too."""
-        return any(root.is_relative_to(a) for a in self.allowed_roots)
+        return inside_any(root, self.allowed_roots)
 
     async def request(self, job: Job) -> bool:
         """Queue `job`'s repository; True when this replica got to run it."""

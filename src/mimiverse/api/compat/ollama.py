@@ -52,7 +52,6 @@ from mimiverse.api.compat.shared import (
     collect,
     describe,
     json_object,
-    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -197,7 +196,7 @@ def line(obj: object) -> bytes:
 
 
 async def ndjson(
-    events: Events, started: float, model: str, prompt_text: str,
+    events: Events, started: float, prompt_text: str,
     content: Callable[[TextEvent], dict[str, Any]],
     calls: Callable[[Answer], dict[str, Any] | None] | None = None,
 ) -> AsyncIterator[bytes]:
@@ -212,12 +211,12 @@ async def ndjson(
                 first = now
             answer = event.answer
             if answer is None:
-                yield line({"model": model, "created_at": created_at(), **content(event),
-                            "done": False})
+                yield line({"model": event.model, "created_at": created_at(),
+                            **content(event), "done": False})
                 continue
             called = calls(answer) if calls is not None else None
             if called is not None:
-                yield line({"model": model, "created_at": created_at(), **called,
+                yield line({"model": answer.model, "created_at": created_at(), **called,
                             "done": False})
             yield line({"model": answer.model, "created_at": created_at(),
                         **content(_EMPTY),
@@ -242,15 +241,14 @@ async def _respond(
     """`key` names what holds the text: "response" (generate) or "message" (chat)."""
     started = time.perf_counter()
     chatting = key == "message"
-    if stream and isinstance(source, ChatInput):
-        model, events = await cancel_on_disconnect(request, open_chat(gateway, source))
-        return ndjson_response(ndjson(events, started, model, prompt_text,
-                                      _chat_delta if chatting else _chat_response,
-                                      _chat_calls if chatting else None))
     if stream:
-        model = gateway.settings.models.completion.model
+        # Every line names the model that answers (an embedded model serves as itself).
         events = await cancel_on_disconnect(request, open_events(gateway, source))
-        return ndjson_response(ndjson(events, started, model, prompt_text,
+        if isinstance(source, ChatInput):
+            return ndjson_response(ndjson(events, started, prompt_text,
+                                          _chat_delta if chatting else _chat_response,
+                                          _chat_calls if chatting else None))
+        return ndjson_response(ndjson(events, started, prompt_text,
                                       lambda e: {"response": e.text}))
     answer = await cancel_on_disconnect(request, collect(gateway, source))
     try:

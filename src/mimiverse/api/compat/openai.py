@@ -56,7 +56,6 @@ from mimiverse.api.compat.shared import (
     describe,
     is_fim_prompt,
     json_object,
-    open_chat,
     open_events,
     parse,
     protocol_responses,
@@ -274,14 +273,17 @@ def usage_object(prompt_text: str, answer: Answer) -> dict[str, int]:
 
 async def sse(
     events: Events, chunk: Callable[[TextEvent | None, Answer | None], dict[str, Any]],
-    usage_chunk: Callable[[Answer], dict[str, Any]] | None, head: dict[str, Any] | None = None,
+    usage_chunk: Callable[[Answer], dict[str, Any]] | None,
+    head: Callable[[str], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """`chunk(event, None)` per delta, `chunk(None, answer)` to finish, usage if asked,
+    """`head(model)` first (before the first delta: it names the model that answers),
+    `chunk(event, None)` per delta, `chunk(None, answer)` to finish, usage if asked,
     [DONE]; a failure after the status line is a final `data: {"error": ...}` event."""
     try:
-        if head is not None:
-            yield data(head)
         async for event in events:
+            if head is not None:
+                yield data(head(event.answer.model if event.answer else event.model))
+                head = None
             if event.answer is None:
                 yield data(chunk(event, None))
                 continue
@@ -333,12 +335,15 @@ async def completions(request: Request, gateway: GatewayDep) -> Response:
         return JSONResponse({**base(answer.model), "choices": [choice],
                              "usage": usage_object(prompt_text, answer)})
     events = await cancel_on_disconnect(request, open_events(gateway, source))
-    model = gateway.settings.models.completion.model
 
     def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
-        return {**base(model), "choices": [{
-            "text": event.text if event is not None else "", "index": 0, "logprobs": None,
-            "finish_reason": finish(answer) if answer is not None else None}]}
+        # Each chunk names the model that answers (an embedded model serves as itself).
+        if event is not None:
+            return {**base(event.model), "choices": [{
+                "text": event.text, "index": 0, "logprobs": None, "finish_reason": None}]}
+        assert answer is not None
+        return {**base(answer.model), "choices": [{
+            "text": "", "index": 0, "logprobs": None, "finish_reason": finish(answer)}]}
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model), "choices": [],
@@ -368,23 +373,25 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
         return mark_sources(JSONResponse({**base(answer.model, "chat.completion"),
                                           "choices": [only],
                                           "usage": usage_object(prompt_text, answer)}), sources)
-    model, events = await cancel_on_disconnect(request, open_chat(gateway, chat))
+    events = await cancel_on_disconnect(request, gateway.stream_chat(chat))
 
-    def choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    def choice(model: str, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
         return {**base(model, "chat.completion.chunk"), "choices": [
             {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
     def chunk(event: TextEvent | None, answer: Answer | None) -> dict[str, Any]:
         if event is not None:
-            return choice(delta_object(event), None)
+            return choice(event.model, delta_object(event), None)
         assert answer is not None
-        return choice({}, chat_finish(answer))
+        return choice(answer.model, {}, chat_finish(answer))
 
     def usage_chunk(answer: Answer) -> dict[str, Any]:
         return {**base(answer.model, "chat.completion.chunk"), "choices": [],
                 "usage": usage_object(prompt_text, answer)}
 
-    head = choice({"role": "assistant", "content": ""}, None)
+    def head(model: str) -> dict[str, Any]:
+        return choice(model, {"role": "assistant", "content": ""}, None)
+
     return mark_sources(stream_response(
         sse(events, chunk, usage_chunk if body.include_usage() else None, head)), sources)
 

@@ -224,13 +224,6 @@ async def open_events(gateway: Gateway, source: Source) -> Events:
     return await gateway.stream_fim(source)
 
 
-async def open_chat(gateway: Gateway, chat: ChatInput) -> tuple[str, Events]:
-    """A chat's stream and the model it goes to (the vision model for images the chat
-    model cannot see), which streamed chunks name."""
-    plan = await gateway.plan_chat(chat)
-    return plan.request.model, await gateway.stream_chat(chat, plan)
-
-
 async def collect(gateway: Gateway, source: Source) -> Answer:
     """The whole answer (identical requests in flight share one upstream call)."""
     if isinstance(source, ChatInput):

@@ -12,11 +12,12 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mimiverse.errors import CodeIndexError
 from mimiverse.index.model import Chunk, IndexTerms
 
 if TYPE_CHECKING:
@@ -62,6 +63,18 @@ def chunk_terms(chunk: Chunk, tokenize: Tokenizer) -> IndexTerms:
     if chunk.terms is not None:
         return chunk.terms
     return IndexTerms.of(index_terms(chunk, tokenize))
+
+
+def pending_migrations(what: str, version: int,
+                       migrations: Sequence[Sequence[str]]) -> list[str]:
+    """The statements that bring `what` (an index at schema `version`) up to the last of
+    `migrations`; an index newer than this code is refused, never downgraded."""
+    if version > len(migrations):
+        raise CodeIndexError(
+            f"{what} has schema version {version}, newer than this "
+            f"mimiverse understands ({len(migrations)}); upgrade mimiverse"
+        )
+    return [statement for step in migrations[version:] for statement in step]
 
 
 def bm25_idf(chunks: float, df: float) -> float:

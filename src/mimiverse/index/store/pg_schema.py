@@ -9,6 +9,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from mimiverse.errors import CodeIndexError
+from mimiverse.index.store import pending_migrations
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -135,14 +136,8 @@ def migrate(conn: Connection) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         version = int(one(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"))[0])
-        if version > SCHEMA_VERSION:
-            raise CodeIndexError(
-                f"the PostgreSQL index has schema version {version}, newer than this "
-                f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
-            )
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                conn.execute(statement)
+        for statement in pending_migrations("the PostgreSQL index", version, MIGRATIONS):
+            conn.execute(statement)
         if version < SCHEMA_VERSION:
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))

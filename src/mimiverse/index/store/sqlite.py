@@ -30,7 +30,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -39,38 +38,18 @@ import numpy as np
 
 from mimiverse.errors import CodeIndexError, IndexLocked
 from mimiverse.index.model import Chunk, FileState, IndexTerms, SearchFilter, StoredChunk
-from mimiverse.index.store import (
-    BM25_B,
-    BM25_K1,
-    Tokenizer,
-    bm25_idf,
-    chunk_terms,
-    compiled_glob,
-    default_tokenizer,
-    split_terms,
-)
+from mimiverse.index.store import Tokenizer, chunk_terms, default_tokenizer
 from mimiverse.index.store.base import IndexStore, RepoStats
 from mimiverse.index.store.sqlite_changes import JSON_VALUES, Changes
-from mimiverse.index.store.sqlite_schema import INTEGRITY_CHECKS, MIGRATIONS, SCHEMA_VERSION
-from mimiverse.index.store.sqlite_vectors import Snapshot, VectorCache, similarities, top
+from mimiverse.index.store.sqlite_schema import INTEGRITY_CHECKS, migrate
+from mimiverse.index.store.sqlite_search import SqliteSearch, glob_match
+from mimiverse.index.store.sqlite_vectors import VectorCache
 
 # WAL pages an indexing run may leave unchecked (256 MiB of 16 KiB pages; SQLite's usual
 # 1000 would checkpoint every ~400 files): see `_deferred_checkpoints`.
 RUN_WAL_PAGES = 16384
 
 _CHUNK_COLUMNS = "id, path, start_line, end_line, text, language, symbol, kind"
-
-
-def _glob_match(glob: str, path: str | None) -> bool:
-    return path is not None and compiled_glob(glob).search(path) is not None
-
-
-def _bm25(terms: Sequence[str], weights: dict[str, float], avgdl: float) -> float:
-    """BM25 of one chunk for these terms (weight = IDF), the way FTS5's bm25() adds it."""
-    counts = Counter(t for t in terms if t in weights)
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * len(terms) / avgdl)
-    return sum(w * counts[t] * (BM25_K1 + 1) / (counts[t] + norm)
-               for t, w in weights.items() if counts[t])
 
 
 class SqliteStore(IndexStore):
@@ -84,15 +63,14 @@ class SqliteStore(IndexStore):
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()  # guards _connections, _caches, _cache_locks, _users
+        self._lock = threading.Lock()  # guards _connections and _users
         # close() waits for statements running in other threads (closing a connection
         # under one crashes the process) and refuses new ones.
         self._idle = threading.Condition(self._lock)
         self._users = 0
         self._closed = False
-        self._caches: dict[int, VectorCache] = {}
-        self._cache_locks: dict[int, threading.Lock] = {}
         self._roots: dict[str, int] = {}
+        self._search = SqliteSearch(lambda: self._tx("BEGIN"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -119,7 +97,7 @@ class SqliteStore(IndexStore):
                 con.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
             except sqlite3.Error as exc:
                 raise CodeIndexError(f"cannot open the index {self.path}: {exc}") from exc
-            con.create_function("glob_match", 2, _glob_match, deterministic=True)
+            con.create_function("glob_match", 2, glob_match, deterministic=True)
             self._local.con = con
             with self._lock:
                 self._connections.append(con)
@@ -160,23 +138,14 @@ class SqliteStore(IndexStore):
 
     def _migrate(self) -> None:
         with self._tx() as con:
-            version = int(con.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise CodeIndexError(
-                    f"the index {self.path} has schema version {version}, newer than this "
-                    f"mimiverse understands ({SCHEMA_VERSION}); upgrade mimiverse"
-                )
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    con.execute(statement)
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            migrate(con, self.path)
 
     def close(self) -> None:
         with self._idle:
             self._closed = True
             self._idle.wait_for(lambda: not self._users, timeout=self._busy_timeout_s)
             connections, self._connections = self._connections, []
-            self._caches.clear()
+        self._search.forget()
         for con in connections:
             con.close()
         self._local = threading.local()
@@ -384,116 +353,17 @@ class SqliteStore(IndexStore):
     def search_lexical(
         self, repo: int, terms: Sequence[str], limit: int, where: SearchFilter
     ) -> list[tuple[int, float]]:
-        distinct = list(dict.fromkeys(t for t in terms if t.strip()))
-        if not distinct or limit <= 0:
-            return []
-        with self._tx("BEGIN") as con:
-            df = dict(con.execute(
-                "SELECT term, df FROM term_df WHERE term IN (SELECT value FROM json_each(?))",
-                (json.dumps(distinct),),
-            ).fetchall())
-            chunks, tokens = con.execute(
-                "SELECT sum(chunk_count), sum(token_count) FROM repos"
-            ).fetchone()
-            selective, common = split_terms(df, chunks or 0)
-            if not selective:
-                return []
-            sql = (
-                "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts"
-                " JOIN chunks c ON c.id = chunks_fts.rowid"
-                " WHERE chunks_fts MATCH ? AND c.repo = ?"
-            )
-            params: list[object] = [
-                " OR ".join('"' + t.replace('"', '""') + '"' for t in selective), repo
-            ]
-            if where.language is not None:
-                sql += " AND c.language = ?"
-                params.append(where.language)
-            if where.path_glob:
-                sql += " AND glob_match(?, c.path)"
-                params.append(where.path_glob)
-            # With common terms, rescore more candidates than asked for: their weight can
-            # reorder the tail.
-            sql += " ORDER BY rank, c.id LIMIT ?"
-            params.append(limit if not common else max(4 * limit, 100))
-            # FTS5's bm25() is negative, lower is better: flip it so higher is better.
-            hits = {int(r[0]): -float(r[1]) for r in con.execute(sql, params)}
-            if common and hits:
-                texts = con.execute(
-                    "SELECT id, terms FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(list(hits)),),
-                ).fetchall()
-                avgdl = max(tokens / chunks, 1.0)
-                weights = {t: bm25_idf(chunks, df[t]) for t in common}
-                for cid, text in texts:
-                    hits[cid] += _bm25(text.split(), weights, avgdl)
-        ranked = sorted(hits.items(), key=lambda hit: (-hit[1], hit[0]))
-        return ranked[:limit]
+        return self._search.lexical(repo, terms, limit, where)
 
     def search_vector(
         self, repo: int, vector: Sequence[float], limit: int, where: SearchFilter
     ) -> list[tuple[int, float]]:
-        if limit <= 0:
-            return []
-        loaded = self._vectors(repo)
-        if loaded is None:
-            return []
-        cache, snap = loaded
-        query = np.asarray(vector, dtype=np.float32)
-        if query.shape != (cache.dim,):
-            raise CodeIndexError(
-                f"query vector has shape {query.shape}; the index holds {cache.dim}-dimensional"
-                " vectors"
-            )
-        norm = float(np.linalg.norm(query))
-        if norm == 0.0 or len(snap.ids) == 0:
-            return []
-        query = query / norm
-        valid = snap.alive
-        if where.language is not None:
-            code = cache.language_code(where.language)
-            if code is None:
-                return []
-            valid = valid & (snap.lang_of == code)
-        if where.path_glob:
-            valid = valid & cache.path_mask(where.path_glob, snap.files)[snap.file_of]
-        rows = np.flatnonzero(valid)
-        if len(rows) == len(snap.ids):
-            return top(snap.ids, similarities(snap.matrix, query), limit)
-        if len(rows) * 3 < len(snap.ids):  # few rows left: gather them, score only those
-            return top(snap.ids[rows], similarities(snap.matrix[rows], query), limit)
-        return top(snap.ids[rows], similarities(snap.matrix, query)[rows], limit)
+        return self._search.vector(repo, vector, limit, where)
 
-    def _vectors(self, repo: int) -> tuple[VectorCache, Snapshot] | None:
-        """The repository's vectors, brought up to date with the database first."""
-        with self._lock:
-            lock = self._cache_locks.setdefault(repo, threading.Lock())
-        with lock, self._tx("BEGIN") as con:  # one read transaction: a consistent view
-            row = con.execute(
-                "SELECT vector_seq, tombstone_floor, embedding_dim FROM repos WHERE id = ?",
-                (repo,),
-            ).fetchone()
-            if row is None or row[2] is None:
-                return None
-            seq, floor, dim = int(row[0]), int(row[1]), int(row[2])
-            cache = self._caches.get(repo)
-            if cache is None or cache.dim != dim or not floor <= cache.seq <= seq:
-                cache = VectorCache(dim, -1)
-            if cache.seq < seq:
-                if cache.seq >= 0:
-                    cache.remove(r[0] for r in con.execute(
-                        "SELECT chunk_id FROM vector_tombstones WHERE repo = ? AND seq > ?",
-                        (repo, cache.seq),
-                    ))
-                cache.append(con.execute(
-                    "SELECT v.chunk_id, c.path, c.language, v.vector FROM vectors v"
-                    " JOIN chunks c ON c.id = v.chunk_id WHERE v.repo = ? AND v.seq > ?",
-                    (repo, cache.seq),
-                ).fetchall())
-                cache.seq = seq
-            with self._lock:
-                self._caches[repo] = cache
-            return cache, cache.snapshot()
+    @property
+    def _caches(self) -> dict[int, VectorCache]:
+        """The vectors held in memory, per repository (the search's)."""
+        return self._search.caches
 
     # -- bookkeeping --------------------------------------------------------------------
 

@@ -3,6 +3,11 @@ the invariants `check_integrity` counts the breaches of."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+from mimiverse.index.store import pending_migrations
+
 # The full-text index holds our tokenizer's terms exactly as `term_df` counts them: only
 # the spaces between them split. The `ascii` tokenizer folds nothing but A-Z (which our
 # terms never hold) and takes every non-ASCII character as part of a token; `_` (and `$`)
@@ -135,3 +140,11 @@ INTEGRITY_CHECKS: tuple[tuple[str, str], ...] = (
      " WHERE v.doc IS NOT d.df"),
 )
 
+
+def migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema of the index at `path` up to SCHEMA_VERSION (in the caller's
+    write transaction)."""
+    version = int(con.execute("PRAGMA user_version").fetchone()[0])
+    for statement in pending_migrations(f"the index {path}", version, MIGRATIONS):
+        con.execute(statement)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
