@@ -9,7 +9,8 @@ Decisions where Ollama leaves room:
   that already holds our family's FIM tokens (Twinny, llm-ls) -> as is, with the family's
   stop tokens; else FIM with an empty suffix. An empty prompt only loads (done_reason
   "load"), as in Ollama. Both /api/generate and /api/chat honour, pass through or refuse
-  every field (api/compat/ollama_generate.py, api/compat/ollama_chat.py).
+  every field (api/compat/ollama_generate.py, api/compat/ollama_chat.py); so do
+  /api/embed and /api/embeddings (_EmbedFields) and /api/show (ShowBody).
 - Durations are nanoseconds measured here: prompt_eval_duration is the wait for the first
   token, eval_duration the rest; load_duration is 0 (backends keep models loaded).
   Non-streamed answers report their whole time as eval_duration.
