@@ -16,6 +16,7 @@ import pytest
 
 from mimiverse.errors import IndexLocked
 from mimiverse.index.model import Chunk, FileState, SearchFilter
+from mimiverse.index.store import sqlite as sqlite_module
 from mimiverse.index.store import sqlite_changes, sqlite_schema
 from mimiverse.index.store.sqlite import SqliteStore
 from mimiverse.index.tokenize import tokens
@@ -289,3 +290,36 @@ def test_close_waits_for_statements_running_in_other_threads(tmp_path: Path) -> 
     worker.join(10)
     closer.join(10)
     assert outcome == [0] and not closer.is_alive()
+
+
+def test_opening_waits_out_another_process_creating_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database still in rollback mode with a write open on it (a first worker creating
+    # the index): switching to WAL is refused at once, without SQLite's busy wait.
+    db = tmp_path / "index.db"
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE elsewhere (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO elsewhere VALUES (1)")
+    waits: list[float] = []
+
+    class Clock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:  # the writer finishes while the opener waits
+            waits.append(seconds)
+            writer.execute("COMMIT")
+
+    monkeypatch.setattr(sqlite_module, "time", Clock)
+    store = SqliteStore(db, tokenizer=tokens)
+    try:
+        assert len(waits) == 1
+        assert store.stats(store.repo_id(ROOT)).files == 0
+        reader = sqlite3.connect(db)
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        reader.close()
+    finally:
+        store.close()
+        writer.close()

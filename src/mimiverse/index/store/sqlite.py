@@ -30,6 +30,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -48,6 +49,7 @@ from mimiverse.index.store.sqlite_vectors import VectorCache
 # WAL pages an indexing run may leave unchecked (256 MiB of 16 KiB pages; SQLite's usual
 # 1000 would checkpoint every ~400 files): see `_deferred_checkpoints`.
 RUN_WAL_PAGES = 16384
+WAL_RETRY_S = 0.02  # between tries to switch a database another process is writing to WAL
 
 _CHUNK_COLUMNS = "id, path, start_line, end_line, text, language, symbol, kind"
 
@@ -92,7 +94,7 @@ class SqliteStore(IndexStore):
                 # Only a new database takes it (before WAL writes the first page): rows of
                 # chunk text and terms are large, and 16 KiB pages write them ~8% faster.
                 con.execute("PRAGMA page_size = 16384")
-                con.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(con)
                 con.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across crashes of us
                 con.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
             except sqlite3.Error as exc:
@@ -102,6 +104,21 @@ class SqliteStore(IndexStore):
             with self._lock:
                 self._connections.append(con)
         return con
+
+    def _use_wal(self, con: sqlite3.Connection) -> None:
+        """Switch to WAL, waiting out another connection's write. SQLite answers "locked"
+        at once here, without its busy wait, while another process holds a write lock on
+        a database still in rollback mode: a second worker opening the index while the
+        first creates it."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_RETRY_S)
 
     @contextmanager
     def _in_use(self) -> Iterator[None]:
