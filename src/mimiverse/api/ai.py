@@ -29,7 +29,7 @@ from mimiverse.api.chat_fields import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_body, error_responses
 from mimiverse.api.lean import LeanRoute
-from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, Float, Int, StopText
+from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, StopText
 from mimiverse.backends.base import ChatMessage, Image, ToolCall
 from mimiverse.backends.toolcalls import arguments_text, new_call_id
 from mimiverse.errors import MimiverseError
@@ -54,10 +54,10 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: Int | None = Field(None, ge=1, le=8192)
-    temperature: Float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
     stop: list[StopText] = Field(default_factory=list, max_length=16)
-    seed: Int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class FimBody(Sampling):
@@ -134,8 +134,8 @@ class ChatBody(Sampling, SamplingExtras, Strict):
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
-    repeat_penalty: Float | None = Field(None, gt=0.0, le=10.0)
-    num_ctx: Int | None = Field(None, ge=1, le=1 << 21)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    num_ctx: int | None = Field(None, ge=1, le=1 << 21)
     keep_alive: str | float | None = None
 
     def to_input(self) -> ChatInput:

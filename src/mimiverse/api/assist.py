@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from mimiverse.api.ai import SSE_HEADERS, Sampling, sse, sse_stream
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
-from mimiverse.api.limits import Int
 from mimiverse.assist.prompts import Prompt
 from mimiverse.assist.retrieval import Source
 from mimiverse.assist.service import Assistant, Question
@@ -84,8 +83,8 @@ class ExplainLines(_Body):
 
     path: str = Field(max_length=4096, description="an indexed file (absolute, or relative "
                                                    "to the repository)")
-    start_line: Int = Field(ge=1, le=10_000_000)
-    end_line: Int = Field(ge=1, le=10_000_000)
+    start_line: int = Field(ge=1, le=10_000_000)
+    end_line: int = Field(ge=1, le=10_000_000)
     repo: str | None = RepoField
 
 

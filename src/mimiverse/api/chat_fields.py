@@ -28,7 +28,7 @@ from pydantic import (
     field_validator,
 )
 
-from mimiverse.api.limits import MAX_TEXT, Float, Int
+from mimiverse.api.limits import MAX_TEXT
 from mimiverse.backends.base import Image, ResponseFormat, Tool
 from mimiverse.errors import ImageTooLarge, InvalidRequest
 
@@ -50,11 +50,11 @@ class SamplingExtras(BaseModel):
     """The sampling fields beyond temperature, seed and stop, bounded alike in every
     protocol (each adds its own spelling of the repeat penalty)."""
 
-    top_p: Float | None = Field(None, ge=0.0, le=1.0)
-    top_k: Int | None = Field(None, ge=-1, le=1000)  # Ollama's; vLLM's and llama.cpp's extensions
-    min_p: Float | None = Field(None, ge=0.0, le=1.0)
-    presence_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, le=1000)  # Ollama's; vLLM's and llama.cpp's extensions
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
 
     def sampling_fields(self) -> dict[str, Any]:
         """The sampling fields set, by the internal request's names: these, the repeat

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
-from mimiverse.api.limits import Int
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Job
 
@@ -31,7 +30,7 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")  # refused, naming them (422)
 
     query: str = Field(min_length=1, max_length=2000)
-    limit: Int = Field(10, ge=1, le=100)
+    limit: int = Field(10, ge=1, le=100)
     mode: Literal["lexical", "vector", "hybrid"] = "hybrid"
     path_glob: str | None = Field(None, max_length=256, description='e.g. "src/**/*.py"')
     language: str | None = Field(None, max_length=32, pattern=r"^[a-z0-9_+#\-]+$")

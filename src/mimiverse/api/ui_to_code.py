@@ -18,7 +18,6 @@ from mimiverse.api.chat_fields import checked_image, image_from_url
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
 from mimiverse.api.lean import LeanRoute
-from mimiverse.api.limits import Float, Int
 from mimiverse.backends.base import ChatMessage, Image
 from mimiverse.gateway import ChatInput
 
@@ -49,8 +48,8 @@ class UiToCodeBody(BaseModel):
     instruction: str = Field("", max_length=16_384, description="what to build or change")
     target: Target = "html"
     stream: bool = True
-    max_tokens: Int | None = Field(None, ge=1, le=8192)
-    temperature: Float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
 
     def to_input(self) -> ChatInput:
         image: Image = image_from_url(self.image) if self.image.startswith(

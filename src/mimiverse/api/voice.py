@@ -26,7 +26,6 @@ from mimiverse.api.assist import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
-from mimiverse.api.limits import Float
 from mimiverse.assist.prompts import Prompt
 from mimiverse.assist.service import Question
 from mimiverse.assist.voice import Heard, Transcriber
@@ -63,7 +62,7 @@ class TranscriptionForm(BaseModel):
     language: Language | Absent = None
     prompt: Annotated[str, StringConstraints(max_length=4000)] | Absent = None
     response_format: Literal["json", "text"] = "json"
-    temperature: Float = Field(0.0, ge=0.0, le=1.0)
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class VoiceForm(BaseModel):

@@ -63,7 +63,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
-from mimiverse.api.limits import EmbedText, Int
+from mimiverse.api.limits import EmbedText
 from mimiverse.backends.base import EmbedExtras
 from mimiverse.config import Task
 from mimiverse.errors import (
@@ -133,7 +133,7 @@ class _EmbedFields(BaseModel):
 
 class EmbedBody(_EmbedFields):
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
-    dimensions: Int | None = Field(None, json_schema_extra={"enum": [None]})
+    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
     @field_validator("dimensions")
     @classmethod

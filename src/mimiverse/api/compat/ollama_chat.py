@@ -24,7 +24,7 @@ from mimiverse.api.chat_fields import (
     passthrough_fields,
     tool_fields,
 )
-from mimiverse.api.limits import MAX_TEXT, Float, Int, StopText
+from mimiverse.api.limits import MAX_TEXT, StopText
 from mimiverse.backends.base import ChatMessage, ResponseFormat, ToolCall
 from mimiverse.backends.toolcalls import arguments_object, arguments_text, new_call_id
 from mimiverse.gateway import ChatInput
@@ -37,7 +37,7 @@ class CallFunction(Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
     # Ollama numbers an answer's calls; sent on, as it came, to Ollama backends (the order
     # of the calls carries it for other kinds).
-    index: Int | None = Field(None, ge=0, le=1 << 16)
+    index: int | None = Field(None, ge=0, le=1 << 16)
 
 
 class CallIn(Strict):
@@ -73,12 +73,12 @@ class ChatOptions(SamplingExtras, Strict):
 
     model_config = ConfigDict(extra="allow")
 
-    num_predict: Int | None = Field(None, ge=-2, le=131072)
-    temperature: Float | None = Field(None, ge=0.0, le=2.0)
+    num_predict: int | None = Field(None, ge=-2, le=131072)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
     stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
-    seed: Int | None = Field(None, ge=-1, le=2**31 - 1)
-    repeat_penalty: Float | None = Field(None, gt=0.0, le=10.0)
-    num_ctx: Int | None = Field(None, ge=1, le=1 << 21)
+    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    num_ctx: int | None = Field(None, ge=1, le=1 << 21)
 
     def max_tokens(self) -> int | None:
         # -1 (no limit) and -2 (fill the context) mean "as many as the route allows".

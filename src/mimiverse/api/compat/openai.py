@@ -67,7 +67,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
-from mimiverse.api.limits import MAX_TEXT, EmbedText, Float, Int, StopText
+from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
 from mimiverse.backends.base import EmbedExtras
 from mimiverse.errors import ImageTooLarge, MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
@@ -151,13 +151,13 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: Int | None = Field(None, ge=1, le=8192)
-    temperature: Float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
     stop: Stops = None
-    seed: Int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Int | None = _documented(1)
+    n: int | None = _documented(1)
 
     _n = field_validator("n")(_only(1, "n=1"))
 
@@ -176,9 +176,9 @@ class CompletionBody(SamplingExtras, _Body):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = ""
     suffix: str | None = Field(None, max_length=MAX_TEXT)
     echo: bool | None = _documented(False)
-    logprobs: Int | None = Field(None, json_schema_extra={"enum": [None]})
-    best_of: Int | None = _documented(1)
-    repetition_penalty: Float | None = Field(None, gt=0.0, le=10.0)
+    logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
+    best_of: int | None = _documented(1)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
 
     _echo = field_validator("echo")(_only(False, "echo=false"))
     _logprobs = field_validator("logprobs")(_only(None, "logprobs=null"))
@@ -229,7 +229,7 @@ class EmbeddingBody(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Int | None = Field(None, json_schema_extra={"enum": [None]})
+    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
     @field_validator("dimensions")
     @classmethod

@@ -27,7 +27,7 @@ from mimiverse.api.chat_fields import (
     response_format,
     tool_fields,
 )
-from mimiverse.api.limits import MAX_TEXT, Float, Int
+from mimiverse.api.limits import MAX_TEXT
 from mimiverse.backends.base import ChatMessage, Image, ToolCall
 from mimiverse.gateway import ChatInput
 
@@ -101,14 +101,14 @@ class ChatFields(SamplingExtras, Strict):
     model_config = ConfigDict(extra="allow")  # the rest passes through (see module doc)
 
     messages: list[Message] = Field(min_length=1, max_length=256)
-    max_completion_tokens: Int | None = Field(None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
     tools: ToolList | None = Field(None, max_length=128)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: Format | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    repetition_penalty: Float | None = Field(None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
 
     @field_validator("logprobs")
     @classmethod

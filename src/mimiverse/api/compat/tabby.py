@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from mimiverse import __version__
 from mimiverse.api.compat.shared import OpenAIError, collect, parse, protocol_responses
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
-from mimiverse.api.limits import MAX_TEXT, Float, Int
+from mimiverse.api.limits import MAX_TEXT
 from mimiverse.fim.templates import ContextFile
 from mimiverse.gateway import FimInput, Gateway, RawInput
 
@@ -99,8 +99,8 @@ class CompletionBody(_Tabby):
     segments: Segments
     user: str | None = Field(None, max_length=256)
     debug_options: DebugOptions | None = None
-    temperature: Float | None = Field(None, ge=0.0, le=2.0)
-    seed: Int | None = Field(None, ge=0, le=2**31 - 1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
     mode: Literal["standard", "next_edit_suggestion"] = Field(
         "standard", json_schema_extra={"enum": ["standard"]})  # the other: a clear refusal
 
