@@ -50,6 +50,31 @@ async def test_malformed_agent_fields_are_refused_naming_them(
     assert upstream.path not in upstream.server.behaviour.requests  # nothing went upstream
 
 
+@pytest.mark.parametrize(("path", "status", "extra", "named"), [
+    ("/v1/chat/completions", 400, {"top_k": False}, "top_k"),
+    ("/v1/chat/completions", 400, {"max_tokens": True}, "max_tokens"),
+    ("/api/chat", 400, {"options": {"num_ctx": True}}, "num_ctx"),
+    ("/api/chat", 400, {"options": {"temperature": False}}, "temperature"),
+    ("/api/ai/chat", 422, {"top_p": False}, "top_p"),
+])
+async def test_true_and_false_are_not_numbers(
+    path: str, status: int, extra: dict[str, Any], named: str,
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    # pydantic's lax mode would read them as 1 and 0; OpenAI and Ollama refuse them too.
+    base: dict[str, Any] = {"messages": [USER]}
+    if not path.startswith("/api/ai/"):
+        base["model"] = CHAT_MODEL
+    response = await http.post(app.url + path, json={**base, **extra})
+    assert response.status_code == status, response.text
+    assert named in response.text and "not true or false" in response.text
+    assert upstream.path not in upstream.server.behaviour.requests
+    # A whole number written as a float is still a number (JSON Schema's integer).
+    whole = {"options": {"num_predict": 8.0}} if path == "/api/chat" else {"max_tokens": 8.0}
+    answer = await http.post(app.url + path, json={**base, **whole})
+    assert answer.status_code == 200, answer.text
+
+
 async def test_our_api_refuses_unknown_top_level_fields(
     app: AppServer, http: httpx.AsyncClient
 ) -> None:

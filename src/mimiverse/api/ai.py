@@ -29,7 +29,7 @@ from mimiverse.api.chat_fields import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_body, error_responses
 from mimiverse.api.lean import LeanRoute
-from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, StopText
+from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, NumbersNotBooleans, StopText
 from mimiverse.backends.base import ChatMessage, Image, ToolCall
 from mimiverse.backends.toolcalls import arguments_text, new_call_id
 from mimiverse.errors import MimiverseError
@@ -49,7 +49,7 @@ SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 
 
 
-class Sampling(BaseModel):
+class Sampling(NumbersNotBooleans):
     """Unknown fields are refused (422 naming them): nothing sent is dropped."""
 
     model_config = ConfigDict(extra="forbid")

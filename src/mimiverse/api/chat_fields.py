@@ -28,7 +28,7 @@ from pydantic import (
     field_validator,
 )
 
-from mimiverse.api.limits import MAX_TEXT
+from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans
 from mimiverse.backends.base import Image, ResponseFormat, Tool
 from mimiverse.errors import ImageTooLarge, InvalidRequest
 
@@ -46,7 +46,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SamplingExtras(BaseModel):
+class SamplingExtras(NumbersNotBooleans):
     """The sampling fields beyond temperature, seed and stop, bounded alike in every
     protocol (each adds its own spelling of the repeat penalty)."""
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
+from mimiverse.api.limits import NumbersNotBooleans
 from mimiverse.index.model import SearchFilter
 from mimiverse.index.service import CodebaseService, Job
 
@@ -26,7 +27,7 @@ async def get_codebase(request: Request) -> CodebaseService:
 CodebaseDep = Annotated[CodebaseService, Depends(get_codebase)]
 
 
-class SearchBody(BaseModel):
+class SearchBody(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")  # refused, naming them (422)
 
     query: str = Field(min_length=1, max_length=2000)

@@ -18,6 +18,7 @@ from mimiverse.api.chat_fields import checked_image, image_from_url
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
 from mimiverse.api.lean import LeanRoute
+from mimiverse.api.limits import NumbersNotBooleans
 from mimiverse.backends.base import ChatMessage, Image
 from mimiverse.gateway import ChatInput
 
@@ -40,7 +41,7 @@ WHAT = {
 }
 
 
-class UiToCodeBody(BaseModel):
+class UiToCodeBody(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")  # refused, naming them: nothing is dropped
 
     image: str = Field(max_length=30_000_000,

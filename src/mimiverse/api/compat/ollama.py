@@ -63,7 +63,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
-from mimiverse.api.limits import EmbedText
+from mimiverse.api.limits import EmbedText, NumbersNotBooleans
 from mimiverse.backends.base import EmbedExtras
 from mimiverse.config import Task
 from mimiverse.errors import (
@@ -109,7 +109,7 @@ class ChatBody(ChatFields):
     stream: bool = True  # Ollama streams unless told not to
 
 
-class _EmbedFields(BaseModel):
+class _EmbedFields(NumbersNotBooleans):
     """What /api/embed and /api/embeddings share. Options, keep_alive and the fields not
     modelled here (`truncate`, ...) go verbatim to an Ollama backend and are refused by
     other kinds (400 naming them); a keep_alive that keeps the model loaded asks nothing

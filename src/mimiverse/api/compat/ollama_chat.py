@@ -24,7 +24,7 @@ from mimiverse.api.chat_fields import (
     passthrough_fields,
     tool_fields,
 )
-from mimiverse.api.limits import MAX_TEXT, StopText
+from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans, StopText
 from mimiverse.backends.base import ChatMessage, ResponseFormat, ToolCall
 from mimiverse.backends.toolcalls import arguments_object, arguments_text, new_call_id
 from mimiverse.gateway import ChatInput
@@ -32,7 +32,7 @@ from mimiverse.gateway import ChatInput
 Base64Image = Annotated[str, Field(max_length=30_000_000)]
 
 
-class CallFunction(Strict):
+class CallFunction(NumbersNotBooleans, Strict):
     name: FunctionName
     arguments: dict[str, Any] = Field(default_factory=dict)
     # Ollama numbers an answer's calls; sent on, as it came, to Ollama backends (the order

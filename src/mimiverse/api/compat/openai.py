@@ -33,7 +33,6 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -67,7 +66,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import error_type, status_for
-from mimiverse.api.limits import MAX_TEXT, EmbedText, StopText
+from mimiverse.api.limits import MAX_TEXT, EmbedText, NumbersNotBooleans, StopText
 from mimiverse.backends.base import EmbedExtras
 from mimiverse.errors import ImageTooLarge, MimiverseError, ModelNotFound, RequestError
 from mimiverse.fim.prompt import estimate_tokens
@@ -147,7 +146,7 @@ class StreamOptions(Strict):
         _only(False, "include_obfuscation=false (no padding is added)"))
 
 
-class _Body(BaseModel):
+class _Body(NumbersNotBooleans):
     model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     model: str = Field(min_length=1, max_length=256)
@@ -223,7 +222,7 @@ def _token_ids(value: Any) -> bool:
     return all(v and all(type(t) is int for t in v) for v in items)
 
 
-class EmbeddingBody(BaseModel):
+class EmbeddingBody(NumbersNotBooleans):
     model_config = ConfigDict(extra="allow")  # passed through or refused, never dropped
 
     model: str = Field(min_length=1, max_length=256)

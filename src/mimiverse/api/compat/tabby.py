@@ -29,12 +29,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
 from mimiverse import __version__
 from mimiverse.api.compat.shared import OpenAIError, collect, parse, protocol_responses
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
-from mimiverse.api.limits import MAX_TEXT
+from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans
 from mimiverse.fim.templates import ContextFile
 from mimiverse.gateway import FimInput, Gateway, RawInput
 
@@ -44,7 +44,7 @@ Body = Annotated[str, StringConstraints(max_length=100_000)]
 router = APIRouter(tags=["tabby"], responses=protocol_responses(OpenAIError))
 
 
-class _Tabby(BaseModel):
+class _Tabby(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")  # refused, naming them (see module doc)
 
 
