@@ -55,6 +55,7 @@ async def test_malformed_agent_fields_are_refused_naming_them(
     ("/v1/chat/completions", 400, {"max_tokens": True}, "max_tokens"),
     ("/api/chat", 400, {"options": {"num_ctx": True}}, "num_ctx"),
     ("/api/chat", 400, {"options": {"temperature": False}}, "temperature"),
+    ("/api/chat", 400, {"keep_alive": True}, "keep_alive"),  # not 1 second
     ("/api/ai/chat", 422, {"top_p": False}, "top_p"),
 ])
 async def test_true_and_false_are_not_numbers(

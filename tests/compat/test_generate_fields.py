@@ -218,6 +218,7 @@ async def test_a_chat_model_on_generate_gets_format_images_and_think(
     ("/api/generate", {"prompt": PREFIX, "options": {"top_k": "many"}}, "top_k"),
     ("/api/generate", {"prompt": PREFIX, "options": {"num_ctx": 0}}, "num_ctx"),
     ("/api/generate", {"prompt": PREFIX, "keep_alive": ["5m"]}, "keep_alive"),
+    ("/api/generate", {"prompt": PREFIX, "keep_alive": True}, "not true or false"),
     ("/api/generate", {"prompt": PREFIX, "context": "abc"}, "context"),
     ("/api/generate", {"prompt": PREFIX, "think": "very"}, "think"),
     ("/v1/completions", {"prompt": PREFIX, "top_p": 2}, "top_p"),

@@ -99,7 +99,7 @@ class ChatOptions(SamplingExtras, Strict):
         return passthrough_fields("ollama", {**extra, **options})
 
 
-class ChatFields(Strict):
+class ChatFields(NumbersNotBooleans, Strict):
     """The fields of an /api/chat body besides `model` and `stream`."""
 
     model_config = ConfigDict(extra="allow")

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from mimiverse.api.chat_fields import check_image_count, checked_image
 from mimiverse.api.compat.ollama_chat import ChatOptions, add_format_and_think
 from mimiverse.api.compat.shared import is_fim_prompt
-from mimiverse.api.limits import MAX_TEXT
+from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans
 from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
 from mimiverse.errors import InvalidRequest
@@ -43,7 +43,7 @@ def model_required(schema: dict[str, Any]) -> None:
     schema["required"] = sorted({*schema.get("required", ()), "model"})
 
 
-class GenerateBody(BaseModel):
+class GenerateBody(NumbersNotBooleans):
     model_config = ConfigDict(extra="allow", json_schema_extra=model_required)
 
     model: str | None = Field(None, max_length=256)
