@@ -248,15 +248,17 @@ class Gateway:
         vectors: dict[str, list[float]] = {}
         for text, value in zip(unique, found, strict=True):
             vector = value.get("vector") if value else None
-            if isinstance(vector, list) and vector:
+            if value and isinstance(vector, list) and vector:
                 vectors[text] = vector
+                # Named as the model that gave it (entries from before this: the route's).
+                model = str(value.get("model", route.model))
         missing = [t for t in unique if t not in vectors]
         backend_name = CACHE_BACKEND
         if missing:
             fresh, backend, model = await self.router.embed(missing, extras)
             backend_name = backend.name
             vectors.update(zip(missing, fresh, strict=True))
-            await asyncio.gather(*(self.cache.set(keys[t], {"vector": v})
+            await asyncio.gather(*(self.cache.set(keys[t], {"vector": v, "model": model})
                                    for t, v in zip(missing, fresh, strict=True)))
         return Embeddings([vectors[t] for t in texts], model, backend_name, ms_since(started),
                           cached=not missing)

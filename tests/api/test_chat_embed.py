@@ -7,6 +7,7 @@ import pytest
 
 from tests.api.conftest import Serve
 from tests.api.test_fim import sse_events
+from tests.index.test_service import settings
 from tests.servers.behaviour import (
     beyond_probes,
     chat_prompt,
@@ -16,6 +17,7 @@ from tests.servers.behaviour import (
 )
 from tests.servers.harness import ServerHandle
 from tests.support.app_server import settings_for
+from tests.support.embedder import BowEmbedder
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 
@@ -89,6 +91,24 @@ async def test_embed_one_and_many_with_per_text_cache(
     r = await http.post(f"{app.url}/api/ai/embed", json={"input": ["a"]})
     assert r.json()["cached"] is True and r.json()["backend"] == "cache"
     assert server.behaviour.requests[path] == 2
+
+
+class OwnModel(BowEmbedder):
+    """An in-process embedder: it serves its own model, whatever the route calls it."""
+
+    def served_model(self, requested: str) -> str:
+        return "own-model"
+
+
+async def test_a_cached_vector_names_the_model_that_gave_it(
+    serve: Serve, http: httpx.AsyncClient,
+) -> None:
+    embedder = OwnModel()
+    app = serve(settings(), {"bow": embedder})  # the route calls its model "bow-64"
+    for cached in (False, True):
+        body = (await http.post(f"{app.url}/api/ai/embed", json={"input": ["a"]})).json()
+        assert (body["model"], body["cached"]) == ("own-model", cached)
+    assert embedder.calls == 1
 
 
 @pytest.mark.parametrize(
