@@ -127,6 +127,20 @@ async def test_the_older_embeddings_route_takes_the_same_fields(
     assert info.value.status_code == 400 and "ollama:options.num_thread" in info.value.error
 
 
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"input": "y"}, "input"),  # /api/embed's: passed on, it would replace the prompt
+    ({"dimensions": 4}, "dimensions is not supported"),
+])
+async def test_the_older_route_refuses_what_embed_would_read_otherwise(
+    app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+    extra: dict[str, Any], named: str,
+) -> None:
+    body = {"model": "embedding", "prompt": "x", **extra}
+    response = await http.post(f"{app.url}/api/embeddings", json=body)
+    assert response.status_code == 400 and named in response.text
+    assert upstream.calls() == 0
+
+
 @pytest.mark.parametrize(("path", "body", "named"), [
     ("/api/embed", {"dimensions": 4}, "dimensions is not supported"),
     ("/v1/embeddings", {"dimensions": 4}, "dimensions is not supported"),

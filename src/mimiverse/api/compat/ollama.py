@@ -121,6 +121,14 @@ class _EmbedFields(NumbersNotBooleans):
     model: str | None = Field(None, max_length=256)
     options: dict[str, Any] | None = Field(None, max_length=256)
     keep_alive: Annotated[str, Field(max_length=32)] | float | None = None
+    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
+
+    @field_validator("dimensions")
+    @classmethod
+    def _no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
 
     def extras(self) -> EmbedExtras:
         fields = dict(self.model_extra or {})
@@ -133,18 +141,13 @@ class _EmbedFields(NumbersNotBooleans):
 
 class EmbedBody(_EmbedFields):
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
-    dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
-
-    @field_validator("dimensions")
-    @classmethod
-    def _no_dimensions(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError("dimensions is not supported: vectors have the model's own size")
-        return value
 
 
 class EmbeddingsBody(_EmbedFields):
     prompt: EmbedText
+    # /api/embed's field, which `prompt` becomes upstream: refused (passed through, it
+    # would replace the prompt).
+    input: None = None
 
 
 def _model_or_name(schema: dict[str, Any]) -> None:
