@@ -16,7 +16,8 @@ Decisions where the OpenAI API leaves room:
   (a kind without one is refused, naming it and the backend); its unknown fields, like
   chat's (api/compat/openai_chat.py) and those of /v1/embeddings (`user`, ...), pass
   through to OpenAI backends or are refused.
-- stream_options takes only include_usage (any other key is refused, naming it).
+- stream_options takes include_usage and include_obfuscation: false (no padding is
+  added); any other key, or true there, is refused, naming it.
 - `usage` counts come from the backend when it reported them, else estimates.
 - Requests whose body has `segments` are Tabby's and are answered by api/compat/tabby.py.
 """
