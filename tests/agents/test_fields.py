@@ -50,6 +50,19 @@ async def test_malformed_agent_fields_are_refused_naming_them(
     assert upstream.path not in upstream.server.behaviour.requests  # nothing went upstream
 
 
+@pytest.mark.parametrize(("path", "status"), [("/api/chat", 400), ("/api/ai/chat", 422)])
+async def test_keep_alive_is_a_short_duration(
+    path: str, status: int, app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
+) -> None:
+    body: dict[str, Any] = {"messages": [USER], "keep_alive": "5" * 40}
+    if path == "/api/chat":
+        body["model"] = CHAT_MODEL
+    response = await http.post(app.url + path, json=body)
+    assert response.status_code == status, response.text
+    assert "keep_alive" in response.text and "at most 32 characters" in response.text
+    assert upstream.path not in upstream.server.behaviour.requests
+
+
 @pytest.mark.parametrize(("path", "status", "extra", "named"), [
     ("/v1/chat/completions", 400, {"top_k": False}, "top_k"),
     ("/v1/chat/completions", 400, {"max_tokens": True}, "max_tokens"),

@@ -29,7 +29,14 @@ from mimiverse.api.chat_fields import (
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_body, error_responses
 from mimiverse.api.lean import LeanRoute
-from mimiverse.api.limits import MAX_TEXT, EmbedText, EmbedTexts, NumbersNotBooleans, StopText
+from mimiverse.api.limits import (
+    MAX_TEXT,
+    EmbedText,
+    EmbedTexts,
+    KeepAlive,
+    NumbersNotBooleans,
+    StopText,
+)
 from mimiverse.backends.base import ChatMessage, Image, ToolCall
 from mimiverse.backends.toolcalls import arguments_text, new_call_id
 from mimiverse.errors import MimiverseError
@@ -136,7 +143,7 @@ class ChatBody(Sampling, SamplingExtras, Strict):
     think: bool | Literal["low", "medium", "high"] | None = None
     repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
     num_ctx: int | None = Field(None, ge=1, le=1 << 21)
-    keep_alive: str | float | None = None
+    keep_alive: KeepAlive | None = None
 
     def to_input(self) -> ChatInput:
         messages = tuple(m.to_message() for m in self.messages)

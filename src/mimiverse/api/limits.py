@@ -12,6 +12,8 @@ MAX_TEXT = 1_000_000  # characters of prefix, suffix, prompt or message content
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
 EmbedTexts = Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
+# Ollama's: a duration ("5m", "0s") or seconds; only an unload (0) asks anything of others.
+KeepAlive = Annotated[str, StringConstraints(max_length=32)] | float
 
 
 class NumbersNotBooleans(BaseModel):

@@ -63,7 +63,7 @@ from mimiverse.api.compat.shared import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import status_for
-from mimiverse.api.limits import EmbedText, NumbersNotBooleans
+from mimiverse.api.limits import EmbedText, KeepAlive, NumbersNotBooleans
 from mimiverse.backends.base import EmbedExtras
 from mimiverse.config import Task
 from mimiverse.errors import (
@@ -120,7 +120,7 @@ class _EmbedFields(NumbersNotBooleans):
 
     model: str | None = Field(None, max_length=256)
     options: dict[str, Any] | None = Field(None, max_length=256)
-    keep_alive: Annotated[str, Field(max_length=32)] | float | None = None
+    keep_alive: KeepAlive | None = None
     dimensions: int | None = Field(None, json_schema_extra={"enum": [None]})
 
     @field_validator("dimensions")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from mimiverse.answers import Answer
 from mimiverse.api.chat_fields import (
@@ -24,7 +24,7 @@ from mimiverse.api.chat_fields import (
     passthrough_fields,
     tool_fields,
 )
-from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans, StopText
+from mimiverse.api.limits import MAX_TEXT, KeepAlive, NumbersNotBooleans, StopText
 from mimiverse.backends.base import ChatMessage, ResponseFormat, ToolCall
 from mimiverse.backends.toolcalls import arguments_object, arguments_text, new_call_id
 from mimiverse.gateway import ChatInput
@@ -109,14 +109,7 @@ class ChatFields(NumbersNotBooleans, Strict):
     tools: ToolList | None = Field(None, max_length=128)
     format: Literal["", "json"] | dict[str, Any] | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
-    keep_alive: str | float | None = None
-
-    @field_validator("keep_alive")
-    @classmethod
-    def _duration(cls, value: str | float | None) -> str | float | None:
-        if isinstance(value, str) and len(value) > 32:
-            raise ValueError("keep_alive must be a duration such as 5m, or seconds")
-        return value
+    keep_alive: KeepAlive | None = None
 
     def chat_input(self, extra: dict[str, Any]) -> ChatInput:
         o = self.options

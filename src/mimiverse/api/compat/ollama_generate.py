@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field
 from mimiverse.api.chat_fields import check_image_count, checked_image
 from mimiverse.api.compat.ollama_chat import ChatOptions, add_format_and_think
 from mimiverse.api.compat.shared import is_fim_prompt
-from mimiverse.api.limits import MAX_TEXT, NumbersNotBooleans
+from mimiverse.api.limits import MAX_TEXT, KeepAlive, NumbersNotBooleans
 from mimiverse.backends.base import ChatMessage
 from mimiverse.config import Task
 from mimiverse.errors import InvalidRequest
@@ -57,7 +57,7 @@ class GenerateBody(NumbersNotBooleans):
     images: Annotated[list[Annotated[str, Field(max_length=30_000_000)]], Field(
         max_length=16)] | None = None
     think: bool | Literal["low", "medium", "high"] | None = None
-    keep_alive: Annotated[str, Field(max_length=32)] | float | None = None
+    keep_alive: KeepAlive | None = None
     # Taken only empty (refuse_unused says why otherwise); the document says so.
     template: str | None = Field(None, max_length=MAX_TEXT,
                                  json_schema_extra={"maxLength": 0})
