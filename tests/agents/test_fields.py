@@ -54,7 +54,7 @@ async def test_malformed_agent_fields_are_refused_naming_them(
 async def test_keep_alive_is_a_short_duration(
     path: str, status: int, app: AppServer, http: httpx.AsyncClient, upstream: Upstream,
 ) -> None:
-    body: dict[str, Any] = {"messages": [USER], "keep_alive": "5" * 40}
+    body: dict[str, Any] = {"messages": [USER], "keep_alive": "5" * 40}  # not 5.6e39 s
     if path == "/api/chat":
         body["model"] = CHAT_MODEL
     response = await http.post(app.url + path, json=body)

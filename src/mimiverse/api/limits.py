@@ -6,14 +6,30 @@ import functools
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 MAX_TEXT = 1_000_000  # characters of prefix, suffix, prompt or message content
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 EmbedText = Annotated[str, StringConstraints(max_length=100_000)]
 EmbedTexts = Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
+
+
+def _duration(value: str | float) -> str | float:
+    if isinstance(value, str) and len(value) > 32:
+        raise ValueError("must be a duration such as 5m (at most 32 characters), or seconds")
+    return value
+
+
 # Ollama's: a duration ("5m", "0s") or seconds; only an unload (0) asks anything of others.
-KeepAlive = Annotated[str, StringConstraints(max_length=32)] | float
+# One union, so that a long text is refused rather than read as a number of seconds.
+KeepAlive = Annotated[str | float, AfterValidator(_duration)]
 
 
 class NumbersNotBooleans(BaseModel):
