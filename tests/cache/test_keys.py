@@ -69,6 +69,8 @@ def test_messages_as_dataclasses_or_dicts_hash_alike() -> None:
 def test_sets_are_order_free_and_odd_floats_are_allowed() -> None:
     assert cache_key("t", s={"b", "a"}) == cache_key("t", s=frozenset(["a", "b"]))
     assert cache_key("t", x=float("nan")) != cache_key("t", x=None)
+    # A whole float too big for a 64-bit integer (a client's keep_alive: 5.5e39 seconds).
+    assert cache_key("t", x=5.5e39) != cache_key("t", x=5.5e38)
     with pytest.raises(TypeError):
         cache_key("t", x=object())
 

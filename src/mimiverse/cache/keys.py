@@ -53,7 +53,8 @@ def _canonical(value: object) -> Any:
         # An integral float is the same parameter as the int; NaN/inf have no JSON form.
         if not math.isfinite(value):
             return repr(value)
-        return int(value) if value.is_integer() else value
+        # (Beyond 64 bits orjson writes no integer: such a float stays one.)
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
