@@ -26,10 +26,9 @@ class HeadTooLarge(Exception):
 class OneWritePerAnswer(asyncio.Transport):
     """A connection's transport that sends the head of a response of known length
     together with its body. uvicorn writes the two apart: a system call, a TCP segment and
-    a wake-up of the client more for every answer (what this saves in CPU is not measured
-    yet: docs/benchmarks.md, "workers"). The head of a streamed (chunked) response still
-    goes out at once; a held head with no body to follow (HEAD) goes out when the
-    response completes."""
+    a wake-up of the client more for every answer (docs/benchmarks.md). The head of a
+    streamed (chunked) response still goes out at once; a held head with no body to
+    follow (HEAD) goes out when the response completes."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         super().__init__()
