@@ -371,6 +371,8 @@ async def run_open_loop(url: str, path: str, head: str, tail: str | None, second
             "p50_us": _pct_us(latencies, 0.5), "p90_us": _pct_us(latencies, 0.9),
             "p99_us": _pct_us(latencies, 0.99), "max_us": _pct_us(latencies, 1.0),
             "lag_p99_us": _pct_us(lags, 0.99), "connections": len(load.conns)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")

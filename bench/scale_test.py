@@ -65,10 +65,11 @@ def run_workers(workers: int, opts: argparse.Namespace) -> dict[str, Any]:
             rates[case] = found["sustained_rps"]
             rates[f"{case}_cpu_ms"] = cpu_per_answer(case, gateway, backend, opts)
             sustained = found["sustained"] or {}
+            cores = sustained.get("cores", {})
             rates[f"{case}_cores"] = {  # gateway, model server, load generator, kernel
-                "gateway": sustained.get("cores", {}).get(gateway.name, 0.0),
-                "model server": sustained.get("cores", {}).get(backend.name, 0.0),
-                "load generator": sustained.get("cores", {}).get("loadgen.py", 0.0),
+                "gateway": cores.get(gateway.name, 0.0),
+                "model server": cores.get(backend.name, 0.0),
+                "load generator": cores.get("loadgen.py", 0.0),
                 "interrupts": sustained.get("irq_cores", 0.0),
                 "other": sustained.get("other_cores", 0.0)}
     return rates
@@ -124,7 +125,7 @@ def workers_table(runs: dict[int, list[dict[str, Any]]], opts: argparse.Namespac
                 "2 workers against 1, uncached, the best run of each",
                 f"{two / one if one else 0:.2f}x (>= 1.7x; ratio of the medians "
                 f"{medians:.2f}x)", bool(one) and two / one >= 1.7)])
-            + "\n\nWhere the 2 cores went at the uncached sustained rate (cores, median):"
+            + "\n\nWhere the CPU went at the uncached sustained rate (cores, median):"
             "\n\n" + bl.table(["", *parts, "all"], cores)
             + "\n\n" + ceiling_text(runs, shared=not opts.gateway_cpus)
             + "\n\nGateway CPU per answer at the same offered rate (ms, all workers "

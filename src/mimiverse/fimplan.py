@@ -142,6 +142,8 @@ class CompletionPlanner:
             # Type-ahead reuse must not carry an answer across different context.
             "context": [[c.path, c.text] for c in context],
         }
+        if fim.language is not None:  # ends answers (blocks.py); else the path tells it
+            params["language"] = fim.language
         fields = self._answer_fields(request) if fim.fields else None
         if fields:  # absent otherwise: plain requests keep the keys they always had
             params["fields"] = fields

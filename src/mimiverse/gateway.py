@@ -87,7 +87,6 @@ class Gateway:
         self._flights: SingleFlight[Answer] = SingleFlight()
         self.observer: Observer = NO_OBSERVER  # see observe()
         self.planner = CompletionPlanner(settings, self.router)
-        self.fim_template: FimTemplate = self.planner.template
         # Set by create_app once the codebase service exists: the index's matches for FIM.
         self.retriever: RepoRetriever | None = None
 
@@ -104,6 +103,11 @@ class Gateway:
     async def plan_fim(self, fim: FimInput) -> FimPlan:
         """The prompt for `fim`: repository context first, the file in what is left."""
         return await self.planner.plan(fim, self.retriever)
+
+    @property
+    def fim_template(self) -> FimTemplate:
+        """The completion route's FIM template (the planner's)."""
+        return self.planner.template
 
     def prompt_budget(self) -> int:
         """FIM prompt tokens (see CompletionPlanner.prompt_budget)."""

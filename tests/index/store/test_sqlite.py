@@ -174,7 +174,7 @@ def test_cache_compacts_after_many_removals(tmp_path: Path) -> None:
         assert store.search_vector(repo, [0.3, 1.0], 50, SearchFilter()) == fresh.search_vector(
             repo, [0.3, 1.0], 50, SearchFilter()
         )
-        assert len(store._caches[repo].snapshot().ids) == 600  # compacted, not just masked
+        assert len(store._search.caches[repo].snapshot().ids) == 600  # compacted, not just masked
     finally:
         store.close()
         fresh.close()

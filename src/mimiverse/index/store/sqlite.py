@@ -44,7 +44,6 @@ from mimiverse.index.store.base import IndexStore, RepoStats
 from mimiverse.index.store.sqlite_changes import JSON_VALUES, Changes
 from mimiverse.index.store.sqlite_schema import INTEGRITY_CHECKS, migrate
 from mimiverse.index.store.sqlite_search import SqliteSearch, glob_match
-from mimiverse.index.store.sqlite_vectors import VectorCache
 
 # WAL pages an indexing run may leave unchecked (256 MiB of 16 KiB pages; SQLite's usual
 # 1000 would checkpoint every ~400 files): see `_deferred_checkpoints`.
@@ -376,11 +375,6 @@ class SqliteStore(IndexStore):
         self, repo: int, vector: Sequence[float], limit: int, where: SearchFilter
     ) -> list[tuple[int, float]]:
         return self._search.vector(repo, vector, limit, where)
-
-    @property
-    def _caches(self) -> dict[int, VectorCache]:
-        """The vectors held in memory, per repository (the search's)."""
-        return self._search.caches
 
     # -- bookkeeping --------------------------------------------------------------------
 
