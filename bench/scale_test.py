@@ -110,21 +110,20 @@ def workers_table(runs: dict[int, list[dict[str, Any]]], opts: argparse.Namespac
     cores = [[f"{n} worker{'s' if n > 1 else ''}", *(
         f"{median(r['uncached_cores'][part] for r in runs[n]):.2f}" for part in parts),
         f"{median(sum(r['uncached_cores'].values()) for r in runs[n]):.2f}"] for n in (1, 2)]
-    # The budget compares the highest rate each sustained: a run of one worker whose single
-    # loop stalled once in a window fails p99 far below what it can do, which would make
-    # the ratio of medians flatter 2 workers.
-    one = max(r["uncached"] for r in runs[1])
-    two = max(r["uncached"] for r in runs[2])
-    medians = median(r["uncached"] for r in runs[2]) / (
-        median(r["uncached"] for r in runs[1]) or 1)
+    # The budget is the ratio of the medians (the project's rule for benchmarks). The best
+    # run of each is shown beside it: a lone worker whose single loop stalls once in a
+    # window fails p99 far below its best, which two loops absorb better.
+    one = median(r["uncached"] for r in runs[1])
+    two = median(r["uncached"] for r in runs[2])
+    best = max(r["uncached"] for r in runs[2]) / (max(r["uncached"] for r in runs[1]) or 1)
     return (f"Sustained req/s at p99 <= {opts.p99_ms:g} ms (median of {len(runs[1])} runs):"
             "\n\n"
             + bl.table(["case", "1 worker", "2 workers", "ratio", "runs, 1 worker",
                         "runs, 2 workers"], rows)
             + "\n\n" + bl.budget_lines([(
-                "2 workers against 1, uncached, the best run of each",
-                f"{two / one if one else 0:.2f}x (>= 1.7x; ratio of the medians "
-                f"{medians:.2f}x)", bool(one) and two / one >= 1.7)])
+                "2 workers against 1, uncached, ratio of the medians",
+                f"{two / one if one else 0:.2f}x (>= 1.7x; the best run of each: "
+                f"{best:.2f}x)", bool(one) and two / one >= 1.7)])
             + "\n\nWhere the CPU went at the uncached sustained rate (cores, median):"
             "\n\n" + bl.table(["", *parts, "all"], cores)
             + "\n\n" + ceiling_text(runs, shared=not opts.gateway_cpus)
