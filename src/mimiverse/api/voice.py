@@ -26,7 +26,6 @@ from mimiverse.api.assist import (
 )
 from mimiverse.api.deps import GatewayDep, cancel_on_disconnect
 from mimiverse.api.errors import BACKEND_ERRORS, COMMON_ERRORS, error_responses
-from mimiverse.api.limits import NumbersNotBooleans
 from mimiverse.assist.prompts import Prompt
 from mimiverse.assist.service import Question
 from mimiverse.assist.voice import Heard, Transcriber
@@ -54,7 +53,7 @@ async def get_transcriber(request: Request) -> Transcriber:
 TranscriberDep = Annotated[Transcriber, Depends(get_transcriber)]
 
 
-class TranscriptionForm(NumbersNotBooleans):
+class TranscriptionForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file: UploadFile = Field(description="the recording (wav, mp3, ogg, flac, m4a, webm)")
