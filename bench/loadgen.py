@@ -282,8 +282,7 @@ class OpenLoop(Load):
         try:
             conn = await self.connect(self.done, self.lost)
         except OSError:
-            self.errors += 1
-            return
+            return  # the request it was for waits on: served later, or counted unfinished
         finally:
             self.connecting -= 1
         self.opened += 1
